@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, then the whole test suite.
+# Installs and starts whatever real services the suite needs (idempotent).
+# Usage: scripts/test.sh            (from the repository root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reuse a build cache outside the clone when one exists (CI on this machine).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/churn-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --release --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+# Release mode: training-heavy tests are 10x faster and the build is shared
+# with the benchmarks and the main-job command.
+cargo test --release --locked -- --test-threads=2

@@ -1,0 +1,12 @@
+//! Use cases and the ports they need.
+//!
+//! Each use case is a struct holding `Arc<dyn Port>`s with a one-step entry
+//! (`run`) that the CLI, the HTTP layer, the scheduler and the tests all
+//! call. Nothing here knows which backend sits behind a port.
+
+pub mod build_features;
+pub mod generate;
+pub mod ingest;
+pub mod models;
+pub mod ports;
+pub mod train;

@@ -1,0 +1,218 @@
+//! `ManageModels`: listing versions, loading and decoding them, and moving
+//! the `production` alias (promote, rollback) with compare-and-swap so two
+//! writers cannot both win silently.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::application::ports::{AliasRecord, ModelRegistry, ModelTrainer, RegistryError};
+use crate::domain::model::{Classifier, ModelError, ModelMetadata};
+
+/// The alias serving follows.
+pub const PRODUCTION: &str = "production";
+/// The alias of the newest registered version.
+pub const LATEST: &str = "latest";
+/// How many previous production versions an alias remembers for rollback.
+const HISTORY_LIMIT: usize = 50;
+
+/// Failures of model management.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelsError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("version {version} cannot be used: {source}")]
+    Model { version: u64, source: ModelError },
+}
+
+/// A version with the aliases pointing at it (for `models list`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub version: u64,
+    pub aliases: Vec<String>,
+    #[serde(flatten)]
+    pub metadata: ModelMetadata,
+}
+
+/// A decoded model ready to score.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub metadata: ModelMetadata,
+    pub classifier: Arc<dyn Classifier>,
+}
+
+/// The model-management use case.
+#[derive(Clone)]
+pub struct ManageModels {
+    registry: Arc<dyn ModelRegistry>,
+    trainer: Arc<dyn ModelTrainer>,
+}
+
+impl ManageModels {
+    pub fn new(registry: Arc<dyn ModelRegistry>, trainer: Arc<dyn ModelTrainer>) -> Self {
+        Self { registry, trainer }
+    }
+
+    pub fn registry(&self) -> &Arc<dyn ModelRegistry> {
+        &self.registry
+    }
+
+    /// Every version, oldest first, with its aliases.
+    ///
+    /// # Errors
+    /// [`ModelsError::Registry`] when the registry cannot be read.
+    pub async fn list(&self) -> Result<Vec<ModelSummary>, ModelsError> {
+        let versions = self.registry.list().await?;
+        let production = self.registry.alias(PRODUCTION).await?;
+        let latest = self.registry.alias(LATEST).await?;
+        Ok(versions
+            .into_iter()
+            .map(|metadata| {
+                let mut aliases = Vec::new();
+                if production
+                    .as_ref()
+                    .is_some_and(|a| a.version == metadata.version)
+                {
+                    aliases.push(PRODUCTION.to_string());
+                }
+                if latest
+                    .as_ref()
+                    .is_some_and(|a| a.version == metadata.version)
+                {
+                    aliases.push(LATEST.to_string());
+                }
+                ModelSummary {
+                    version: metadata.version,
+                    aliases,
+                    metadata,
+                }
+            })
+            .collect())
+    }
+
+    /// Loads, verifies and decodes one version.
+    ///
+    /// # Errors
+    /// Unknown version, checksum mismatch or undecodable model.
+    pub async fn load(&self, version: u64) -> Result<LoadedModel, ModelsError> {
+        let (metadata, bytes) = self.registry.load(version).await?;
+        let trainer = self.trainer.clone();
+        let kind = metadata.kind;
+        // Decoding a large tree ensemble is CPU work: keep it off the runtime.
+        let classifier = tokio::task::spawn_blocking(move || trainer.decode(kind, &bytes))
+            .await
+            .map_err(|e| ModelsError::Model {
+                version,
+                source: ModelError::Codec(e.to_string()),
+            })?
+            .map_err(|source| ModelsError::Model { version, source })?;
+        if classifier.n_features() != metadata.feature_names.len() {
+            return Err(ModelsError::Model {
+                version,
+                source: ModelError::FeatureCount {
+                    expected: metadata.feature_names.len(),
+                    got: classifier.n_features(),
+                },
+            });
+        }
+        Ok(LoadedModel {
+            metadata,
+            classifier,
+        })
+    }
+
+    /// The production model, if an alias exists.
+    ///
+    /// # Errors
+    /// As [`ManageModels::load`].
+    pub async fn load_production(&self) -> Result<Option<LoadedModel>, ModelsError> {
+        match self.registry.alias(PRODUCTION).await? {
+            None => Ok(None),
+            Some(a) => self.load(a.version).await.map(Some),
+        }
+    }
+
+    /// Points `alias` at `version`, remembering the previous target.
+    /// Verifies the version loads first, so a broken model is never promoted.
+    ///
+    /// # Errors
+    /// Unknown/broken version, or [`RegistryError::Conflict`] if another
+    /// writer moved the alias meanwhile.
+    pub async fn promote(&self, version: u64, reason: &str) -> Result<AliasRecord, ModelsError> {
+        self.load(version).await?;
+        self.move_alias(PRODUCTION, version, reason).await
+    }
+
+    /// Moves any alias (no load check; used for `latest`).
+    ///
+    /// # Errors
+    /// [`RegistryError`] from the registry, including conflicts.
+    pub async fn move_alias(
+        &self,
+        alias: &str,
+        version: u64,
+        reason: &str,
+    ) -> Result<AliasRecord, ModelsError> {
+        let current = self.registry.alias(alias).await?;
+        if let Some(c) = &current
+            && c.version == version
+        {
+            return Ok(c.clone());
+        }
+        let mut history = current
+            .as_ref()
+            .map(|c| {
+                let mut h = c.history.clone();
+                h.push(c.version);
+                h
+            })
+            .unwrap_or_default();
+        if history.len() > HISTORY_LIMIT {
+            history.drain(..history.len() - HISTORY_LIMIT);
+        }
+        let record = AliasRecord {
+            version,
+            history,
+            updated_at: chrono::Utc::now().to_rfc3339(),
+            reason: reason.to_string(),
+        };
+        self.registry
+            .set_alias(alias, record.clone(), current.as_ref())
+            .await?;
+        tracing::info!(alias, version, reason, "alias moved");
+        Ok(record)
+    }
+
+    /// Moves `production` back to the version it pointed to before.
+    ///
+    /// # Errors
+    /// [`RegistryError::NoHistory`] with no earlier version;
+    /// [`RegistryError::Conflict`] on a concurrent move.
+    pub async fn rollback(&self) -> Result<AliasRecord, ModelsError> {
+        let current = self
+            .registry
+            .alias(PRODUCTION)
+            .await?
+            .ok_or_else(|| RegistryError::NoAlias(PRODUCTION.into()))?;
+        let mut history = current.history.clone();
+        let previous = history.pop().ok_or_else(|| {
+            RegistryError::NoHistory("production has never pointed elsewhere".into())
+        })?;
+        self.load(previous).await?;
+        let record = AliasRecord {
+            version: previous,
+            history,
+            updated_at: chrono::Utc::now().to_rfc3339(),
+            reason: format!("rollback from version {}", current.version),
+        };
+        self.registry
+            .set_alias(PRODUCTION, record.clone(), Some(&current))
+            .await?;
+        tracing::info!(
+            from = current.version,
+            to = previous,
+            "production rolled back"
+        );
+        Ok(record)
+    }
+}

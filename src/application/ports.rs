@@ -1,0 +1,195 @@
+//! The ports: traits the use cases depend on and the infrastructure
+//! implements (embedded SQLite and ClickHouse stores, object-store registry,
+//! file and Kafka event sources, model trainers).
+//!
+//! Errors are per port, with variants a caller can act on.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::event::{Event, EventError};
+use crate::domain::features::FeatureSpec;
+use crate::domain::label::LabelPolicy;
+use crate::domain::model::{Classifier, Dataset, ModelError, ModelKind, ModelMetadata};
+use crate::domain::snapshot::FeatureSnapshot;
+
+/// Failures of the event/feature store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or refused the operation; retrying
+    /// later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data is not what this version expects.
+    #[error("store data is invalid: {0}")]
+    Corrupt(String),
+    /// The request cannot be answered from the data there is.
+    #[error("{0}")]
+    Insufficient(String),
+}
+
+/// What one append did: idempotent stores count redeliveries separately.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AppendOutcome {
+    pub inserted: u64,
+    pub duplicates: u64,
+}
+
+/// Size and time range of the stored events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EventStats {
+    pub events: u64,
+    pub users: u64,
+    pub first_event_time: Option<i64>,
+    pub last_event_time: Option<i64>,
+}
+
+/// Where raw events are kept. Appends must be idempotent on
+/// [`Event::event_id`]: the same event appended twice is stored once.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Durably appends a batch (all or nothing).
+    async fn append(&self, events: Vec<Event>) -> Result<AppendOutcome, StoreError>;
+    async fn stats(&self) -> Result<EventStats, StoreError>;
+    /// Cheap reachability check for readiness probes.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Summary of a persisted feature snapshot.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SnapshotSummary {
+    pub as_of: i64,
+    pub users: u64,
+    pub features: usize,
+    pub fingerprint: String,
+}
+
+/// Computes features from stored events with the shared spec, persists dated
+/// snapshots and builds point-in-time training sets.
+#[async_trait]
+pub trait FeatureStore: Send + Sync {
+    /// Computes every user's features as of `as_of` (events `<= as_of` only)
+    /// and stores them as a snapshot.
+    async fn build_snapshot(
+        &self,
+        spec: &FeatureSpec,
+        as_of: i64,
+    ) -> Result<SnapshotSummary, StoreError>;
+    /// The newest stored snapshot, loaded for serving.
+    async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError>;
+    /// Features as of `cutoff` and churn labels over `(cutoff, cutoff + H]`
+    /// for users eligible at `cutoff`, ordered by user id.
+    async fn training_set(
+        &self,
+        spec: &FeatureSpec,
+        policy: LabelPolicy,
+        cutoff: i64,
+    ) -> Result<Dataset, StoreError>;
+}
+
+/// Failures of the model registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("model version {0} does not exist")]
+    UnknownVersion(u64),
+    #[error("no model has alias {0:?}")]
+    NoAlias(String),
+    #[error("checksum mismatch for version {version}: expected {expected}, found {found}")]
+    Checksum {
+        version: u64,
+        expected: String,
+        found: String,
+    },
+    /// A conditional alias move lost a race with another writer.
+    #[error("alias {alias:?} was moved concurrently by another writer; re-read and retry")]
+    Conflict { alias: String },
+    #[error("nothing to roll back to: {0}")]
+    NoHistory(String),
+    #[error("registry backend error: {0}")]
+    Backend(String),
+    #[error("registry data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// Where an alias points, with the versions it pointed to before (most
+/// recent last) so rollback can walk back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AliasRecord {
+    pub version: u64,
+    #[serde(default)]
+    pub history: Vec<u64>,
+    pub updated_at: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Immutable model versions plus movable aliases (`production`, `latest`).
+#[async_trait]
+pub trait ModelRegistry: Send + Sync {
+    /// Stores a new version; the registry assigns the number (written into
+    /// the returned metadata together with the checksum).
+    async fn register(
+        &self,
+        metadata: ModelMetadata,
+        model: Vec<u8>,
+    ) -> Result<ModelMetadata, RegistryError>;
+    /// All versions, oldest first.
+    async fn list(&self) -> Result<Vec<ModelMetadata>, RegistryError>;
+    /// One version's metadata and model bytes, checksum verified.
+    async fn load(&self, version: u64) -> Result<(ModelMetadata, Vec<u8>), RegistryError>;
+    async fn alias(&self, alias: &str) -> Result<Option<AliasRecord>, RegistryError>;
+    /// Moves `alias` to `record.version` if the alias still is `expected`
+    /// (`None` = must not exist); otherwise [`RegistryError::Conflict`].
+    async fn set_alias(
+        &self,
+        alias: &str,
+        record: AliasRecord,
+        expected: Option<&AliasRecord>,
+    ) -> Result<(), RegistryError>;
+    async fn ping(&self) -> Result<(), RegistryError>;
+}
+
+/// Fits and decodes models (CPU-bound: callers run it off the async runtime).
+pub trait ModelTrainer: Send + Sync {
+    /// # Errors
+    /// [`ModelError::Training`] when the algorithm fails on the data.
+    fn train(&self, kind: ModelKind, data: &Dataset) -> Result<Arc<dyn Classifier>, ModelError>;
+    /// # Errors
+    /// [`ModelError::Codec`] when the bytes are not a model of that kind.
+    fn decode(&self, kind: ModelKind, bytes: &[u8]) -> Result<Arc<dyn Classifier>, ModelError>;
+    /// The hyperparameters used for `kind`, recorded in the metadata.
+    fn hyperparameters(&self, kind: ModelKind) -> serde_json::Value;
+}
+
+/// One undecoded message from a source, with where it came from (file line,
+/// Kafka partition/offset) for dead-letter reports.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub payload: Vec<u8>,
+    pub origin: String,
+}
+
+/// Failures of an event source or dead-letter sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("event source failed: {0}")]
+    Io(String),
+}
+
+/// A stream of raw events (NDJSON file, HTTP body, Kafka topic).
+#[async_trait]
+pub trait EventSource: Send {
+    /// Up to `max` records; an empty vector means the source is exhausted.
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<RawRecord>, SourceError>;
+    /// Acknowledges everything returned so far (called only after the
+    /// batch is durably stored: at-least-once delivery).
+    async fn commit(&mut self) -> Result<(), SourceError>;
+}
+
+/// Where rejected records go, with the reason (rejects file, DLQ topic).
+#[async_trait]
+pub trait DeadLetterSink: Send {
+    async fn reject(&mut self, record: &RawRecord, error: &EventError) -> Result<(), SourceError>;
+    async fn flush(&mut self) -> Result<(), SourceError>;
+}

@@ -1,0 +1,404 @@
+//! The `churn` command line: a thin edge over the use cases. Every command
+//! prints human-readable text by default and one JSON document with `--json`
+//! where scripts need it; errors go to stderr with a non-zero exit code.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::application::generate::{GeneratorOptions, generate};
+use crate::config::Settings;
+use crate::domain::time::{format_rfc3339, parse_timestamp};
+use crate::infrastructure::file_source::{NdjsonSource, RejectsFile};
+use crate::startup::Services;
+
+/// Churn prediction: events → features → model → registry → predictions.
+#[derive(Debug, Parser)]
+#[command(name = "churn", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: ./config.toml when present).
+    #[arg(long, global = true, env = "CHURN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store and local registry (overrides `data_dir`).
+    #[arg(long, global = true, env = "CHURN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write seeded, realistic demo events as NDJSON.
+    GenerateEvents(GenerateArgs),
+    /// Validate and store events from an NDJSON file (`-` = stdin).
+    Ingest(IngestArgs),
+    /// Compute every user's features as of a time and store the snapshot.
+    BuildFeatures(BuildFeaturesArgs),
+    /// Train, evaluate, register and (if it wins) promote a model.
+    Train(TrainArgs),
+    /// List, promote and roll back model versions.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Show what the event store holds.
+    Stats(JsonFlag),
+    /// Validate the configuration and print it (secrets redacted).
+    CheckConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Number of users.
+    #[arg(long, default_value_t = 2_000)]
+    pub users: u64,
+    /// Random seed (same seed and options = same events).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Days of history.
+    #[arg(long, default_value_t = 120)]
+    pub days: u32,
+    /// Last instant of the data (default: now).
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Share of users who churn at some point.
+    #[arg(long, default_value_t = 0.35)]
+    pub churn_share: f64,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// NDJSON file, or `-` for stdin.
+    pub file: PathBuf,
+    /// Where rejected lines go (default: `ingest.rejects_file`).
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildFeaturesArgs {
+    /// Compute features as of this time (default: now).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Print the report as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Promote even if production scores better (the recency gate still applies).
+    #[arg(long)]
+    pub force_promote: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List registered versions with aliases and validation metrics.
+    List(JsonFlag),
+    /// Point `production` at a version.
+    Promote {
+        version: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move `production` back to the version it pointed to before.
+    Rollback(JsonFlag),
+}
+
+/// Loads and overrides the settings from the global flags.
+///
+/// # Errors
+/// Unreadable or invalid configuration.
+pub fn load_settings(cli: &Cli) -> Result<Settings> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.data_dir {
+        settings.data_dir = dir.clone();
+    }
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn parse_time_arg(flag: &str, value: &str) -> Result<i64> {
+    parse_timestamp(value).with_context(|| {
+        format!("{flag} {value:?}: expected 'YYYY-MM-DD', 'YYYY-MM-DD HH:MM:SS' or RFC 3339")
+    })
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    // indicatif hides itself when stderr is not a terminal.
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Any failure, with context naming what was being done.
+pub async fn run(cli: Cli) -> Result<()> {
+    let settings = load_settings(&cli)?;
+    match cli.command {
+        Command::GenerateEvents(args) => generate_events(args),
+        Command::CheckConfig => {
+            println!("{}", settings.to_redacted_json());
+            eprintln!("configuration is valid");
+            Ok(())
+        }
+        Command::Ingest(args) => ingest(Services::build(settings)?, args).await,
+        Command::BuildFeatures(args) => {
+            let services = Services::build(settings)?;
+            let as_of = args
+                .as_of
+                .as_deref()
+                .map(|v| parse_time_arg("--as-of", v))
+                .transpose()?;
+            let bar = spinner("building features");
+            let summary = services.build_features.run(as_of).await;
+            bar.finish_and_clear();
+            let summary = summary.context("building features")?;
+            if args.json {
+                print_json(&summary)
+            } else {
+                println!(
+                    "feature snapshot as of {}: {} users x {} features",
+                    format_rfc3339(summary.as_of),
+                    summary.users,
+                    summary.features
+                );
+                Ok(())
+            }
+        }
+        Command::Train(args) => {
+            let services = Services::build_with(settings, args.force_promote)?;
+            let bar = spinner("training");
+            let report = services.train.run().await;
+            bar.finish_and_clear();
+            let report = report.context("training")?;
+            if args.json {
+                return print_json(&report);
+            }
+            let m = &report.metrics;
+            println!(
+                "{} version {} (trained on {} rows at {:?}, validated on {} rows at {})",
+                report.model_name,
+                report.version,
+                report.train_rows,
+                report.train_cutoffs,
+                report.validation_rows,
+                report.validation_cutoff
+            );
+            println!(
+                "  gbdt:     auc {:.4}  pr_auc {:.4}  logloss {:.4}  brier {:.4}",
+                m.auc, m.pr_auc, m.logloss, m.brier
+            );
+            let b = &report.baseline_metrics;
+            println!(
+                "  logistic: auc {:.4}  pr_auc {:.4}  logloss {:.4}  brier {:.4}",
+                b.auc, b.pr_auc, b.logloss, b.brier
+            );
+            println!("  recency rule: auc {:.4}", m.recency_auc);
+            println!("  {}", report.decision);
+            Ok(())
+        }
+        Command::Models(cmd) => models(Services::build(settings)?, cmd).await,
+        Command::Stats(flag) => {
+            let services = Services::build(settings)?;
+            let stats = services
+                .events
+                .stats()
+                .await
+                .context("reading store stats")?;
+            if flag.json {
+                return print_json(&stats);
+            }
+            println!(
+                "{} events from {} users, {} to {}",
+                stats.events,
+                stats.users,
+                stats
+                    .first_event_time
+                    .map(format_rfc3339)
+                    .unwrap_or_else(|| "-".into()),
+                stats
+                    .last_event_time
+                    .map(format_rfc3339)
+                    .unwrap_or_else(|| "-".into())
+            );
+            Ok(())
+        }
+    }
+}
+
+fn generate_events(args: GenerateArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.churn_share) {
+        bail!("--churn-share must be within [0, 1]");
+    }
+    if args.days < 7 {
+        bail!("--days must be at least 7");
+    }
+    let end = match &args.end {
+        Some(v) => parse_time_arg("--end", v)?,
+        None => chrono::Utc::now().timestamp(),
+    };
+    let opts = GeneratorOptions {
+        users: args.users,
+        days: args.days,
+        end,
+        seed: args.seed,
+        churn_share: args.churn_share,
+    };
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            Box::new(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            ))
+        }
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut write_error = None;
+    let summary = generate(opts, |event| {
+        if write_error.is_none()
+            && let Err(e) = serde_json::to_writer(&mut out, &event.to_json())
+                .and_then(|_| out.write_all(b"\n").map_err(serde_json::Error::io))
+        {
+            write_error = Some(e);
+        }
+    });
+    if let Some(e) = write_error {
+        return Err(e).context("writing events");
+    }
+    out.flush().context("writing events")?;
+    eprintln!(
+        "generated {} events for {} users ({} churn before the end) ending {}",
+        summary.events,
+        summary.users,
+        summary.churners,
+        format_rfc3339(end)
+    );
+    Ok(())
+}
+
+async fn ingest(services: Services, args: IngestArgs) -> Result<()> {
+    let mut source = NdjsonSource::open(&args.file).await?;
+    let rejects_path = args
+        .rejects
+        .unwrap_or_else(|| services.settings.rejects_path());
+    let mut rejects = RejectsFile::new(rejects_path.clone());
+    let bar = spinner("ingesting");
+    let started = std::time::Instant::now();
+    let report = services
+        .ingest
+        .run(&mut source, &mut rejects, |r| {
+            bar.set_message(format!(
+                "ingesting: {} read, {} stored, {} rejected",
+                r.read, r.inserted, r.rejected
+            ));
+        })
+        .await;
+    bar.finish_and_clear();
+    let report = report.context("ingesting events")?;
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        return print_json(&serde_json::json!({
+            "read": report.read,
+            "inserted": report.inserted,
+            "duplicates": report.duplicates,
+            "rejected": report.rejected,
+            "rejects_file": (report.rejected > 0).then(|| rejects_path.display().to_string()),
+            "seconds": secs,
+        }));
+    }
+    println!(
+        "read {} lines: {} stored, {} duplicates skipped, {} rejected ({:.0} events/s)",
+        report.read,
+        report.inserted,
+        report.duplicates,
+        report.rejected,
+        report.read as f64 / secs.max(1e-9)
+    );
+    if report.rejected > 0 {
+        println!("rejected lines and reasons: {}", rejects_path.display());
+    }
+    Ok(())
+}
+
+async fn models(services: Services, cmd: ModelsCommand) -> Result<()> {
+    match cmd {
+        ModelsCommand::List(flag) => {
+            let list = services.models.list().await.context("listing models")?;
+            if flag.json {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("no models registered yet: run `churn train`");
+            }
+            for m in list {
+                println!(
+                    "v{:<4} {:<20} auc {:.4} (recency {:.4})  trained {}  {}",
+                    m.version,
+                    m.aliases.join(","),
+                    m.metadata.metrics.auc,
+                    m.metadata.metrics.recency_auc,
+                    m.metadata.trained_at,
+                    m.metadata.kind.as_str()
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::Promote { version, json } => {
+            let record = services
+                .models
+                .promote(version, "promoted by hand (CLI)")
+                .await
+                .with_context(|| format!("promoting version {version}"))?;
+            if json {
+                return print_json(&record);
+            }
+            println!("production -> version {}", record.version);
+            Ok(())
+        }
+        ModelsCommand::Rollback(flag) => {
+            let record = services.models.rollback().await.context("rolling back")?;
+            if flag.json {
+                return print_json(&record);
+            }
+            println!(
+                "production -> version {} ({})",
+                record.version, record.reason
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Settings: `config.toml` (documented defaults) → `CHURN_*` environment
+//! variables (`__` separates sections: `CHURN_TRAINING__HORIZON_DAYS=14`) →
+//! command-line flags. [`Settings::validate`] is pure and separate from
+//! building anything, so `churn check-config` can run it alone.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::time::parse_timestamp;
+use crate::infrastructure::models::GbdtParams;
+
+/// Why the configuration is unusable; names the key to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(String),
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The whole settings tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Where the embedded store, the local registry and rejects live.
+    pub data_dir: PathBuf,
+    pub store: StoreSettings,
+    pub registry: RegistrySettings,
+    pub ingest: IngestSettings,
+    pub training: TrainingSettings,
+    pub server: ServerSettings,
+    pub schedule: ScheduleSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            store: StoreSettings::default(),
+            registry: RegistrySettings::default(),
+            ingest: IngestSettings::default(),
+            training: TrainingSettings::default(),
+            server: ServerSettings::default(),
+            schedule: ScheduleSettings::default(),
+        }
+    }
+}
+
+/// Which event/feature store backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreSettings {
+    #[serde(rename = "type")]
+    pub kind: StoreKind,
+    /// SQLite file; empty = `<data_dir>/churn.db`.
+    pub sqlite_path: String,
+    /// `normal` (survives process crashes) or `full` (also power loss).
+    pub sqlite_synchronous: String,
+    /// Feature snapshots kept.
+    pub snapshot_retention: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Sqlite,
+            sqlite_path: String::new(),
+            sqlite_synchronous: "normal".into(),
+            snapshot_retention: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegistrySettings {
+    /// `file:///abs/dir` or a plain path; empty = `<data_dir>/registry`.
+    pub url: String,
+    pub model_name: String,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            model_name: "churn_model".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngestSettings {
+    /// Events per store transaction.
+    pub batch_size: usize,
+    /// How far in the future an event may be stamped.
+    pub max_future_skew_secs: i64,
+    /// Rejected lines of `churn ingest`; empty = `<data_dir>/rejects.ndjson`.
+    pub rejects_file: String,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 20_000,
+            max_future_skew_secs: 86_400,
+            rejects_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainingSettings {
+    /// Churn = no event within this many days after the cutoff.
+    pub horizon_days: u32,
+    /// Eligible users had an event within this many days before the cutoff.
+    pub lookback_days: u32,
+    /// Explicit validation cutoff (`YYYY-MM-DD[ HH:MM:SS]` or RFC 3339);
+    /// empty = last full day of data minus the horizon.
+    pub validation_cutoff: String,
+    /// Training cutoffs stacked into one training set.
+    pub train_snapshots: u32,
+    /// Days between stacked training cutoffs.
+    pub snapshot_step_days: u32,
+    /// A challenger may trail production's AUC by this much and still win.
+    pub promotion_tolerance: f64,
+    pub gbdt: GbdtParams,
+}
+
+impl Default for TrainingSettings {
+    fn default() -> Self {
+        Self {
+            horizon_days: 30,
+            lookback_days: 30,
+            validation_cutoff: String::new(),
+            train_snapshots: 4,
+            snapshot_step_days: 7,
+            promotion_tolerance: 0.01,
+            gbdt: GbdtParams::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Bearer token for `/admin/*`. Set it through `CHURN_SERVER__ADMIN_TOKEN`,
+    /// never in a committed file.
+    #[serde(serialize_with = "redact")]
+    pub admin_token: SecretString,
+    /// Serve admin routes without a token (demos only).
+    pub allow_unauthenticated_admin: bool,
+    /// How often to re-read the `production` alias (moved by another replica
+    /// or the CLI); 0 disables polling.
+    pub registry_poll_secs: u64,
+    pub max_batch_users: usize,
+    pub max_body_bytes: usize,
+    /// Requests in flight before new ones get 429.
+    pub max_concurrent_requests: usize,
+    /// Grace period for in-flight work on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+fn redact<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if secret.expose_secret().is_empty() {
+        ""
+    } else {
+        "[redacted]"
+    })
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            admin_token: SecretString::from(String::new()),
+            allow_unauthenticated_admin: false,
+            registry_poll_secs: 30,
+            max_batch_users: 1_000,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_concurrent_requests: 4_096,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScheduleSettings {
+    /// Run the cron jobs inside `churn serve`.
+    pub enabled: bool,
+    /// Feature rebuild schedule (6-field cron with seconds, UTC).
+    pub features_cron: String,
+    /// Retraining schedule.
+    pub retrain_cron: String,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            features_cron: "0 */15 * * * *".into(),
+            retrain_cron: "0 30 3 * * *".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `config_file` (if given, it must exist; if not
+    /// given, `./config.toml` is used when present), then `CHURN_*` env.
+    ///
+    /// # Errors
+    /// [`ConfigError::Load`] for unreadable files or wrongly typed values.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match config_file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Load(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("config.toml")),
+        }
+        figment
+            .merge(Env::prefixed("CHURN_").split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))
+    }
+
+    /// Checks every value; pure (no I/O).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if !matches!(self.store.sqlite_synchronous.as_str(), "normal" | "full") {
+            return Err(invalid(
+                "store.sqlite_synchronous",
+                "must be \"normal\" or \"full\"",
+            ));
+        }
+        if self.store.snapshot_retention == 0 {
+            return Err(invalid("store.snapshot_retention", "must be at least 1"));
+        }
+        if self.registry.url.starts_with("s3://") {
+            return Err(invalid(
+                "registry.url",
+                "s3:// registries are not supported by this build yet; use a file path",
+            ));
+        }
+        if self.registry.model_name.is_empty()
+            || !self
+                .registry
+                .model_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(invalid(
+                "registry.model_name",
+                "letters, digits, '_' and '-' only",
+            ));
+        }
+        if self.ingest.batch_size == 0 {
+            return Err(invalid("ingest.batch_size", "must be at least 1"));
+        }
+        if self.ingest.max_future_skew_secs < 0 {
+            return Err(invalid(
+                "ingest.max_future_skew_secs",
+                "must not be negative",
+            ));
+        }
+        let t = &self.training;
+        if t.horizon_days == 0 {
+            return Err(invalid("training.horizon_days", "must be at least 1"));
+        }
+        if t.lookback_days == 0 {
+            return Err(invalid("training.lookback_days", "must be at least 1"));
+        }
+        if t.train_snapshots == 0 {
+            return Err(invalid("training.train_snapshots", "must be at least 1"));
+        }
+        if !t.validation_cutoff.is_empty() && parse_timestamp(&t.validation_cutoff).is_none() {
+            return Err(invalid(
+                "training.validation_cutoff",
+                format!("{:?} is not a date or timestamp", t.validation_cutoff),
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.promotion_tolerance) {
+            return Err(invalid(
+                "training.promotion_tolerance",
+                "must be within [0, 1]",
+            ));
+        }
+        if t.gbdt.iterations == 0 || t.gbdt.max_depth == 0 {
+            return Err(invalid(
+                "training.gbdt",
+                "iterations and max_depth must be at least 1",
+            ));
+        }
+        if !(t.gbdt.learning_rate > 0.0 && t.gbdt.learning_rate <= 1.0) {
+            return Err(invalid(
+                "training.gbdt.learning_rate",
+                "must be within (0, 1]",
+            ));
+        }
+        let s = &self.server;
+        if s.max_batch_users == 0 {
+            return Err(invalid("server.max_batch_users", "must be at least 1"));
+        }
+        if s.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if s.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "server.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        if s.host.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "server.host",
+                format!("{:?} is not an IP address", s.host),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        if self.store.sqlite_path.is_empty() {
+            self.data_dir.join("churn.db")
+        } else {
+            PathBuf::from(&self.store.sqlite_path)
+        }
+    }
+
+    pub fn registry_dir(&self) -> PathBuf {
+        let url = &self.registry.url;
+        if url.is_empty() {
+            self.data_dir.join("registry")
+        } else {
+            PathBuf::from(url.strip_prefix("file://").unwrap_or(url))
+        }
+    }
+
+    pub fn rejects_path(&self) -> PathBuf {
+        if self.ingest.rejects_file.is_empty() {
+            self.data_dir.join("rejects.ndjson")
+        } else {
+            PathBuf::from(&self.ingest.rejects_file)
+        }
+    }
+
+    pub fn validation_cutoff(&self) -> Option<i64> {
+        parse_timestamp(&self.training.validation_cutoff)
+    }
+
+    /// The effective settings as JSON with secrets redacted (`check-config`).
+    pub fn to_redacted_json(&self) -> String {
+        json_string(self)
+    }
+}
+
+fn json_string<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let s = Settings::default();
+        s.validate().unwrap();
+        assert_eq!(s.sqlite_path(), PathBuf::from("./data/churn.db"));
+        assert_eq!(s.registry_dir(), PathBuf::from("./data/registry"));
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut s = Settings::default();
+        s.training.horizon_days = 0;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("training.horizon_days"), "{err}");
+        let mut s = Settings::default();
+        s.server.host = "localhost:80".into();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("server.host")
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let mut s = Settings::default();
+        s.server.admin_token = SecretString::from("hunter2".to_string());
+        let text = s.to_redacted_json();
+        assert!(!text.contains("hunter2"));
+        assert!(text.contains("[redacted]"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    /// The committed config.toml documents exactly the built-in defaults.
+    #[test]
+    fn committed_config_toml_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let from_file: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(&path))
+            .extract()
+            .unwrap();
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        assert_eq!(serde_json::to_value(from_file).unwrap(), defaults);
+        // Every key is written in the file, not only inherited.
+        let raw: serde_json::Value = Figment::from(Toml::file(&path)).extract().unwrap();
+        fn walk(defaults: &serde_json::Value, file: &serde_json::Value, at: &str) {
+            if let serde_json::Value::Object(map) = defaults {
+                for (k, v) in map {
+                    let key = format!("{at}{k}");
+                    let inner = file
+                        .get(k)
+                        .unwrap_or_else(|| panic!("config.toml lacks {key}"));
+                    walk(v, inner, &format!("{key}."));
+                }
+            }
+        }
+        walk(&defaults, &raw, "");
+    }
+}

@@ -1,0 +1,15 @@
+//! The pure core: events, the feature specification and its evaluator, the
+//! churn label rule, model abstractions and evaluation metrics.
+//!
+//! Nothing in here does I/O, reads the clock or depends on tokio: every
+//! function takes what it needs (including "now") as arguments, so the same
+//! code runs inside the embedded store, in unit tests and, rendered to SQL,
+//! inside ClickHouse.
+
+pub mod event;
+pub mod features;
+pub mod label;
+pub mod metrics;
+pub mod model;
+pub mod snapshot;
+pub mod time;

@@ -1,0 +1,251 @@
+//! The model abstraction: what a trained churn classifier must do, the
+//! labelled dataset it learns from, the logistic-regression baseline's
+//! (pure) scoring, and the metadata every registered version carries.
+//!
+//! Training algorithms live in `infrastructure::models` (they wrap external
+//! crates); scoring a fitted logistic model is plain arithmetic and lives
+//! here so it can be tested without any of them.
+
+use std::fmt::Debug;
+
+use serde::{Deserialize, Serialize};
+
+use super::metrics::Evaluation;
+
+/// The algorithm behind a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Gradient-boosted trees (the main model).
+    Gbdt,
+    /// Standardised logistic regression (the baseline).
+    Logistic,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gbdt => "gbdt",
+            Self::Logistic => "logistic",
+        }
+    }
+}
+
+/// Why a model cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model expects {expected} features, got {got}")]
+    FeatureCount { expected: usize, got: usize },
+    #[error("could not encode or decode the model: {0}")]
+    Codec(String),
+    #[error("training failed: {0}")]
+    Training(String),
+}
+
+/// A fitted classifier that outputs churn probabilities in `[0, 1]`.
+pub trait Classifier: Send + Sync + Debug {
+    fn kind(&self) -> ModelKind;
+    fn n_features(&self) -> usize;
+    /// Probabilities for row-major `rows` of `n_features()` columns each.
+    ///
+    /// # Errors
+    /// [`ModelError::FeatureCount`] when `rows` is not a whole number of rows.
+    fn predict_proba(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError>;
+    /// The serialized form stored in the registry.
+    ///
+    /// # Errors
+    /// [`ModelError::Codec`] if serialization fails.
+    fn to_bytes(&self) -> Result<Vec<u8>, ModelError>;
+}
+
+/// Checks that `rows` holds whole rows of `n` features; returns the row count.
+///
+/// # Errors
+/// [`ModelError::FeatureCount`] otherwise.
+pub fn row_count(rows: &[f64], n: usize) -> Result<usize, ModelError> {
+    if n == 0 || !rows.len().is_multiple_of(n) {
+        return Err(ModelError::FeatureCount {
+            expected: n,
+            got: rows.len(),
+        });
+    }
+    Ok(rows.len() / n)
+}
+
+/// A labelled, row-major feature matrix (label `true` = churned).
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub feature_names: Vec<String>,
+    pub user_ids: Vec<u64>,
+    pub rows: Vec<f64>,
+    pub labels: Vec<bool>,
+}
+
+impl Dataset {
+    pub fn n_features(&self) -> usize {
+        self.feature_names.len()
+    }
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn row(&self, i: usize) -> &[f64] {
+        let n = self.n_features();
+        &self.rows[i * n..(i + 1) * n]
+    }
+    pub fn positive_rate(&self) -> f64 {
+        if self.labels.is_empty() {
+            return 0.0;
+        }
+        self.labels.iter().filter(|l| **l).count() as f64 / self.labels.len() as f64
+    }
+    /// Appends another dataset with the same columns (used to stack
+    /// several training cutoffs).
+    pub fn extend(&mut self, other: Dataset) {
+        if self.feature_names.is_empty() {
+            self.feature_names = other.feature_names;
+        }
+        self.user_ids.extend(other.user_ids);
+        self.rows.extend(other.rows);
+        self.labels.extend(other.labels);
+    }
+    /// One column, e.g. the recency feature for the recency baseline.
+    pub fn column(&self, j: usize) -> Vec<f64> {
+        (0..self.len()).map(|i| self.row(i)[j]).collect()
+    }
+}
+
+pub fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// A fitted logistic regression on standardised inputs:
+/// `p = sigmoid(intercept + Σ coef_j * (x_j - mean_j) / scale_j)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogisticModel {
+    pub coefficients: Vec<f64>,
+    pub intercept: f64,
+    pub means: Vec<f64>,
+    pub scales: Vec<f64>,
+}
+
+impl Classifier for LogisticModel {
+    fn kind(&self) -> ModelKind {
+        ModelKind::Logistic
+    }
+    fn n_features(&self) -> usize {
+        self.coefficients.len()
+    }
+    fn predict_proba(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
+        let n = self.n_features();
+        row_count(rows, n)?;
+        Ok(rows
+            .chunks_exact(n)
+            .map(|row| {
+                let z = row
+                    .iter()
+                    .zip(&self.coefficients)
+                    .zip(self.means.iter().zip(&self.scales))
+                    .map(|((x, c), (m, s))| c * (x - m) / s)
+                    .sum::<f64>();
+                sigmoid(self.intercept + z)
+            })
+            .collect())
+    }
+    fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        serde_json::to_vec(self).map_err(|e| ModelError::Codec(e.to_string()))
+    }
+}
+
+/// Validation metrics of a registered model, plus the recency-only rule's
+/// AUC on the same set (the bar a model must clear).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetrics {
+    pub auc: f64,
+    pub pr_auc: f64,
+    pub logloss: f64,
+    pub brier: f64,
+    pub recency_auc: f64,
+}
+
+impl ModelMetrics {
+    pub fn from_evaluation(e: Evaluation, recency_auc: f64) -> Self {
+        Self {
+            auc: e.auc,
+            pr_auc: e.pr_auc,
+            logloss: e.logloss,
+            brier: e.brier,
+            recency_auc,
+        }
+    }
+}
+
+/// Everything recorded next to a model version in the registry
+/// (`metadata.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub version: u64,
+    pub kind: ModelKind,
+    pub feature_names: Vec<String>,
+    pub feature_fingerprint: String,
+    /// Training cutoffs (RFC 3339), oldest first.
+    pub train_cutoffs: Vec<String>,
+    pub validation_cutoff: String,
+    pub horizon_days: u32,
+    pub lookback_days: u32,
+    pub train_rows: usize,
+    pub validation_rows: usize,
+    pub train_churn_rate: f64,
+    pub validation_churn_rate: f64,
+    pub metrics: ModelMetrics,
+    /// The logistic baseline's metrics on the same validation set.
+    pub baseline_metrics: Option<Evaluation>,
+    pub hyperparameters: serde_json::Value,
+    pub trained_at: String,
+    pub training_secs: f64,
+    pub crate_version: String,
+    /// SHA-256 of the model file, verified on every load.
+    pub checksum_sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logistic_scoring_is_standardised_and_bounded() {
+        let m = LogisticModel {
+            coefficients: vec![2.0, -1.0],
+            intercept: 0.5,
+            means: vec![1.0, 0.0],
+            scales: vec![2.0, 1.0],
+        };
+        let p = m.predict_proba(&[1.0, 0.0, 5.0, 1.0, -1e9, 0.0]).unwrap();
+        assert!((p[0] - sigmoid(0.5)).abs() < 1e-12);
+        assert!((p[1] - sigmoid(0.5 + 4.0 - 1.0)).abs() < 1e-12);
+        assert!(p[2] >= 0.0 && p[2] < 1e-6);
+        assert!(m.predict_proba(&[1.0, 2.0, 3.0]).is_err());
+    }
+
+    #[test]
+    fn dataset_rows_and_columns() {
+        let mut d = Dataset {
+            feature_names: vec!["a".into(), "b".into()],
+            user_ids: vec![1],
+            rows: vec![1.0, 2.0],
+            labels: vec![true],
+        };
+        d.extend(Dataset {
+            feature_names: vec!["a".into(), "b".into()],
+            user_ids: vec![2],
+            rows: vec![3.0, 4.0],
+            labels: vec![false],
+        });
+        assert_eq!(d.row(1), &[3.0, 4.0]);
+        assert_eq!(d.column(1), vec![2.0, 4.0]);
+        assert_eq!(d.positive_rate(), 0.5);
+    }
+}

@@ -1,0 +1,79 @@
+//! Time helpers shared by the domain: everything is whole UTC seconds since
+//! the Unix epoch (`i64`), because that is what ClickHouse's `DateTime`
+//! stores and it keeps feature arithmetic exact across backends.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+/// Seconds in one day; windows and recencies are expressed in days.
+pub const DAY_SECS: i64 = 86_400;
+
+/// Parses `YYYY-MM-DD HH:MM:SS` (UTC, the seed's format), `YYYY-MM-DDTHH:MM:SS`,
+/// a bare date `YYYY-MM-DD` (midnight UTC) or RFC 3339 with any offset.
+/// Fractions of a second are truncated: the stores keep whole seconds.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// Formats seconds as RFC 3339 UTC (`2026-01-01T12:00:00Z`).
+pub fn format_rfc3339(secs: i64) -> String {
+    DateTime::<Utc>::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// Formats seconds in the seed's `YYYY-MM-DD HH:MM:SS` form.
+pub fn format_seed(secs: i64) -> String {
+    DateTime::<Utc>::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// The UTC day number of a timestamp (days since the epoch).
+pub fn day_of(secs: i64) -> i64 {
+    secs.div_euclid(DAY_SECS)
+}
+
+/// Rounds a timestamp down to midnight UTC.
+pub fn floor_day(secs: i64) -> i64 {
+    day_of(secs) * DAY_SECS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_seed_and_rfc3339_forms_to_the_same_instant() {
+        let seed = parse_timestamp("2025-12-26 18:00:00").unwrap();
+        assert_eq!(parse_timestamp("2025-12-26T18:00:00Z"), Some(seed));
+        assert_eq!(parse_timestamp("2025-12-26T20:00:00+02:00"), Some(seed));
+        assert_eq!(parse_timestamp("2025-12-26T18:00:00.999Z"), Some(seed));
+        assert_eq!(format_seed(seed), "2025-12-26 18:00:00");
+        assert_eq!(format_rfc3339(seed), "2025-12-26T18:00:00Z");
+    }
+
+    #[test]
+    fn rejects_garbage_and_impossible_dates() {
+        assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(parse_timestamp("2025-02-30 00:00:00"), None);
+        assert_eq!(parse_timestamp(""), None);
+    }
+
+    #[test]
+    fn day_arithmetic_handles_negative_times() {
+        assert_eq!(day_of(-1), -1);
+        assert_eq!(floor_day(DAY_SECS + 5), DAY_SECS);
+    }
+}

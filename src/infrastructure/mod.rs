@@ -1,0 +1,8 @@
+//! Adapters implementing the application's ports: the embedded SQLite
+//! store, the object-store model registry, the model trainers, and NDJSON
+//! file sources/sinks.
+
+pub mod file_source;
+pub mod models;
+pub mod registry;
+pub mod store;

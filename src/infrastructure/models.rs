@@ -1,0 +1,273 @@
+//! `CrateTrainer`: fits the main model with `forust-ml` (pure-Rust gradient
+//! boosting) and the baseline with `smartcore`'s logistic regression.
+//!
+//! smartcore classifiers have no `predict_proba`, so the baseline keeps only
+//! the fitted coefficients and scores with `domain::model::LogisticModel`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use forust_ml::GradientBooster;
+use forust_ml::data::Matrix;
+use smartcore::linalg::basic::arrays::Array;
+use smartcore::linalg::basic::matrix::DenseMatrix;
+use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
+
+use crate::application::ports::ModelTrainer;
+use crate::domain::model::{
+    Classifier, Dataset, LogisticModel, ModelError, ModelKind, row_count, sigmoid,
+};
+
+/// GBDT hyperparameters (`[training.gbdt]` in the config).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct GbdtParams {
+    pub iterations: usize,
+    pub learning_rate: f32,
+    pub max_depth: usize,
+    pub min_leaf_weight: f32,
+    pub l2: f32,
+    pub seed: u64,
+}
+
+impl Default for GbdtParams {
+    fn default() -> Self {
+        Self {
+            iterations: 300,
+            learning_rate: 0.05,
+            max_depth: 3,
+            min_leaf_weight: 20.0,
+            l2: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// L2 penalty of the logistic baseline (features are standardised first).
+const LOGISTIC_ALPHA: f64 = 1.0;
+
+/// Trainer backed by forust-ml and smartcore.
+#[derive(Debug, Clone, Default)]
+pub struct CrateTrainer {
+    pub gbdt: GbdtParams,
+}
+
+/// A fitted forust model that outputs probabilities.
+pub struct GbdtModel {
+    booster: GradientBooster,
+    n_features: usize,
+}
+
+impl fmt::Debug for GbdtModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GbdtModel")
+            .field("trees", &self.booster.trees.len())
+            .field("n_features", &self.n_features)
+            .finish()
+    }
+}
+
+/// What `model.bin` holds for a GBDT: forust's JSON plus the input width
+/// (forust does not record it).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GbdtFile {
+    n_features: usize,
+    booster: serde_json::Value,
+}
+
+impl Classifier for GbdtModel {
+    fn kind(&self) -> ModelKind {
+        ModelKind::Gbdt
+    }
+    fn n_features(&self) -> usize {
+        self.n_features
+    }
+    fn predict_proba(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
+        let n = row_count(rows, self.n_features)?;
+        // forust wants column-major data; a single row is the same either way.
+        let columns = if n == 1 {
+            rows.to_vec()
+        } else {
+            transpose(rows, n, self.n_features)
+        };
+        let matrix = Matrix::new(&columns, n, self.n_features);
+        // forust returns log-odds for the log-loss objective.
+        Ok(self
+            .booster
+            .predict(&matrix, n > 1024)
+            .into_iter()
+            .map(sigmoid)
+            .collect())
+    }
+    fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        let booster = self
+            .booster
+            .json_dump()
+            .map_err(|e| ModelError::Codec(e.to_string()))?;
+        let file = GbdtFile {
+            n_features: self.n_features,
+            booster: serde_json::from_str(&booster)
+                .map_err(|e| ModelError::Codec(e.to_string()))?,
+        };
+        serde_json::to_vec(&file).map_err(|e| ModelError::Codec(e.to_string()))
+    }
+}
+
+fn transpose(rows: &[f64], n_rows: usize, n_cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; rows.len()];
+    for i in 0..n_rows {
+        for j in 0..n_cols {
+            out[j * n_rows + i] = rows[i * n_cols + j];
+        }
+    }
+    out
+}
+
+impl CrateTrainer {
+    fn train_gbdt(&self, data: &Dataset) -> Result<GbdtModel, ModelError> {
+        let n = data.n_features();
+        let columns = transpose(&data.rows, data.len(), n);
+        let matrix = Matrix::new(&columns, data.len(), n);
+        let y: Vec<f64> = data
+            .labels
+            .iter()
+            .map(|l| f64::from(u8::from(*l)))
+            .collect();
+        let weights = vec![1.0; y.len()];
+        let p = self.gbdt;
+        let mut booster = GradientBooster::default()
+            .set_iterations(p.iterations)
+            .set_learning_rate(p.learning_rate)
+            .set_max_depth(p.max_depth)
+            .set_min_leaf_weight(p.min_leaf_weight)
+            .set_l2(p.l2)
+            .set_seed(p.seed);
+        booster
+            .fit(&matrix, &y, &weights, None)
+            .map_err(|e| ModelError::Training(e.to_string()))?;
+        Ok(GbdtModel {
+            booster,
+            n_features: n,
+        })
+    }
+
+    fn train_logistic(data: &Dataset) -> Result<LogisticModel, ModelError> {
+        let n = data.n_features();
+        let rows = data.len();
+        // Standardise so one penalty fits all features and LBFGS converges.
+        let mut means = vec![0.0; n];
+        let mut scales = vec![0.0; n];
+        for j in 0..n {
+            let col = data.column(j);
+            let mean = col.iter().sum::<f64>() / rows as f64;
+            let var = col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / rows as f64;
+            means[j] = mean;
+            scales[j] = if var > 1e-12 { var.sqrt() } else { 1.0 };
+        }
+        let standardised: Vec<f64> = data
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(k, x)| (x - means[k % n]) / scales[k % n])
+            .collect();
+        let x = DenseMatrix::new(rows, n, standardised, false)
+            .map_err(|e| ModelError::Training(e.to_string()))?;
+        let y: Vec<i32> = data.labels.iter().map(|l| i32::from(*l)).collect();
+        let params = LogisticRegressionParameters::default().with_alpha(LOGISTIC_ALPHA);
+        let fitted = LogisticRegression::fit(&x, &y, params)
+            .map_err(|e| ModelError::Training(e.to_string()))?;
+        // Binary fits have one row of coefficients, for the larger class
+        // value (1 = churned).
+        let coef = fitted.coefficients();
+        let coefficients = (0..n).map(|j| *coef.get((0, j))).collect();
+        let intercept = *fitted.intercept().get((0, 0));
+        Ok(LogisticModel {
+            coefficients,
+            intercept,
+            means,
+            scales,
+        })
+    }
+}
+
+impl ModelTrainer for CrateTrainer {
+    fn train(&self, kind: ModelKind, data: &Dataset) -> Result<Arc<dyn Classifier>, ModelError> {
+        if data.is_empty() || data.n_features() == 0 {
+            return Err(ModelError::Training("empty training set".into()));
+        }
+        Ok(match kind {
+            ModelKind::Gbdt => Arc::new(self.train_gbdt(data)?),
+            ModelKind::Logistic => Arc::new(Self::train_logistic(data)?),
+        })
+    }
+
+    fn decode(&self, kind: ModelKind, bytes: &[u8]) -> Result<Arc<dyn Classifier>, ModelError> {
+        let codec = |e: &dyn fmt::Display| ModelError::Codec(e.to_string());
+        Ok(match kind {
+            ModelKind::Gbdt => {
+                let file: GbdtFile = serde_json::from_slice(bytes).map_err(|e| codec(&e))?;
+                let booster =
+                    GradientBooster::from_json(&file.booster.to_string()).map_err(|e| codec(&e))?;
+                Arc::new(GbdtModel {
+                    booster,
+                    n_features: file.n_features,
+                })
+            }
+            ModelKind::Logistic => {
+                let m: LogisticModel = serde_json::from_slice(bytes).map_err(|e| codec(&e))?;
+                Arc::new(m)
+            }
+        })
+    }
+
+    fn hyperparameters(&self, kind: ModelKind) -> serde_json::Value {
+        match kind {
+            ModelKind::Gbdt => serde_json::to_value(self.gbdt).unwrap_or_default(),
+            ModelKind::Logistic => {
+                serde_json::json!({ "alpha": LOGISTIC_ALPHA, "standardised": true })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two informative features plus noise; label depends on a threshold.
+    fn toy(n: usize, seed: u64) -> Dataset {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut d = Dataset {
+            feature_names: vec!["a".into(), "b".into(), "noise".into()],
+            ..Dataset::default()
+        };
+        for i in 0..n {
+            let (a, b, c) = (rng.f64() * 10.0, rng.f64(), rng.f64());
+            let churned = a + 3.0 * b + rng.f64() * 2.0 > 7.0;
+            d.user_ids.push(i as u64);
+            d.rows.extend([a, b, c]);
+            d.labels.push(churned);
+        }
+        d
+    }
+
+    #[test]
+    fn both_models_learn_roundtrip_and_output_probabilities() {
+        let train = toy(2_000, 1);
+        let test = toy(500, 2);
+        let trainer = CrateTrainer::default();
+        for kind in [ModelKind::Gbdt, ModelKind::Logistic] {
+            let m = trainer.train(kind, &train).unwrap();
+            let p = m.predict_proba(&test.rows).unwrap();
+            assert!(p.iter().all(|x| (0.0..=1.0).contains(x)));
+            let auc = crate::domain::metrics::roc_auc(&p, &test.labels).unwrap();
+            assert!(auc > 0.85, "{kind:?} auc {auc}");
+            let decoded = trainer.decode(kind, &m.to_bytes().unwrap()).unwrap();
+            let q = decoded.predict_proba(&test.rows).unwrap();
+            assert_eq!(p, q);
+            // Row-by-row scoring equals batch scoring (serving vs training).
+            let single = decoded.predict_proba(test.row(3)).unwrap();
+            assert!((single[0] - p[3]).abs() < 1e-12);
+        }
+        assert!(trainer.decode(ModelKind::Gbdt, b"{}").is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! `ObjectStoreRegistry`: the model registry on any `object_store` backend
+//! (local filesystem by default; S3/MinIO with the same code).
+//!
+//! Layout under the configured prefix:
+//!
+//! ```text
+//! <model>/versions/00000003/model.bin      serialized model (immutable)
+//! <model>/versions/00000003/metadata.json  ModelMetadata incl. SHA-256 of model.bin
+//! <model>/aliases/production.json          AliasRecord {version, history, ...}
+//! ```
+//!
+//! Versions are claimed with `PutMode::Create` on `model.bin`, so two
+//! trainers racing for the same number cannot overwrite each other; a version
+//! exists once its `metadata.json` is written. Alias moves are
+//! compare-and-swap: `PutMode::Update` with the ETag where the backend
+//! supports it (S3), and an in-process lock plus re-read where it does not
+//! (the local filesystem, which is single-host anyway).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use crate::application::ports::{AliasRecord, ModelRegistry, RegistryError};
+use crate::domain::model::ModelMetadata;
+
+/// How many version numbers a registration tries before giving up (only
+/// reached when many writers race).
+const MAX_CLAIM_ATTEMPTS: u64 = 16;
+
+/// The registry adapter.
+pub struct ObjectStoreRegistry {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    model_name: String,
+    alias_lock: Mutex<()>,
+}
+
+fn backend(e: object_store::Error) -> RegistryError {
+    RegistryError::Backend(e.to_string())
+}
+
+impl ObjectStoreRegistry {
+    /// A registry for `model_name` under `prefix` of `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, model_name: &str) -> Self {
+        let mut root = Path::from(prefix.trim_matches('/'));
+        root = root.join(model_name);
+        Self {
+            store,
+            root,
+            model_name: model_name.to_string(),
+            alias_lock: Mutex::new(()),
+        }
+    }
+
+    /// The local-filesystem registry under `dir` (created if missing).
+    ///
+    /// # Errors
+    /// [`RegistryError::Backend`] if the directory cannot be created.
+    pub fn local(dir: &std::path::Path, model_name: &str) -> Result<Self, RegistryError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RegistryError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(backend)?;
+        Ok(Self::new(Arc::new(fs), "", model_name))
+    }
+
+    fn version_dir(&self, version: u64) -> Path {
+        self.root
+            .clone()
+            .join("versions")
+            .join(format!("{version:08}").as_str())
+    }
+
+    fn alias_path(&self, alias: &str) -> Path {
+        self.root
+            .clone()
+            .join("aliases")
+            .join(format!("{alias}.json").as_str())
+    }
+
+    /// Version numbers that have at least one object (claimed or complete).
+    async fn claimed_versions(&self) -> Result<Vec<u64>, RegistryError> {
+        let prefix = self.root.clone().join("versions");
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(backend)?;
+        let mut versions: Vec<u64> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(|f| f.parse().ok()))
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<(T, UpdateVersion)>, RegistryError> {
+        match self.store.get(path).await {
+            Ok(result) => {
+                let version = UpdateVersion {
+                    e_tag: result.meta.e_tag.clone(),
+                    version: result.meta.version.clone(),
+                };
+                let bytes = result.bytes().await.map_err(backend)?;
+                let value = serde_json::from_slice(&bytes)
+                    .map_err(|e| RegistryError::Corrupt(format!("{path}: {e}")))?;
+                Ok(Some((value, version)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn metadata(&self, version: u64) -> Result<ModelMetadata, RegistryError> {
+        self.get_json(&self.version_dir(version).join("metadata.json"))
+            .await?
+            .map(|(m, _)| m)
+            .ok_or(RegistryError::UnknownVersion(version))
+    }
+}
+
+#[async_trait]
+impl ModelRegistry for ObjectStoreRegistry {
+    async fn register(
+        &self,
+        mut metadata: ModelMetadata,
+        model: Vec<u8>,
+    ) -> Result<ModelMetadata, RegistryError> {
+        metadata.name = self.model_name.clone();
+        metadata.checksum_sha256 = hex::encode(Sha256::digest(&model));
+        let payload = PutPayload::from(model);
+        let mut version = self.claimed_versions().await?.last().copied().unwrap_or(0) + 1;
+        for _ in 0..MAX_CLAIM_ATTEMPTS {
+            let dir = self.version_dir(version);
+            let claim = self
+                .store
+                .put_opts(
+                    &dir.clone().join("model.bin"),
+                    payload.clone(),
+                    PutMode::Create.into(),
+                )
+                .await;
+            match claim {
+                Ok(_) => {
+                    metadata.version = version;
+                    let json = serde_json::to_vec_pretty(&metadata)
+                        .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+                    self.store
+                        .put_opts(
+                            &dir.clone().join("metadata.json"),
+                            json.into(),
+                            PutMode::Create.into(),
+                        )
+                        .await
+                        .map_err(backend)?;
+                    return Ok(metadata);
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => version += 1,
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Err(RegistryError::Conflict {
+            alias: format!("version numbers up to {version}"),
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<ModelMetadata>, RegistryError> {
+        let mut out = Vec::new();
+        for v in self.claimed_versions().await? {
+            // A claimed number without metadata is a registration that died
+            // half-way: not a version.
+            match self.metadata(v).await {
+                Ok(m) => out.push(m),
+                Err(RegistryError::UnknownVersion(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load(&self, version: u64) -> Result<(ModelMetadata, Vec<u8>), RegistryError> {
+        let metadata = self.metadata(version).await?;
+        let bytes = self
+            .store
+            .get(&self.version_dir(version).join("model.bin"))
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => RegistryError::UnknownVersion(version),
+                e => backend(e),
+            })?
+            .bytes()
+            .await
+            .map_err(backend)?;
+        let found = hex::encode(Sha256::digest(&bytes));
+        if found != metadata.checksum_sha256 {
+            return Err(RegistryError::Checksum {
+                version,
+                expected: metadata.checksum_sha256,
+                found,
+            });
+        }
+        Ok((metadata, bytes.to_vec()))
+    }
+
+    async fn alias(&self, alias: &str) -> Result<Option<AliasRecord>, RegistryError> {
+        Ok(self
+            .get_json(&self.alias_path(alias))
+            .await?
+            .map(|(a, _)| a))
+    }
+
+    async fn set_alias(
+        &self,
+        alias: &str,
+        record: AliasRecord,
+        expected: Option<&AliasRecord>,
+    ) -> Result<(), RegistryError> {
+        let _local = self.alias_lock.lock().await;
+        let path = self.alias_path(alias);
+        let current = self.get_json::<AliasRecord>(&path).await?;
+        let conflict = || RegistryError::Conflict {
+            alias: alias.to_string(),
+        };
+        if current.as_ref().map(|(a, _)| a) != expected {
+            return Err(conflict());
+        }
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+        let mode = match &current {
+            None => PutMode::Create,
+            Some((_, v)) => PutMode::Update(v.clone()),
+        };
+        let result = self
+            .store
+            .put_opts(&path, json.clone().into(), PutOptions::from(mode))
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Err(conflict()),
+            // The local filesystem has no conditional update; the lock above
+            // and the re-read make the move safe within this process.
+            Err(object_store::Error::NotImplemented { .. }) => self
+                .store
+                .put(&path, json.into())
+                .await
+                .map(|_| ())
+                .map_err(backend),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), RegistryError> {
+        self.store
+            .list_with_delimiter(Some(&self.root))
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+}

@@ -1,0 +1,3 @@
+//! Event and feature stores. `sqlite` is the embedded default.
+
+pub mod sqlite;

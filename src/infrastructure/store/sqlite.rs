@@ -1,0 +1,460 @@
+//! `SqliteStore`: the embedded event and feature store (the default).
+//!
+//! - Events live in a `WITHOUT ROWID` table clustered by
+//!   `(user_id, event_time, event_id)`: feature builds read each user's
+//!   history as one sequential range, and `INSERT OR IGNORE` on the key makes
+//!   redelivered events no-ops (the event id hashes every field).
+//! - WAL journal: appends commit atomically and survive a process crash;
+//!   readers (feature builds) never block the writer and see a consistent
+//!   snapshot.
+//! - Features are computed in Rust with the shared [`FeatureSpec`] evaluator
+//!   while streaming events in key order, and stored as one `f32` blob per
+//!   user per snapshot; a snapshot becomes visible atomically when its header
+//!   row commits.
+//!
+//! rusqlite is synchronous, so every call runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::application::ports::{
+    AppendOutcome, EventStats, EventStore, FeatureStore, SnapshotSummary, StoreError,
+};
+use crate::domain::event::Event;
+use crate::domain::features::{FeatureSpec, UserEvent, session_key};
+use crate::domain::label::LabelPolicy;
+use crate::domain::model::Dataset;
+use crate::domain::snapshot::{FeatureSnapshot, quantize};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    user_id    INTEGER NOT NULL,
+    event_time INTEGER NOT NULL,
+    event_id   INTEGER NOT NULL,
+    event_type TEXT    NOT NULL,
+    session_id TEXT,
+    amount     REAL,
+    PRIMARY KEY (user_id, event_time, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS event_stats (
+    id         INTEGER PRIMARY KEY CHECK (id = 0),
+    events     INTEGER NOT NULL,
+    first_time INTEGER,
+    last_time  INTEGER
+);
+INSERT OR IGNORE INTO event_stats (id, events) VALUES (0, 0);
+CREATE TABLE IF NOT EXISTS feature_snapshots (
+    as_of         INTEGER PRIMARY KEY,
+    created_at    INTEGER NOT NULL,
+    fingerprint   TEXT    NOT NULL,
+    feature_names TEXT    NOT NULL,
+    users         INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_features (
+    as_of    INTEGER NOT NULL,
+    user_id  INTEGER NOT NULL,
+    features BLOB    NOT NULL,
+    PRIMARY KEY (as_of, user_id)
+) WITHOUT ROWID;
+";
+
+/// Embedded store options (`[store]` in the config).
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    /// `normal` survives process crashes (WAL); `full` also power loss.
+    pub synchronous_full: bool,
+    /// Snapshots kept; older ones are deleted after each build.
+    pub snapshot_retention: usize,
+}
+
+/// The embedded store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    options: Arc<SqliteOptions>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and its schema.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the file cannot be opened or migrated.
+    pub fn open(options: SqliteOptions) -> Result<Self, StoreError> {
+        if let Some(dir) = options.path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(&options.path)
+            .map_err(|e| unavailable(format!("cannot open {}: {e}", options.path.display())))?;
+        let sync = if options.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=10000;
+             PRAGMA cache_size=-131072; PRAGMA temp_store=MEMORY;"
+        ))
+        .map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(Self {
+            writer: Arc::new(Mutex::new(conn)),
+            options: Arc::new(options),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.options.path
+    }
+
+    /// A separate read-only connection: WAL lets it read a consistent
+    /// snapshot while the writer keeps appending.
+    fn reader(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.options.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(unavailable)?;
+        conn.execute_batch("PRAGMA cache_size=-131072; PRAGMA busy_timeout=10000;")
+            .map_err(unavailable)?;
+        Ok(conn)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| unavailable(format!("store task failed: {e}")))?
+    }
+
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        // A panic while holding the lock leaves SQLite itself consistent
+        // (the transaction rolls back), so a poisoned lock is safe to reuse.
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(unavailable)
+    }
+
+    /// Streams every user's events with `event_time <= until`, in user order,
+    /// calling `each(user_id, events)` once per user.
+    fn scan_users(
+        &self,
+        spec: &FeatureSpec,
+        until: i64,
+        mut each: impl FnMut(u64, &[UserEvent]),
+    ) -> Result<(), StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT user_id, event_time, event_type, session_id, amount FROM events
+                 WHERE event_time <= ?1 ORDER BY user_id, event_time, event_id",
+            )
+            .map_err(unavailable)?;
+        let mut rows = stmt.query(params![until]).map_err(unavailable)?;
+        let mut current: Option<u64> = None;
+        let mut buf: Vec<UserEvent> = Vec::with_capacity(1024);
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            let user: i64 = row.get(0).map_err(unavailable)?;
+            let user = user as u64;
+            if current != Some(user) {
+                if let Some(u) = current {
+                    each(u, &buf);
+                }
+                buf.clear();
+                current = Some(user);
+            }
+            let event_type = row.get_ref(2).map_err(unavailable)?;
+            let event_type = event_type
+                .as_str()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let session = row.get_ref(3).map_err(unavailable)?;
+            let session = session
+                .as_str_or_null()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            buf.push(UserEvent {
+                time: row.get(1).map_err(unavailable)?,
+                type_idx: spec.type_index(event_type),
+                session: session_key(session),
+                amount: row
+                    .get::<_, Option<f64>>(4)
+                    .map_err(unavailable)?
+                    .unwrap_or(0.0),
+            });
+        }
+        if let Some(u) = current {
+            each(u, &buf);
+        }
+        Ok(())
+    }
+
+    fn build_snapshot_blocking(
+        &self,
+        spec: &FeatureSpec,
+        as_of: i64,
+    ) -> Result<SnapshotSummary, StoreError> {
+        let mut rows: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut out = Vec::with_capacity(spec.len());
+        self.scan_users(spec, as_of, |user, events| {
+            if spec.evaluate(events, as_of, &mut out) {
+                rows.push((user, encode_row(&out)));
+            }
+        })?;
+        let names =
+            serde_json::to_string(&spec.names()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let fingerprint = spec.fingerprint();
+        let users = rows.len() as u64;
+        let retention = self.options.snapshot_retention.max(1) as i64;
+        self.with_writer(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM user_features WHERE as_of = ?1", params![as_of])?;
+            tx.execute("DELETE FROM feature_snapshots WHERE as_of = ?1", params![as_of])?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO user_features (as_of, user_id, features) VALUES (?1, ?2, ?3)",
+                )?;
+                for (user, blob) in &rows {
+                    ins.execute(params![as_of, *user as i64, blob])?;
+                }
+            }
+            tx.execute(
+                "INSERT INTO feature_snapshots (as_of, created_at, fingerprint, feature_names, users)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![as_of, chrono::Utc::now().timestamp(), fingerprint, names, users as i64],
+            )?;
+            // Keep the newest `retention` snapshots.
+            tx.execute(
+                "DELETE FROM user_features WHERE as_of NOT IN
+                 (SELECT as_of FROM feature_snapshots ORDER BY as_of DESC LIMIT ?1)",
+                params![retention],
+            )?;
+            tx.execute(
+                "DELETE FROM feature_snapshots WHERE as_of NOT IN
+                 (SELECT as_of FROM feature_snapshots ORDER BY as_of DESC LIMIT ?1)",
+                params![retention],
+            )?;
+            tx.commit()
+        })?;
+        Ok(SnapshotSummary {
+            as_of,
+            users,
+            features: spec.len(),
+            fingerprint,
+        })
+    }
+
+    fn latest_snapshot_blocking(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
+        let conn = self.reader()?;
+        let header = conn
+            .query_row(
+                "SELECT as_of, created_at, fingerprint, feature_names, users FROM feature_snapshots
+                 ORDER BY as_of DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(unavailable)?;
+        let Some((as_of, created_at, fingerprint, names, users)) = header else {
+            return Ok(None);
+        };
+        let names: Vec<String> =
+            serde_json::from_str(&names).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let width = names.len();
+        let mut snapshot = FeatureSnapshot::new(as_of, created_at, names, fingerprint);
+        snapshot.reserve(users.max(0) as usize);
+        let mut stmt = conn
+            .prepare("SELECT user_id, features FROM user_features WHERE as_of = ?1")
+            .map_err(unavailable)?;
+        let mut rows = stmt.query(params![as_of]).map_err(unavailable)?;
+        let mut row_buf = Vec::with_capacity(width);
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            let user: i64 = row.get(0).map_err(unavailable)?;
+            let blob = row.get_ref(1).map_err(unavailable)?;
+            let blob = blob
+                .as_blob()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            decode_row(blob, &mut row_buf);
+            if !snapshot.insert(user as u64, &row_buf) {
+                return Err(StoreError::Corrupt(format!(
+                    "user {user} has {} features in snapshot {as_of}, expected {width}",
+                    row_buf.len()
+                )));
+            }
+        }
+        Ok(Some(snapshot))
+    }
+
+    fn training_set_blocking(
+        &self,
+        spec: &FeatureSpec,
+        policy: LabelPolicy,
+        cutoff: i64,
+    ) -> Result<Dataset, StoreError> {
+        let mut data = Dataset {
+            feature_names: spec.names(),
+            ..Dataset::default()
+        };
+        let mut out = Vec::with_capacity(spec.len());
+        self.scan_users(spec, cutoff + policy.horizon_secs(), |user, events| {
+            if let Some(churned) = policy.label(events, cutoff)
+                && spec.evaluate(events, cutoff, &mut out)
+            {
+                data.user_ids.push(user);
+                data.rows.extend(out.iter().map(|v| quantize(*v)));
+                data.labels.push(churned);
+            }
+        })?;
+        Ok(data)
+    }
+}
+
+/// Features are stored as little-endian `f32`s (see `domain::snapshot`).
+fn encode_row(values: &[f64]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect()
+}
+
+fn decode_row(blob: &[u8], out: &mut Vec<f64>) {
+    out.clear();
+    out.extend(
+        blob.chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+    );
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(&self, events: Vec<Event>) -> Result<AppendOutcome, StoreError> {
+        if events.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        self.blocking(move |s| {
+            s.with_writer(|conn| {
+                let tx = conn.transaction()?;
+                let mut inserted = 0u64;
+                let (mut first, mut last) = (i64::MAX, i64::MIN);
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO events
+                         (user_id, event_time, event_id, event_type, session_id, amount)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for e in &events {
+                        let n = stmt.execute(params![
+                            e.user_id() as i64,
+                            e.event_time(),
+                            e.event_id(),
+                            e.event_type(),
+                            e.session_id(),
+                            e.amount(),
+                        ])?;
+                        if n > 0 {
+                            inserted += 1;
+                            first = first.min(e.event_time());
+                            last = last.max(e.event_time());
+                        }
+                    }
+                }
+                if inserted > 0 {
+                    tx.execute(
+                        "UPDATE event_stats SET events = events + ?1,
+                           first_time = min(coalesce(first_time, ?2), ?2),
+                           last_time = max(coalesce(last_time, ?3), ?3)
+                         WHERE id = 0",
+                        params![inserted as i64, first, last],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(AppendOutcome {
+                    inserted,
+                    duplicates: events.len() as u64 - inserted,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<EventStats, StoreError> {
+        self.blocking(|s| {
+            let conn = s.reader()?;
+            let (events, first, last) = conn
+                .query_row(
+                    "SELECT events, first_time, last_time FROM event_stats WHERE id = 0",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .map_err(unavailable)?;
+            let users: i64 = conn
+                .query_row("SELECT count(DISTINCT user_id) FROM events", [], |r| {
+                    r.get(0)
+                })
+                .map_err(unavailable)?;
+            Ok(EventStats {
+                events: events as u64,
+                users: users as u64,
+                first_event_time: first,
+                last_event_time: last,
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|s| {
+            s.reader()?
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl FeatureStore for SqliteStore {
+    async fn build_snapshot(
+        &self,
+        spec: &FeatureSpec,
+        as_of: i64,
+    ) -> Result<SnapshotSummary, StoreError> {
+        let spec = spec.clone();
+        self.blocking(move |s| s.build_snapshot_blocking(&spec, as_of))
+            .await
+    }
+
+    async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
+        self.blocking(|s| s.latest_snapshot_blocking()).await
+    }
+
+    async fn training_set(
+        &self,
+        spec: &FeatureSpec,
+        policy: LabelPolicy,
+        cutoff: i64,
+    ) -> Result<Dataset, StoreError> {
+        let spec = spec.clone();
+        self.blocking(move |s| s.training_set_blocking(&spec, policy, cutoff))
+            .await
+    }
+}

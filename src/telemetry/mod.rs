@@ -1,0 +1,19 @@
+//! Logging setup and the names of every exported metric.
+//!
+//! Metric names follow `churn_<name>_<unit>[_total]` with low-cardinality
+//! labels and are defined only here, so dashboards have one place to look.
+
+pub mod names;
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the `tracing` subscriber: human-readable logs on stderr,
+/// filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A second init (tests) is harmless: ignore the error.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,30 @@
+//! Metric names (Prometheus conventions) and histogram buckets.
+
+pub const HTTP_REQUESTS_TOTAL: &str = "churn_http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "churn_http_request_duration_seconds";
+pub const PREDICTIONS_TOTAL: &str = "churn_predictions_total";
+pub const EVENTS_INGESTED_TOTAL: &str = "churn_events_ingested_total";
+pub const EVENTS_DUPLICATE_TOTAL: &str = "churn_events_duplicate_total";
+pub const EVENTS_REJECTED_TOTAL: &str = "churn_events_rejected_total";
+pub const FEATURE_BUILD_DURATION_SECONDS: &str = "churn_feature_build_duration_seconds";
+pub const FEATURE_BUILD_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "churn_feature_build_last_success_timestamp_seconds";
+pub const TRAINING_DURATION_SECONDS: &str = "churn_training_duration_seconds";
+pub const TRAINING_LAST_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "churn_training_last_success_timestamp_seconds";
+pub const JOB_FAILURES_TOTAL: &str = "churn_job_failures_total";
+pub const MODEL_PRODUCTION_VERSION: &str = "churn_model_production_version";
+pub const MODEL_VALIDATION_AUC: &str = "churn_model_validation_auc";
+pub const FEATURE_SNAPSHOT_AGE_SECONDS: &str = "churn_feature_snapshot_age_seconds";
+pub const FEATURE_SNAPSHOT_USERS: &str = "churn_feature_snapshot_users";
+pub const MODEL_SWAPS_TOTAL: &str = "churn_model_swaps_total";
+
+/// Latency buckets for HTTP requests: sub-millisecond resolution, since a
+/// prediction is a hash lookup plus a tree walk.
+pub const HTTP_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+/// Buckets for batch jobs (feature builds, training): seconds to minutes.
+pub const JOB_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];

@@ -1,0 +1,226 @@
+//! The `churn` CLI end to end on a temporary data directory: the whole
+//! lifecycle, restart durability, idempotent re-ingestion, bad input and
+//! exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use churn::application::ports::FeatureStore;
+use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
+use serde_json::Value;
+
+const END: &str = "2026-06-01 00:00:00";
+
+fn churn(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_churn"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        // Run from the temp dir so no ./config.toml of the caller applies.
+        .current_dir(data.parent().unwrap())
+        .output()
+        .expect("churn binary runs")
+}
+
+fn ok(data: &Path, args: &[&str]) -> String {
+    let out = churn(data, args);
+    assert!(
+        out.status.success(),
+        "churn {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(data: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(data, args)).expect("stdout is one JSON document")
+}
+
+fn generated(dir: &Path, users: &str) -> PathBuf {
+    let file = dir.join("events.ndjson");
+    let data = dir.join("data");
+    ok(
+        &data,
+        &[
+            "generate-events",
+            "--users",
+            users,
+            "--seed",
+            "3",
+            "--end",
+            END,
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    file
+}
+
+#[test]
+fn full_lifecycle_train_promote_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = generated(dir.path(), "800");
+
+    let report = json(&data, &["ingest", file.to_str().unwrap(), "--json"]);
+    assert!(report["inserted"].as_u64().unwrap() > 50_000, "{report}");
+    assert_eq!(report["rejected"], 0);
+
+    let snap = json(&data, &["build-features", "--as-of", END, "--json"]);
+    assert!(snap["users"].as_u64().unwrap() > 700, "{snap}");
+
+    let first = json(&data, &["train", "--json"]);
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["promoted"], true, "{first}");
+    for key in ["auc", "pr_auc", "logloss", "brier", "recency_auc"] {
+        let v = first["metrics"][key].as_f64().unwrap();
+        assert!(v.is_finite() && v >= 0.0, "{key} = {v}");
+    }
+    let auc = first["metrics"]["auc"].as_f64().unwrap();
+    assert!(
+        auc > first["metrics"]["recency_auc"].as_f64().unwrap(),
+        "{first}"
+    );
+    assert!(
+        auc < 0.99,
+        "synthetic data must not be trivially separable: {auc}"
+    );
+
+    // A retrain on the same data is not worse by more than the tolerance, so
+    // it is promoted and the first one becomes rollback history.
+    let second = json(&data, &["train", "--json"]);
+    assert_eq!(second["version"], 2);
+    assert_eq!(second["previous_production_version"], 1);
+    assert!(
+        second["decision"].as_str().unwrap().contains("v1"),
+        "{second}"
+    );
+
+    let list = json(&data, &["models", "list", "--json"]);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["version"], 1);
+    assert!(
+        list[1]["aliases"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("latest"))
+    );
+    assert_eq!(list[1]["feature_names"][0], "days_active");
+    assert!(list[1]["checksum_sha256"].as_str().unwrap().len() == 64);
+
+    let promoted = json(&data, &["models", "promote", "1", "--json"]);
+    assert_eq!(promoted["version"], 1);
+    let back = json(&data, &["models", "rollback", "--json"]);
+    assert_eq!(back["version"], second["production_version"]);
+
+    let missing = churn(&data, &["models", "promote", "99"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("version 99 does not exist"));
+}
+
+#[test]
+fn restart_and_idempotent_reingest_keep_counts_and_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = generated(dir.path(), "150");
+    let first = json(&data, &["ingest", file.to_str().unwrap(), "--json"]);
+    let stats = json(&data, &["stats", "--json"]);
+    assert_eq!(stats["events"], first["inserted"]);
+
+    // A fresh process reopening the store sees the same counts.
+    let reopened = json(&data, &["stats", "--json"]);
+    assert_eq!(reopened, stats);
+
+    ok(&data, &["build-features", "--as-of", END]);
+    let store = |d: &Path| {
+        SqliteStore::open(SqliteOptions {
+            path: d.join("churn.db"),
+            synchronous_full: false,
+            snapshot_retention: 3,
+        })
+        .unwrap()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let before = rt
+        .block_on(store(&data).latest_snapshot())
+        .unwrap()
+        .unwrap();
+
+    let again = json(&data, &["ingest", file.to_str().unwrap(), "--json"]);
+    assert_eq!(again["inserted"], 0);
+    assert_eq!(again["duplicates"], first["inserted"]);
+    assert_eq!(json(&data, &["stats", "--json"]), stats);
+
+    ok(&data, &["build-features", "--as-of", END]);
+    let after = rt
+        .block_on(store(&data).latest_snapshot())
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.len(), after.len());
+    for user in 1..=150u64 {
+        assert_eq!(before.features(user), after.features(user), "user {user}");
+    }
+}
+
+#[test]
+fn bad_lines_are_rejected_with_reasons_and_good_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = dir.path().join("mixed.ndjson");
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"user_id\":2,\"event_time\":\"2025-12-26 18:00:00\",\"event_type\":\"login\",\"session_id\":\"abc\"}\n",
+            "not json at all\n",
+            "\n",
+            "{\"user_id\":2,\"event_time\":\"2025-12-26 18:05:00\",\"event_type\":\"purchase\",\"session_id\":\"def\",\"amount\":12.5}\n",
+            "{\"user_id\":\"x\",\"event_time\":\"2025-12-26 18:00:00\",\"event_type\":\"login\"}\n",
+            "{\"user_id\":3,\"event_time\":\"2099-01-01 00:00:00\",\"event_type\":\"login\"}\n",
+            "{\"user_id\":3,\"event_time\":\"2025-12-26T19:00:00+01:00\",\"event_type\":\"view\"}\n",
+        ),
+    )
+    .unwrap();
+    let report = json(&data, &["ingest", input.to_str().unwrap(), "--json"]);
+    assert_eq!(report["inserted"], 3, "{report}");
+    assert_eq!(report["rejected"], 3, "{report}");
+    let rejects = std::fs::read_to_string(data.join("rejects.ndjson")).unwrap();
+    let lines: Vec<Value> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let fields: Vec<&str> = lines.iter().map(|l| l["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["json", "user_id", "event_time"]);
+    assert!(lines[0]["origin"].as_str().unwrap().ends_with(":2"));
+    assert!(lines[2]["error"].as_str().unwrap().contains("future"));
+}
+
+#[test]
+fn clear_errors_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = churn(&data, &["train"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ingest events first"));
+
+    let out = churn(&data, &["ingest", "/nonexistent/file.ndjson"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
+
+    let out = churn(&data, &["build-features", "--as-of", "last tuesday"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--as-of"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_churn"))
+        .args(["--data-dir", data.to_str().unwrap(), "check-config"])
+        .env("CHURN_TRAINING__HORIZON_DAYS", "0")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("training.horizon_days"));
+
+    let out = churn(&data, &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+}
