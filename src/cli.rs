@@ -47,6 +47,46 @@ pub enum Command {
     Stats(JsonFlag),
     /// Validate the configuration and print it (secrets redacted).
     CheckConfig,
+    /// Serve predictions, ingestion, metrics and admin on existing state.
+    Serve(ServeArgs),
+    /// The main job: generate → ingest → features → train → register → serve.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port to listen on (overrides `server.port`; 0 = any free port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on (overrides `server.host`).
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Users to generate on a fresh start.
+    #[arg(long, default_value_t = 2_000)]
+    pub users: u64,
+    /// Random seed of the generated events.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Delete the existing store and registry in the data directory first.
+    #[arg(long)]
+    pub reset: bool,
+}
+
+fn apply_serve_args(settings: &mut Settings, args: &ServeArgs) -> Result<()> {
+    if let Some(port) = args.port {
+        settings.server.port = port;
+    }
+    if let Some(host) = &args.host {
+        settings.server.host = host.clone();
+    }
+    settings.validate()?;
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -163,8 +203,26 @@ fn spinner(message: &str) -> ProgressBar {
 /// # Errors
 /// Any failure, with context naming what was being done.
 pub async fn run(cli: Cli) -> Result<()> {
-    let settings = load_settings(&cli)?;
+    let mut settings = load_settings(&cli)?;
     match cli.command {
+        Command::Serve(args) => {
+            apply_serve_args(&mut settings, &args)?;
+            let app = crate::startup::Application::build(Services::build(settings)?).await?;
+            eprintln!("churn serving on http://127.0.0.1:{}", app.port());
+            app.run_until_stopped(crate::shutdown::on_signal()).await
+        }
+        Command::Demo(args) => {
+            apply_serve_args(&mut settings, &args.serve)?;
+            crate::demo::run(
+                settings,
+                crate::demo::DemoOptions {
+                    users: args.users,
+                    seed: args.seed,
+                    reset: args.reset,
+                },
+            )
+            .await
+        }
         Command::GenerateEvents(args) => generate_events(args),
         Command::CheckConfig => {
             println!("{}", settings.to_redacted_json());

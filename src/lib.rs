@@ -16,14 +16,19 @@
 //! - [`infrastructure`]: adapters — embedded SQLite store, object-store
 //!   registry, forust/smartcore trainers, NDJSON files.
 //! - [`config`]: settings from `config.toml` + `CHURN_*` env, validated.
-//! - [`startup`]: builds the services from settings.
+//! - [`http`]: the axum API (predict, events, health, metrics, admin, OpenAPI).
+//! - [`startup`]: builds the services and the server from settings.
+//! - [`shutdown`]: SIGTERM/Ctrl-C → cancellation token.
 //! - [`cli`]: the `churn` command line.
 //! - [`telemetry`]: logging and metric names.
 
 pub mod application;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
+pub mod http;
 pub mod infrastructure;
+pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

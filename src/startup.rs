@@ -1,20 +1,30 @@
-//! Wiring: the only place that names concrete adapters. Builds the ports
-//! from [`Settings`] and hands out ready use cases.
+//! Wiring: the only place that names concrete adapters. [`Services`] builds
+//! the ports from [`Settings`] and hands out ready use cases;
+//! [`Application`] binds the HTTP server, loads the serving state and runs
+//! the background tasks until shutdown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
 
 use crate::application::build_features::BuildFeatures;
 use crate::application::ingest::IngestEvents;
+use crate::application::jobs::Jobs;
 use crate::application::models::ManageModels;
 use crate::application::ports::{EventStore, FeatureStore, ModelRegistry, ModelTrainer};
+use crate::application::predict::PredictChurn;
+use crate::application::serving_state::{ReloadOutcome, ServingState};
 use crate::application::train::{TrainModel, TrainingOptions};
 use crate::config::{Settings, StoreKind};
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
+use crate::http::{AppState, Limits};
 use crate::infrastructure::models::CrateTrainer;
 use crate::infrastructure::registry::ObjectStoreRegistry;
+use crate::infrastructure::scheduler::{poll_registry, start_schedule, validate_cron};
 use crate::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// Every port and use case, built once from the settings.
@@ -117,5 +127,162 @@ impl Services {
             train,
             models,
         })
+    }
+}
+
+/// The HTTP server with its background tasks, bound and warmed up.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    services: Services,
+    state: ServingState,
+    jobs: Jobs,
+    app: axum::Router,
+}
+
+impl Application {
+    /// Binds `server.host:server.port` (port 0 = any free port) and builds.
+    ///
+    /// # Errors
+    /// The address cannot be bound (the message names the setting), or as
+    /// [`Application::build_with_listener`].
+    pub async fn build(services: Services) -> anyhow::Result<Self> {
+        let addr = format!(
+            "{}:{}",
+            services.settings.server.host, services.settings.server.port
+        );
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {addr} (server.host / server.port, or --port)")
+            })?;
+        Self::build_with_listener(services, listener).await
+    }
+
+    /// Builds on an already-bound listener (tests bind 127.0.0.1:0), checks
+    /// the schedule, and loads the production model and newest snapshot.
+    /// A missing model or snapshot is not fatal: `/readyz` says so and
+    /// `/predict` answers 503 until one exists.
+    ///
+    /// # Errors
+    /// Invalid cron expressions.
+    pub async fn build_with_listener(
+        services: Services,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<Self> {
+        // Install the recorder before anything records (the first swap does).
+        let prometheus = crate::http::metrics::prometheus();
+        let s = &services.settings;
+        validate_cron("schedule.features_cron", &s.schedule.features_cron)?;
+        validate_cron("schedule.retrain_cron", &s.schedule.retrain_cron)?;
+        let state = ServingState::new(services.spec.clone());
+        match state.reload_features(&*services.features).await {
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                "no feature snapshot yet: POST /admin/features/rebuild or wait for the schedule"
+            ),
+            Err(e) => tracing::warn!(error = %e, "feature snapshot not loaded"),
+        }
+        match state.reload_model(&services.models).await {
+            Ok(ReloadOutcome::NoProductionModel) => {
+                tracing::warn!("no production model yet: POST /admin/retrain or `churn train`")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "production model not loaded"),
+        }
+        let jobs = Jobs::new(
+            services.build_features.clone(),
+            services.train.clone(),
+            services.models.clone(),
+            services.features.clone(),
+            state.clone(),
+        );
+        let token = s.server.admin_token.expose_secret();
+        let admin_token = (!token.is_empty()).then(|| SecretString::from(token.to_string()));
+        if admin_token.is_none() && !s.server.allow_unauthenticated_admin {
+            tracing::warn!("admin API disabled: set CHURN_SERVER__ADMIN_TOKEN to enable /admin/*");
+        }
+        let app_state = AppState {
+            predict: PredictChurn::new(state.clone()),
+            ingest: services.ingest.clone(),
+            jobs: jobs.clone(),
+            models: services.models.clone(),
+            events: services.events.clone(),
+            limits: Limits {
+                max_batch_users: s.server.max_batch_users,
+                max_body_bytes: s.server.max_body_bytes,
+            },
+            admin_token,
+            admin_open: s.server.allow_unauthenticated_admin,
+            prometheus,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                s.server.max_concurrent_requests,
+            )),
+        };
+        let app = crate::http::router(app_state);
+        Ok(Self {
+            listener,
+            services,
+            state,
+            jobs,
+            app,
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn serving_state(&self) -> &ServingState {
+        &self.state
+    }
+
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets
+    /// in-flight requests finish (up to `server.shutdown_grace_secs`) and
+    /// returns.
+    ///
+    /// # Errors
+    /// The scheduler cannot start or the server fails.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let s = self.services.settings.clone();
+        if s.schedule.enabled {
+            start_schedule(
+                self.jobs.clone(),
+                &s.schedule.features_cron,
+                &s.schedule.retrain_cron,
+                shutdown.clone(),
+            )
+            .await?;
+        }
+        if s.server.registry_poll_secs > 0 {
+            tokio::spawn(poll_registry(
+                self.state.clone(),
+                self.services.models.clone(),
+                Duration::from_secs(s.server.registry_poll_secs),
+                shutdown.clone(),
+            ));
+        }
+        let grace = Duration::from_secs(s.server.shutdown_grace_secs);
+        let stop = shutdown.clone();
+        let server = axum::serve(self.listener, self.app).with_graceful_shutdown(async move {
+            stop.cancelled().await;
+        });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.cancelled().await;
+        match tokio::time::timeout(grace, server).await {
+            Ok(joined) => joined
+                .context("server task failed")?
+                .context("server failed")?,
+            Err(_) => tracing::warn!(
+                ?grace,
+                "in-flight requests did not finish within the grace period"
+            ),
+        }
+        tracing::info!("server stopped");
+        Ok(())
     }
 }

@@ -7,6 +7,9 @@
 pub mod build_features;
 pub mod generate;
 pub mod ingest;
+pub mod jobs;
 pub mod models;
 pub mod ports;
+pub mod predict;
+pub mod serving_state;
 pub mod train;

@@ -114,7 +114,7 @@ pub enum RegistryError {
 
 /// Where an alias points, with the versions it pointed to before (most
 /// recent last) so rollback can walk back.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AliasRecord {
     pub version: u64,
     #[serde(default)]

@@ -82,6 +82,13 @@ impl FeatureSnapshot {
         )
     }
 
+    /// Some user's row (for canary predictions).
+    pub fn first_row(&self) -> Option<Vec<f64>> {
+        let n = self.feature_names.len();
+        (self.values.len() >= n && n > 0)
+            .then(|| self.values[..n].iter().map(|v| f64::from(*v)).collect())
+    }
+
     pub fn contains(&self, user_id: u64) -> bool {
         self.index.contains_key(&user_id)
     }

@@ -5,4 +5,5 @@
 pub mod file_source;
 pub mod models;
 pub mod registry;
+pub mod scheduler;
 pub mod store;

@@ -1,0 +1,114 @@
+//! Lifecycle benchmark on the embedded default: generate ~1M events, then
+//! time ingestion, the feature build and training, and print validation AUC
+//! for both models next to the recency rule.
+//!
+//! `cargo bench --bench lifecycle` (env `BENCH_USERS`, default 4800 users
+//! ≈ 1M events). Prints figures; asserts nothing about speed.
+
+use std::time::Instant;
+
+use churn::application::generate::{GeneratorOptions, generate};
+use churn::application::ports::RawRecord;
+use churn::config::Settings;
+use churn::startup::Services;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let users: u64 = std::env::var("BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4_800);
+    let dir = tempfile::tempdir()?;
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..Settings::default()
+    };
+    let services = Services::build(settings)?;
+
+    let end = 1_780_000_000; // fixed so runs are comparable
+    let t = Instant::now();
+    let mut events = Vec::new();
+    generate(
+        GeneratorOptions {
+            users,
+            days: 120,
+            end,
+            seed: 11,
+            churn_share: 0.35,
+        },
+        |e| events.push(e),
+    );
+    let n = events.len();
+    println!(
+        "generated {n} events for {users} users in {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Ingest from NDJSON bytes: parse + validate + idempotent append, the
+    // same path as `churn ingest` and `POST /events`.
+    let mut records: Vec<RawRecord> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| RawRecord {
+            payload: e.to_json().to_string().into_bytes(),
+            origin: i.to_string(),
+        })
+        .collect();
+    drop(events);
+    let batch = services.settings.ingest.batch_size;
+    let t = Instant::now();
+    let mut inserted = 0;
+    while !records.is_empty() {
+        let chunk: Vec<_> = records.drain(..batch.min(records.len())).collect();
+        let validated = services.ingest.validate(chunk);
+        inserted += services.ingest.store(validated.events).await?.inserted;
+    }
+    let ingest_secs = t.elapsed().as_secs_f64();
+    println!(
+        "ingest:          {inserted} events in {ingest_secs:.2}s = {:.0} events/s (NDJSON parse + validate + append, batches of {batch})",
+        inserted as f64 / ingest_secs
+    );
+
+    let t = Instant::now();
+    let summary = services.build_features.run(Some(end)).await?;
+    println!(
+        "feature build:   {} users x {} features in {:.2}s",
+        summary.users,
+        summary.features,
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let (cutoffs, validation) = services.train.plan_cutoffs().await?;
+    let policy = churn::domain::label::LabelPolicy {
+        horizon_days: 30,
+        lookback_days: 30,
+    };
+    for c in cutoffs.iter().chain([&validation]) {
+        services
+            .features
+            .training_set(&services.spec, policy, *c)
+            .await?;
+    }
+    let sets_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let report = services.train.run().await?;
+    let total = t.elapsed().as_secs_f64();
+    println!(
+        "training sets:   {} point-in-time sets (features + labels) in {sets_secs:.2}s",
+        cutoffs.len() + 1
+    );
+    println!(
+        "training:        {:.2}s total ({:.2}s GBDT fit) on {} rows, validated on {} rows",
+        total, report.training_secs, report.train_rows, report.validation_rows
+    );
+    println!(
+        "validation AUC:  gbdt {:.4} | logistic {:.4} | recency rule {:.4}",
+        report.metrics.auc, report.baseline_metrics.auc, report.metrics.recency_auc
+    );
+    println!(
+        "gbdt:            pr_auc {:.4} logloss {:.4} brier {:.4}",
+        report.metrics.pr_auc, report.metrics.logloss, report.metrics.brier
+    );
+    Ok(())
+}

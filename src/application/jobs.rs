@@ -1,0 +1,200 @@
+//! Background jobs started by the admin API or the scheduler: feature
+//! rebuilds and retraining, each followed by a serving-state reload.
+//!
+//! One run of each kind at a time: a second request while one runs is
+//! refused ([`JobError::Busy`]), not queued, so cron ticks and admin calls
+//! never stack up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::application::build_features::BuildFeatures;
+use crate::application::models::ManageModels;
+use crate::application::ports::FeatureStore;
+use crate::application::serving_state::ServingState;
+use crate::application::train::{TrainError, TrainModel};
+
+/// Which job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    BuildFeatures,
+    Retrain,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A job's record, as `GET /admin/jobs/{id}` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobRecord {
+    pub id: u64,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub trigger: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("a {0:?} job is already running")]
+    Busy(JobKind),
+}
+
+/// How many finished jobs are remembered.
+const KEEP_JOBS: usize = 200;
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    jobs: HashMap<u64, JobRecord>,
+    running: HashMap<JobKind, u64>,
+}
+
+/// Starts jobs and tracks their records.
+#[derive(Clone)]
+pub struct Jobs {
+    table: Arc<Mutex<Table>>,
+    build: BuildFeatures,
+    train: TrainModel,
+    models: ManageModels,
+    features: Arc<dyn FeatureStore>,
+    state: ServingState,
+}
+
+impl Jobs {
+    pub fn new(
+        build: BuildFeatures,
+        train: TrainModel,
+        models: ManageModels,
+        features: Arc<dyn FeatureStore>,
+        state: ServingState,
+    ) -> Self {
+        Self {
+            table: Arc::new(Mutex::new(Table::default())),
+            build,
+            train,
+            models,
+            features,
+            state,
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        // The table holds plain data; a panic mid-update cannot break it.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, id: u64) -> Option<JobRecord> {
+        self.table().jobs.get(&id).cloned()
+    }
+
+    fn claim(&self, kind: JobKind, trigger: &str) -> Result<JobRecord, JobError> {
+        let mut t = self.table();
+        if t.running.contains_key(&kind) {
+            return Err(JobError::Busy(kind));
+        }
+        t.next_id += 1;
+        let record = JobRecord {
+            id: t.next_id,
+            kind,
+            status: JobStatus::Running,
+            trigger: trigger.to_string(),
+            started_at: chrono::Utc::now().to_rfc3339(),
+            finished_at: None,
+            result: None,
+            error: None,
+        };
+        t.running.insert(kind, record.id);
+        t.jobs.insert(record.id, record.clone());
+        if t.jobs.len() > KEEP_JOBS {
+            let oldest = t.jobs.keys().min().copied();
+            if let Some(oldest) = oldest {
+                t.jobs.remove(&oldest);
+            }
+        }
+        Ok(record)
+    }
+
+    fn finish(&self, kind: JobKind, id: u64, result: Result<serde_json::Value, String>) {
+        let mut t = self.table();
+        t.running.remove(&kind);
+        if let Some(r) = t.jobs.get_mut(&id) {
+            r.finished_at = Some(chrono::Utc::now().to_rfc3339());
+            match result {
+                Ok(v) => {
+                    r.status = JobStatus::Succeeded;
+                    r.result = Some(v);
+                }
+                Err(e) => {
+                    r.status = JobStatus::Failed;
+                    r.error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// Starts a job in the background and returns its record at once.
+    ///
+    /// # Errors
+    /// [`JobError::Busy`] if one of the same kind is running.
+    pub fn start(&self, kind: JobKind, trigger: &str) -> Result<JobRecord, JobError> {
+        let record = self.claim(kind, trigger)?;
+        let this = self.clone();
+        let id = record.id;
+        tokio::spawn(async move {
+            let result = this.execute(kind).await;
+            this.finish(kind, id, result);
+        });
+        Ok(record)
+    }
+
+    /// Runs a job to completion on the caller's task (scheduler, tests).
+    ///
+    /// # Errors
+    /// [`JobError::Busy`] if one of the same kind is running.
+    pub async fn run(&self, kind: JobKind, trigger: &str) -> Result<JobRecord, JobError> {
+        let record = self.claim(kind, trigger)?;
+        let result = self.execute(kind).await;
+        self.finish(kind, record.id, result);
+        Ok(self.get(record.id).unwrap_or(record))
+    }
+
+    async fn execute(&self, kind: JobKind) -> Result<serde_json::Value, String> {
+        match kind {
+            JobKind::BuildFeatures => {
+                let summary = self.build.run(None).await.map_err(|e| e.to_string())?;
+                self.state
+                    .reload_features(&*self.features)
+                    .await
+                    .map_err(|e| format!("snapshot built but not loaded: {e}"))?;
+                serde_json::to_value(summary).map_err(|e| e.to_string())
+            }
+            JobKind::Retrain => {
+                let report = match self.train.run().await {
+                    Ok(r) => r,
+                    Err(TrainError::Busy) => return Err("training already in progress".into()),
+                    Err(e) => return Err(e.to_string()),
+                };
+                let reload = self.state.reload_model(&self.models).await.map_err(|e| {
+                    format!("version {} trained but not loaded: {e}", report.version)
+                })?;
+                let mut value = serde_json::to_value(report).map_err(|e| e.to_string())?;
+                value["reload"] = serde_json::to_value(reload).map_err(|e| e.to_string())?;
+                Ok(value)
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The serving state: the production model and the latest feature snapshot,
+//! each behind an `ArcSwap`, so request handlers read them lock-free while
+//! background tasks replace them atomically.
+//!
+//! [`ServingState::reload_model`] and [`ServingState::reload_features`] do
+//! the swaps in a fixed order: load → verify (checksum in the registry,
+//! feature schema here) → canary prediction → store → update metrics. A
+//! candidate that fails any step is logged and discarded; the previous model
+//! keeps serving.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use crate::application::models::{LoadedModel, ManageModels, ModelsError, PRODUCTION};
+use crate::application::ports::{FeatureStore, StoreError};
+use crate::domain::features::FeatureSpec;
+use crate::domain::model::ModelError;
+use crate::domain::snapshot::FeatureSnapshot;
+use crate::telemetry::names;
+
+/// Why a candidate was not swapped in.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error(transparent)]
+    Models(#[from] ModelsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("feature schema mismatch: {0}")]
+    Schema(String),
+    #[error("canary prediction failed: {0}")]
+    Canary(String),
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum ReloadOutcome {
+    Swapped { version: u64 },
+    Unchanged { version: u64 },
+    NoProductionModel,
+}
+
+/// Cheap-clone handle on the shared serving state.
+#[derive(Clone)]
+pub struct ServingState {
+    model: Arc<ArcSwapOption<LoadedModel>>,
+    features: Arc<ArcSwapOption<FeatureSnapshot>>,
+    spec: Arc<FeatureSpec>,
+}
+
+impl ServingState {
+    pub fn new(spec: Arc<FeatureSpec>) -> Self {
+        Self {
+            model: Arc::new(ArcSwapOption::empty()),
+            features: Arc::new(ArcSwapOption::empty()),
+            spec,
+        }
+    }
+
+    /// The model serving right now (a consistent `Arc`, even mid-swap).
+    pub fn model(&self) -> Option<Arc<LoadedModel>> {
+        self.model.load_full()
+    }
+
+    pub fn features(&self) -> Option<Arc<FeatureSnapshot>> {
+        self.features.load_full()
+    }
+
+    /// Loads the `production` alias's model and swaps it in if it differs
+    /// from the one serving.
+    ///
+    /// # Errors
+    /// [`SwapError`] if the candidate fails a check; serving is unchanged.
+    pub async fn reload_model(&self, models: &ManageModels) -> Result<ReloadOutcome, SwapError> {
+        let Some(alias) = models
+            .registry()
+            .alias(PRODUCTION)
+            .await
+            .map_err(ModelsError::from)?
+        else {
+            return Ok(ReloadOutcome::NoProductionModel);
+        };
+        if let Some(current) = self.model()
+            && current.metadata.version == alias.version
+        {
+            return Ok(ReloadOutcome::Unchanged {
+                version: alias.version,
+            });
+        }
+        let candidate = models.load(alias.version).await?;
+        self.install_model(candidate)
+    }
+
+    /// Verifies and swaps in an already loaded model.
+    ///
+    /// # Errors
+    /// [`SwapError::Schema`] or [`SwapError::Canary`].
+    pub fn install_model(&self, candidate: LoadedModel) -> Result<ReloadOutcome, SwapError> {
+        let names = self.spec.names();
+        if candidate.metadata.feature_names != names
+            || candidate.metadata.feature_fingerprint != self.spec.fingerprint()
+        {
+            return Err(SwapError::Schema(format!(
+                "version {} was trained on features {} but this server computes {}",
+                candidate.metadata.version,
+                candidate.metadata.feature_fingerprint,
+                self.spec.fingerprint()
+            )));
+        }
+        // Canary: score a real user if features are loaded, else zeros.
+        let row = self
+            .features()
+            .and_then(|f| f.first_row())
+            .unwrap_or_else(|| vec![0.0; names.len()]);
+        let p = candidate
+            .classifier
+            .predict_proba(&row)
+            .map_err(|e: ModelError| SwapError::Canary(e.to_string()))?;
+        if p.len() != 1 || !p[0].is_finite() || !(0.0..=1.0).contains(&p[0]) {
+            return Err(SwapError::Canary(format!(
+                "probability out of range: {p:?}"
+            )));
+        }
+        let version = candidate.metadata.version;
+        let auc = candidate.metadata.metrics.auc;
+        self.model.store(Some(Arc::new(candidate)));
+        metrics::gauge!(names::MODEL_PRODUCTION_VERSION).set(version as f64);
+        metrics::gauge!(names::MODEL_VALIDATION_AUC).set(auc);
+        metrics::counter!(names::MODEL_SWAPS_TOTAL).increment(1);
+        tracing::info!(version, auc, "production model swapped in");
+        Ok(ReloadOutcome::Swapped { version })
+    }
+
+    /// Loads the newest stored snapshot and swaps it in if it is newer than
+    /// the one serving. Returns the snapshot's `as_of`, if any.
+    ///
+    /// # Errors
+    /// [`SwapError::Store`] or [`SwapError::Schema`]; serving is unchanged.
+    pub async fn reload_features(
+        &self,
+        store: &dyn FeatureStore,
+    ) -> Result<Option<i64>, SwapError> {
+        let Some(snapshot) = store.latest_snapshot().await? else {
+            return Ok(None);
+        };
+        if snapshot.fingerprint() != self.spec.fingerprint() {
+            return Err(SwapError::Schema(format!(
+                "snapshot as of {} has features {} but this server computes {}",
+                snapshot.as_of(),
+                snapshot.fingerprint(),
+                self.spec.fingerprint()
+            )));
+        }
+        let as_of = snapshot.as_of();
+        if let Some(current) = self.features()
+            && current.as_of() == as_of
+            && current.created_at() == snapshot.created_at()
+        {
+            return Ok(Some(as_of));
+        }
+        metrics::gauge!(names::FEATURE_SNAPSHOT_USERS).set(snapshot.len() as f64);
+        tracing::info!(users = snapshot.len(), as_of, "feature snapshot swapped in");
+        self.features.store(Some(Arc::new(snapshot)));
+        Ok(Some(as_of))
+    }
+}

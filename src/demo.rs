@@ -1,0 +1,179 @@
+//! `churn demo`, the main job on the embedded default: from an empty data
+//! directory generate events, ingest, build features, train, register,
+//! promote, then serve and print example requests. Run again, it reuses the
+//! existing state (or starts over with `--reset`) and says which.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::application::generate::{GeneratorOptions, generate};
+use crate::config::Settings;
+use crate::domain::time::format_rfc3339;
+use crate::startup::{Application, Services};
+
+/// Options of `churn demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub users: u64,
+    pub seed: u64,
+    pub reset: bool,
+}
+
+/// Files of ours in the data directory; a reset removes only these.
+const STATE_FILES: [&str; 5] = [
+    "churn.db",
+    "churn.db-wal",
+    "churn.db-shm",
+    "events.ndjson",
+    "rejects.ndjson",
+];
+
+fn reset(dir: &Path) -> Result<()> {
+    for f in STATE_FILES {
+        let p = dir.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    let registry = dir.join("registry");
+    if registry.exists() {
+        std::fs::remove_dir_all(&registry)
+            .with_context(|| format!("removing {}", registry.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the demo until Ctrl-C/SIGTERM.
+///
+/// # Errors
+/// Any step failing, with context.
+pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
+    if settings.server.admin_token.expose_secret().is_empty() {
+        // A fresh random token per run beats an open admin API, even locally.
+        let token: String = (0..32).map(|_| fastrand::alphanumeric()).collect();
+        settings.server.admin_token = SecretString::from(token);
+    }
+    let dir = settings.data_dir.clone();
+    if options.reset {
+        reset(&dir)?;
+        println!("demo: reset the state in {}", dir.display());
+    }
+    let services = Services::build_with(settings, true)?;
+    let stats = services.events.stats().await?;
+    let has_model = services
+        .models
+        .load_production()
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    if stats.events > 0 && has_model {
+        println!(
+            "demo: reusing the existing state in {} ({} events, production model present); pass --reset to start over",
+            dir.display(),
+            stats.events
+        );
+        let summary = services
+            .build_features
+            .run(None)
+            .await
+            .context("building features")?;
+        println!(
+            "demo: features rebuilt as of {} for {} users",
+            format_rfc3339(summary.as_of),
+            summary.users
+        );
+    } else {
+        if stats.events > 0 {
+            println!(
+                "demo: {} has events but no production model; training on them",
+                dir.display()
+            );
+        } else {
+            let end = chrono::Utc::now().timestamp();
+            let mut events = Vec::new();
+            let g = generate(
+                GeneratorOptions {
+                    users: options.users,
+                    days: 120,
+                    end,
+                    seed: options.seed,
+                    churn_share: 0.35,
+                },
+                |e| events.push(e),
+            );
+            println!(
+                "demo: generated {} events for {} users over 120 days",
+                g.events, g.users
+            );
+            let mut stored = 0;
+            for chunk in events.chunks(services.settings.ingest.batch_size) {
+                stored += services
+                    .ingest
+                    .store(chunk.to_vec())
+                    .await
+                    .context("ingesting")?
+                    .inserted;
+            }
+            println!(
+                "demo: ingested {stored} events into {}",
+                services.settings.sqlite_path().display()
+            );
+        }
+        let summary = services
+            .build_features
+            .run(None)
+            .await
+            .context("building features")?;
+        println!(
+            "demo: built {} features for {} users as of {}",
+            summary.features,
+            summary.users,
+            format_rfc3339(summary.as_of)
+        );
+        let report = services.train.run().await.context("training")?;
+        let m = report.metrics;
+        println!(
+            "demo: trained {} v{} — validation AUC {:.3} (logistic {:.3}, recency rule {:.3}), PR AUC {:.3}, log loss {:.3}, Brier {:.3}",
+            report.model_name,
+            report.version,
+            m.auc,
+            report.baseline_metrics.auc,
+            m.recency_auc,
+            m.pr_auc,
+            m.logloss,
+            m.brier
+        );
+        println!("demo: {}", report.decision);
+    }
+
+    let token = services
+        .settings
+        .server
+        .admin_token
+        .expose_secret()
+        .to_string();
+    let app = Application::build(services).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let example_user = app
+        .serving_state()
+        .features()
+        .and_then(|f| [42u64, 1, 2, 3].into_iter().find(|u| f.contains(*u)))
+        .unwrap_or(42);
+    println!("\nReady: serving on {base}  (Ctrl-C to stop)\n");
+    println!("  curl -X POST \"{base}/predict?user_id={example_user}\"");
+    println!(
+        "  curl -X POST {base}/predict/batch -H 'content-type: application/json' -d '{{\"user_ids\":[1,2,3]}}'"
+    );
+    println!(
+        "  curl -X POST {base}/events --data-binary '{{\"user_id\":{example_user},\"event_time\":\"{}\",\"event_type\":\"login\"}}'",
+        crate::domain::time::format_seed(chrono::Utc::now().timestamp())
+    );
+    println!("  curl {base}/readyz");
+    println!("  curl {base}/metrics");
+    println!("  curl -X POST {base}/admin/retrain -H 'authorization: Bearer {token}'");
+    println!("  curl {base}/admin/models -H 'authorization: Bearer {token}'\n");
+    app.run_until_stopped(crate::shutdown::on_signal()).await
+}

@@ -1,0 +1,193 @@
+//! `/admin/*`: retrain, rebuild features, inspect jobs, list/promote/roll
+//! back models. Guarded by a bearer token compared in constant time.
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+
+use crate::application::jobs::{JobKind, JobRecord};
+use crate::application::models::ModelSummary;
+use crate::application::ports::AliasRecord;
+use crate::http::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+
+/// Rejects requests without the right `Authorization: Bearer <token>`.
+/// With no token configured the admin API is closed, unless the settings
+/// explicitly allow it unauthenticated (demos).
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match &state.admin_token {
+        None if state.admin_open => Ok(next.run(request).await),
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is disabled: set CHURN_SERVER__ADMIN_TOKEN (or server.allow_unauthenticated_admin for demos)",
+        )),
+        Some(token) => {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            let expected = token.expose_secret().as_bytes();
+            // ct_eq is constant-time for equal lengths; length itself is not
+            // secret enough to matter, and comparing unequal lengths is false.
+            if bool::from(presented.as_bytes().ct_eq(expected)) {
+                Ok(next.run(request).await)
+            } else {
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong bearer token",
+                ))
+            }
+        }
+    }
+}
+
+fn start(state: &AppState, kind: JobKind) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+    let record = state.jobs.start(kind, "admin api")?;
+    Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// Start a retraining job (train → evaluate → register → gate → hot swap).
+#[utoipa::path(
+    post,
+    path = "/admin/retrain",
+    responses(
+        (status = 202, description = "Job started", body = JobRecord),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "A retraining job is already running", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn retrain(
+    State(state): State<AppState>,
+) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+    start(&state, JobKind::Retrain)
+}
+
+/// Start a feature rebuild (snapshot as of now, then hot swap).
+#[utoipa::path(
+    post,
+    path = "/admin/features/rebuild",
+    responses(
+        (status = 202, description = "Job started", body = JobRecord),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "A rebuild is already running", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn rebuild_features(
+    State(state): State<AppState>,
+) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+    start(&state, JobKind::BuildFeatures)
+}
+
+/// A job's status and result.
+#[utoipa::path(
+    get,
+    path = "/admin/jobs/{id}",
+    params(("id" = u64, Path, description = "Job id")),
+    responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("job id must be an integer, got {id:?}")))?;
+    state.jobs.get(id).map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_job",
+            format!("job {id} does not exist"),
+        )
+    })
+}
+
+/// Registered model versions with aliases and metrics.
+#[utoipa::path(
+    get,
+    path = "/admin/models",
+    responses((status = 200, description = "Versions, oldest first, with aliases and metadata", body = Vec<serde_json::Value>)),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn models(State(state): State<AppState>) -> Result<Json<Vec<ModelSummary>>, ApiError> {
+    Ok(Json(state.models.list().await?))
+}
+
+/// Point `production` at a version and swap it in.
+#[utoipa::path(
+    post,
+    path = "/admin/models/{version}/promote",
+    params(("version" = u64, Path, description = "Model version")),
+    responses(
+        (status = 200, body = AliasRecord),
+        (status = 404, description = "Unknown version", body = ErrorBody),
+        (status = 409, description = "Concurrent alias move", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn promote(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Json<AliasRecord>, ApiError> {
+    let version: u64 = version.parse().map_err(|_| {
+        ApiError::bad_request(format!("version must be an integer, got {version:?}"))
+    })?;
+    let record = state
+        .models
+        .promote(version, "promoted through the admin API")
+        .await?;
+    reload(&state).await?;
+    Ok(Json(record))
+}
+
+/// Move `production` back to its previous version and swap it in.
+#[utoipa::path(
+    post,
+    path = "/admin/models/rollback",
+    responses(
+        (status = 200, body = AliasRecord),
+        (status = 409, description = "No earlier version", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn rollback(State(state): State<AppState>) -> Result<Json<AliasRecord>, ApiError> {
+    let record = state.models.rollback().await?;
+    reload(&state).await?;
+    Ok(Json(record))
+}
+
+async fn reload(state: &AppState) -> Result<(), ApiError> {
+    state
+        .predict
+        .state()
+        .reload_model(&state.models)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "swap_failed",
+                e.to_string(),
+            )
+        })
+}

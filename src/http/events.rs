@@ -1,0 +1,116 @@
+//! `POST /events`: a JSON array or NDJSON body of events. Valid events are
+//! stored (idempotently); each invalid one is reported back with its index
+//! and reason and counted in `/metrics` — a bad event never sinks the batch.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::application::ingest::{IngestEvents, Validated};
+use crate::application::ports::RawRecord;
+use crate::http::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+
+/// One rejected event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedEvent {
+    /// 0-based position in the array, or 1-based line number for NDJSON.
+    pub index: usize,
+    pub field: &'static str,
+    pub error: String,
+}
+
+/// Answer of `POST /events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResponse {
+    /// Newly stored events.
+    pub accepted: u64,
+    /// Valid events that were already stored (redeliveries).
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub errors: Vec<RejectedEvent>,
+}
+
+/// At most this many per-event reasons are echoed back.
+const MAX_REPORTED_ERRORS: usize = 1_000;
+
+fn split_body(body: &[u8]) -> Result<Vec<RawRecord>, ApiError> {
+    let trimmed = body.trim_ascii_start();
+    if trimmed.first() == Some(&b'[') {
+        let values: Vec<serde_json::Value> = serde_json::from_slice(trimmed)
+            .map_err(|e| ApiError::bad_request(format!("body is not a JSON array: {e}")))?;
+        Ok(values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| RawRecord {
+                payload: v.to_string().into_bytes(),
+                origin: i.to_string(),
+            })
+            .collect())
+    } else {
+        Ok(body
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, line)| !line.trim_ascii().is_empty())
+            .map(|(i, line)| RawRecord {
+                payload: line.trim_ascii().to_vec(),
+                origin: (i + 1).to_string(),
+            })
+            .collect())
+    }
+}
+
+/// Ingest events.
+#[utoipa::path(
+    post,
+    path = "/events",
+    request_body(content = String, description = "JSON array of events, or NDJSON (one event per line)"),
+    responses(
+        (status = 200, description = "Counts and per-event reasons", body = IngestResponse),
+        (status = 400, description = "Body is neither a JSON array nor NDJSON", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Event store unavailable; nothing was stored", body = ErrorBody),
+    ),
+    tag = "events"
+)]
+pub async fn post_events(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "body larger than {} bytes; split it into smaller requests",
+                state.limits.max_body_bytes
+            ))
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })?;
+    let records = split_body(&body)?;
+    let Validated { events, rejects } = state.ingest.validate(records);
+    IngestEvents::count_rejects(&rejects);
+    let report = state.ingest.store(events).await?;
+    let errors = rejects
+        .iter()
+        .take(MAX_REPORTED_ERRORS)
+        .map(|(r, e)| RejectedEvent {
+            index: r.origin.parse().unwrap_or(0),
+            field: e.field(),
+            error: e.to_string(),
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        Json(IngestResponse {
+            accepted: report.inserted,
+            duplicates: report.duplicates,
+            rejected: rejects.len() as u64,
+            errors,
+        }),
+    ))
+}

@@ -1,0 +1,84 @@
+//! `GET /healthz` (the process is alive) and `GET /readyz` (it can serve:
+//! model and features loaded, store and registry reachable).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)), tag = "health")]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness checks, each with its own verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    pub model_loaded: bool,
+    pub model_version: Option<u64>,
+    pub features_loaded: bool,
+    pub features_as_of: Option<String>,
+    pub store_reachable: bool,
+    pub registry_reachable: bool,
+    pub problems: Vec<String>,
+}
+
+/// Readiness: 200 when every check passes, 503 otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)),
+    tag = "health"
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let mut problems = Vec::new();
+    let model = state.predict.state().model();
+    let features = state.predict.state().features();
+    if model.is_none() {
+        problems.push("no production model loaded".to_string());
+    }
+    if features.is_none() {
+        problems.push("no feature snapshot loaded".to_string());
+    }
+    let store_reachable = match state.events.ping().await {
+        Ok(()) => true,
+        Err(e) => {
+            problems.push(format!("event store: {e}"));
+            false
+        }
+    };
+    let registry_reachable = match state.models.registry().ping().await {
+        Ok(()) => true,
+        Err(e) => {
+            problems.push(format!("registry: {e}"));
+            false
+        }
+    };
+    let ready = problems.is_empty();
+    let body = Readiness {
+        ready,
+        model_loaded: model.is_some(),
+        model_version: model.map(|m| m.metadata.version),
+        features_loaded: features.is_some(),
+        features_as_of: features.map(|f| crate::domain::time::format_rfc3339(f.as_of())),
+        store_reachable,
+        registry_reachable,
+        problems,
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

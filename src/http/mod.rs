@@ -1,0 +1,111 @@
+//! The HTTP API (axum). Handlers call use cases only: they never see a
+//! store or a model type, just ports and use-case results.
+//!
+//! Public routes (`/predict`, `/events`, health, `/metrics`,
+//! `/openapi.json`) are merged apart from `/admin/*`, which sits behind the
+//! bearer-token middleware. Every response is JSON except `/metrics`.
+
+pub mod admin;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod predict;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
+use tokio::sync::Semaphore;
+
+use crate::application::ingest::IngestEvents;
+use crate::application::jobs::Jobs;
+use crate::application::models::ManageModels;
+use crate::application::ports::EventStore;
+use crate::application::predict::PredictChurn;
+use crate::http::error::ApiError;
+
+/// Request limits from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_batch_users: usize,
+    pub max_body_bytes: usize,
+}
+
+/// What handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub predict: PredictChurn,
+    pub ingest: IngestEvents,
+    pub jobs: Jobs,
+    pub models: ManageModels,
+    /// For readiness pings only.
+    pub events: Arc<dyn EventStore>,
+    pub limits: Limits,
+    pub admin_token: Option<SecretString>,
+    pub admin_open: bool,
+    pub prometheus: PrometheusHandle,
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// Refuses work beyond `max_concurrent_requests` with 429 instead of
+/// queueing it: under overload, fast refusals beat slow timeouts.
+async fn shed_load(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "too many requests in flight; retry shortly",
+        ));
+    };
+    Ok(next.run(request).await)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see /openapi.json",
+    )
+}
+
+/// Builds the full router.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/admin/retrain", post(admin::retrain))
+        .route("/admin/features/rebuild", post(admin::rebuild_features))
+        .route("/admin/jobs/{id}", get(admin::job))
+        .route("/admin/models", get(admin::models))
+        .route("/admin/models/{version}/promote", post(admin::promote))
+        .route("/admin/models/rollback", post(admin::rollback))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
+    Router::new()
+        .route("/predict", post(predict::predict))
+        .route("/predict/batch", post(predict::predict_batch))
+        .route("/events", post(events::post_events))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .merge(admin)
+        // route_layer: runs after routing, so the route template is known.
+        .route_layer(middleware::from_fn(metrics::track))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .with_state(state)
+}

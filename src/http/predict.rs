@@ -1,0 +1,111 @@
+//! `POST /predict?user_id=N` and `POST /predict/batch`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::application::predict::Prediction;
+use crate::http::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+
+fn parse_user_id(raw: Option<&String>) -> Result<u64, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::bad_request("query parameter user_id is required"))?;
+    raw.trim().parse::<u64>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "user_id must be a non-negative integer, got {raw:?}"
+        ))
+    })
+}
+
+/// Churn probability of one user.
+#[utoipa::path(
+    post,
+    path = "/predict",
+    params(("user_id" = u64, Query, description = "The user to score")),
+    responses(
+        (status = 200, description = "Prediction", body = Prediction),
+        (status = 400, description = "Missing or malformed user_id", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+        (status = 503, description = "No production model or no features yet", body = ErrorBody),
+    ),
+    tag = "predict"
+)]
+pub async fn predict(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Prediction>, ApiError> {
+    let user_id = parse_user_id(params.get("user_id"))?;
+    Ok(Json(state.predict.predict(user_id)?))
+}
+
+/// Body of `POST /predict/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchRequest {
+    pub user_ids: Vec<u64>,
+}
+
+/// A user that could not be scored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchFailure {
+    pub user_id: u64,
+    pub error_type: &'static str,
+    pub error: String,
+}
+
+/// Answer of `POST /predict/batch`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub predictions: Vec<Prediction>,
+    pub errors: Vec<BatchFailure>,
+}
+
+/// Churn probabilities of many users from one consistent model + snapshot.
+#[utoipa::path(
+    post,
+    path = "/predict/batch",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Predictions and per-user errors", body = BatchResponse),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 413, description = "Too many user ids", body = ErrorBody),
+        (status = 503, description = "No production model or no features yet", body = ErrorBody),
+    ),
+    tag = "predict"
+)]
+pub async fn predict_batch(
+    State(state): State<AppState>,
+    body: Result<Json<BatchRequest>, JsonRejection>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let Json(request) =
+        body.map_err(|e| ApiError::bad_request(format!("invalid body: {}", e.body_text())))?;
+    if request.user_ids.len() > state.limits.max_batch_users {
+        return Err(ApiError::too_large(format!(
+            "{} user ids requested; at most {} per batch",
+            request.user_ids.len(),
+            state.limits.max_batch_users
+        )));
+    }
+    let results = state.predict.predict_batch(&request.user_ids)?;
+    let mut response = BatchResponse {
+        predictions: Vec::with_capacity(results.len()),
+        errors: Vec::new(),
+    };
+    for (user_id, r) in request.user_ids.iter().zip(results) {
+        match r {
+            Ok(p) => response.predictions.push(p),
+            Err(e) => {
+                let api = ApiError::from(e);
+                response.errors.push(BatchFailure {
+                    user_id: *user_id,
+                    error_type: api.error_type,
+                    error: api.message,
+                });
+            }
+        }
+    }
+    Ok(Json(response))
+}
