@@ -58,6 +58,9 @@ impl Services {
     /// As [`Services::build`].
     pub fn build_with(settings: Settings, force_promote: bool) -> anyhow::Result<Self> {
         settings.validate()?;
+        // Metrics are process-wide: install the recorder before any use case
+        // records, so nothing recorded before the server starts is lost.
+        crate::http::metrics::prometheus();
         let spec = Arc::new(FeatureSpec::standard());
         let (events, features): (Arc<dyn EventStore>, Arc<dyn FeatureStore>) =
             match settings.store.kind {

@@ -224,3 +224,77 @@ fn clear_errors_and_exit_codes() {
     let out = churn(&data, &["no-such-command"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Starts `churn demo`, waits for "Ready", returns the child and base URL.
+fn start_demo(data: &Path, extra: &[&str]) -> (std::process::Child, String, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_churn"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["demo", "--port", "0", "--users", "300"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .current_dir(data.parent().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        lines.push(line.clone());
+        if let Some(rest) = line.strip_prefix("Ready: serving on ") {
+            let base = rest.split_whitespace().next().unwrap().to_string();
+            return (child, base, lines);
+        }
+    }
+    panic!("demo never became ready: {lines:?}");
+}
+
+/// A minimal HTTP/1.1 POST over a std socket (the CLI tests have no runtime).
+fn http_post(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn sigterm_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("demo did not exit within 30 s of SIGTERM");
+}
+
+#[test]
+fn demo_serves_then_exits_cleanly_on_sigterm_and_reuses_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, base, lines) = start_demo(&data, &[]);
+    assert!(lines.iter().any(|l| l.contains("validation AUC")), "{lines:?}");
+    let response = http_post(&base, "/predict?user_id=1");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"model_version\":\"1\""), "{response}");
+    assert!(sigterm_and_wait(child).success());
+
+    // Second run: same data dir, state reused and said so.
+    let (child, base, lines) = start_demo(&data, &[]);
+    assert!(lines.iter().any(|l| l.contains("reusing the existing state")), "{lines:?}");
+    assert!(http_post(&base, "/predict?user_id=1").contains("\"model_version\":\"1\""));
+    assert!(sigterm_and_wait(child).success());
+
+    // --reset starts over (a fresh registry: version 1 again).
+    let (child, _, lines) = start_demo(&data, &["--reset"]);
+    assert!(lines.iter().any(|l| l.contains("reset the state")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("trained churn_model v1")), "{lines:?}");
+    assert!(sigterm_and_wait(child).success());
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Serving benchmark: `churn serve` vs a bare axum hello handler, both driven
+# by wrk from a separate process, same machine, same run, same settings.
+# Prints requests/s and p50/p99 for both and the ratio; then a fixed-rate run
+# (oha -q) for the p99 at 10k requests/s; then server RSS with 1M users'
+# features loaded. Prints figures only: nothing here passes or fails.
+#
+# Usage: bench/serve.sh   (env: DURATION=10s CONNECTIONS=64 USERS=5000 RSS_USERS=1000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/churn-target}"
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+USERS="${USERS:-5000}"
+RSS_USERS="${RSS_USERS:-1000000}"
+OHA="${OHA:-/var/tmp/churn-tools/bin/oha}"
+
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --locked --bin churn --example hello_server 2>&1 | tail -1
+BIN="$CARGO_TARGET_DIR/release/churn"
+HELLO="$CARGO_TARGET_DIR/release/examples/hello_server"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+export RUST_LOG=warn CHURN_SCHEDULE__ENABLED=false CHURN_SERVER__REGISTRY_POLL_SECS=0
+churn() { "$BIN" --data-dir "$WORK/data" "$@"; }
+echo "== preparing $USERS users of generated data"
+churn generate-events --users "$USERS" --seed 7 --out "$WORK/events.ndjson" 2>/dev/null
+churn ingest "$WORK/events.ndjson" >/dev/null
+churn build-features >/dev/null
+churn train >/dev/null
+
+wait_ready() { for _ in $(seq 1 300); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "not ready: $1"; exit 1; }
+"$BIN" --data-dir "$WORK/data" serve --port 18000 & PIDS+=($!)
+"$HELLO" 18001 & PIDS+=($!)
+wait_ready http://127.0.0.1:18000/readyz
+wait_ready http://127.0.0.1:18001/healthz
+
+# wrk's --latency table: "50%  123.00us"; normalise to microseconds.
+to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000000} else print v}'; }
+run_wrk() { # url -> "rps p50_us p99_us"
+  local out; out=$(BENCH_MAX_USER="$USERS" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/predict.lua "$1")
+  local rps p50 p99 non2xx
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_us)
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_us)
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
+  echo "$rps $p50 $p99 ${non2xx:-0}"
+}
+echo "== wrk: 1 thread, $CONNECTIONS connections, $DURATION each (warm-up 2s first)"
+BENCH_MAX_USER="$USERS" wrk -t1 -c"$CONNECTIONS" -d2s -s bench/predict.lua http://127.0.0.1:18000 >/dev/null
+read -r c_rps c_p50 c_p99 c_bad <<<"$(run_wrk http://127.0.0.1:18000)"
+read -r h_rps h_p50 h_p99 _ <<<"$(run_wrk http://127.0.0.1:18001)"
+printf '%-22s %12s %10s %10s\n' target "requests/s" "p50 us" "p99 us"
+printf '%-22s %12.0f %10.0f %10.0f\n' "churn /predict" "$c_rps" "$c_p50" "$c_p99"
+printf '%-22s %12.0f %10.0f %10.0f\n' "bare axum hello" "$h_rps" "$h_p50" "$h_p99"
+awk -v c="$c_rps" -v h="$h_rps" 'BEGIN {printf "throughput ratio churn/hello: %.1f%%\n", 100*c/h}'
+echo "non-2xx answers from churn (unknown users count here): $c_bad"
+
+if [ -x "$OHA" ]; then
+  echo "== oha: fixed rate 10000 requests/s for $DURATION, $CONNECTIONS connections"
+  for target in "churn 18000" "hello 18001"; do
+    set -- $target
+    "$OHA" -z "$DURATION" -q 10000 -c "$CONNECTIONS" -m POST --no-tui --output-format json \
+      "http://127.0.0.1:$2/predict?user_id=42" > "$WORK/oha-$1.json"
+    python3 - "$WORK/oha-$1.json" "$1" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s, p = d["summary"], d["latencyPercentiles"]
+print(f"{sys.argv[2]:<6} rps {s['requestsPerSec']:.0f}  p50 {p['p50']*1e6:.0f} us  p99 {p['p99']*1e6:.0f} us  success {s['successRate']*100:.2f}%")
+PY
+  done
+else
+  echo "== oha not found at $OHA: skipped the fixed-rate run (cargo install oha --root /var/tmp/churn-tools)"
+fi
+
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+PIDS=()
+echo "== RSS with $RSS_USERS users' features loaded"
+python3 - "$RSS_USERS" > "$WORK/many.ndjson" <<'PY'
+import sys, datetime
+n = int(sys.argv[1])
+t = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3)
+a = t.strftime("%Y-%m-%d %H:%M:%S")
+b = (t + datetime.timedelta(hours=5)).strftime("%Y-%m-%d %H:%M:%S")
+w = sys.stdout.write
+for u in range(1, n + 1):
+    w(f'{{"user_id":{u},"event_time":"{a}","event_type":"login","session_id":"s{u}"}}\n')
+    w(f'{{"user_id":{u},"event_time":"{b}","event_type":"purchase","session_id":"s{u}","amount":{u % 97}.5}}\n')
+PY
+"$BIN" --data-dir "$WORK/data" ingest "$WORK/many.ndjson"
+"$BIN" --data-dir "$WORK/data" build-features
+"$BIN" --data-dir "$WORK/data" serve --port 18002 & PIDS+=($!)
+wait_ready http://127.0.0.1:18002/readyz
+curl -s -X POST "http://127.0.0.1:18002/predict?user_id=$RSS_USERS"; echo
+users=$(curl -s http://127.0.0.1:18002/metrics | awk '/^churn_feature_snapshot_users/ {print $2}')
+rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/${PIDS[0]}/status")
+echo "serving $users users' features: RSS $((rss_kb / 1024)) MiB"

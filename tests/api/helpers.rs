@@ -1,0 +1,139 @@
+//! `spawn_app()`: each test gets its own server on 127.0.0.1:0 with its own
+//! data directory, optionally pre-loaded with generated events, features and
+//! a trained production model.
+
+use std::time::Duration;
+
+use churn::application::generate::{GeneratorOptions, generate};
+use churn::config::Settings;
+use churn::startup::{Application, Services};
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// How much state the app starts with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    Nothing,
+    FeaturesOnly,
+    Trained,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub services: Services,
+    pub _dir: tempfile::TempDir,
+}
+
+pub fn settings(dir: &std::path::Path) -> Settings {
+    let mut s = Settings::default();
+    s.data_dir = dir.to_path_buf();
+    s.server.port = 0;
+    s.server.admin_token = SecretString::from(TOKEN.to_string());
+    s.server.registry_poll_secs = 0;
+    s.schedule.enabled = false;
+    s
+}
+
+pub async fn spawn_app(seed: Seed) -> TestApp {
+    spawn_app_with(seed, |_| {}).await
+}
+
+pub async fn spawn_app_with(seed: Seed, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    customize(&mut s);
+    let services = Services::build(s).unwrap();
+    if seed != Seed::Nothing {
+        let mut events = Vec::new();
+        generate(
+            GeneratorOptions {
+                users: 500,
+                days: 120,
+                end: chrono::Utc::now().timestamp() - 60,
+                seed: 5,
+                churn_share: 0.35,
+            },
+            |e| events.push(e),
+        );
+        for chunk in events.chunks(20_000) {
+            services.ingest.store(chunk.to_vec()).await.unwrap();
+        }
+        services.build_features.run(None).await.unwrap();
+        if seed == Seed::Trained {
+            let report = services.train.run().await.unwrap();
+            assert!(report.promoted, "{}", report.decision);
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = Application::build_with_listener(services.clone(), listener).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        base,
+        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        shutdown,
+        server,
+        services,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn predict(&self, user: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/predict?user_id={user}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(TOKEN).send().await.unwrap()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap()
+    }
+
+    /// Polls a job until it leaves `running`.
+    pub async fn wait_job(&self, id: u64) -> Value {
+        for _ in 0..600 {
+            let job: Value = self.admin_get(&format!("/admin/jobs/{id}")).await.json().await.unwrap();
+            if job["status"] != "running" {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.server)
+            .await
+            .expect("server stops within the grace period")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Asserts an error body has the documented shape and returns it.
+pub async fn error_body(response: reqwest::Response, status: u16, error_type: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error_type"], error_type, "{body}");
+    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(body.get("detail").is_some(), "{body}");
+    body
+}

@@ -1,0 +1,328 @@
+//! The HTTP API over real sockets: every route, every documented error
+//! status, admin auth, hot swap under load and graceful shutdown.
+
+mod helpers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use helpers::{Seed, TOKEN, error_body, spawn_app, spawn_app_with};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn predict_answers_in_the_seed_shape() {
+    let app = spawn_app(Seed::Trained).await;
+    let response = app.predict("42").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    for key in ["user_id", "churn_probability", "model_version", "timestamp", "features_as_of"] {
+        assert!(keys.contains(&key), "{body}");
+    }
+    assert_eq!(body["user_id"], 42);
+    let p = body["churn_probability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p) && p != 0.0 && p != 1.0, "{p}");
+    assert_eq!(body["model_version"], "1");
+    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    // Probabilities differ between users: it is a real model, not a constant.
+    let mut seen = std::collections::HashSet::new();
+    for u in 1..=40 {
+        let r = app.predict(&u.to_string()).await;
+        if r.status() == 200 {
+            let b: Value = r.json().await.unwrap();
+            seen.insert(b["churn_probability"].as_f64().unwrap().to_bits());
+        }
+    }
+    assert!(seen.len() > 10, "{} distinct probabilities", seen.len());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn predict_errors_have_the_right_status() {
+    let app = spawn_app(Seed::Trained).await;
+    let body = error_body(app.predict("987654").await, 404, "unknown_user").await;
+    assert!(body["error"].as_str().unwrap().contains("987654"));
+    error_body(app.predict("abc").await, 400, "bad_request").await;
+    error_body(app.predict("-3").await, 400, "bad_request").await;
+    let r = app.client.post(app.url("/predict")).send().await.unwrap();
+    error_body(r, 400, "bad_request").await;
+    let r = app.client.get(app.url("/nope")).send().await.unwrap();
+    error_body(r, 404, "not_found").await;
+    app.stop().await;
+
+    // Features but no model: 503 that says how to train one.
+    let app = spawn_app(Seed::FeaturesOnly).await;
+    let body = error_body(app.predict("1").await, 503, "no_production_model").await;
+    assert!(body["error"].as_str().unwrap().contains("retrain"));
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["model_loaded"], false);
+    assert_eq!(ready["features_loaded"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn batch_predictions_limits_and_partial_failures() {
+    let app = spawn_app_with(Seed::Trained, |s| s.server.max_batch_users = 5).await;
+    let r = app
+        .client
+        .post(app.url("/predict/batch"))
+        .json(&json!({"user_ids": [1, 2, 3, 999999]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let n = body["predictions"].as_array().unwrap().len();
+    assert_eq!(n + body["errors"].as_array().unwrap().len(), 4);
+    assert!(n >= 2, "{body}");
+    assert!(body["errors"].as_array().unwrap().iter().any(|e| e["user_id"] == 999999 && e["error_type"] == "unknown_user"));
+    // Batch scores equal single scores (same model, same features).
+    let single: Value = app.predict("1").await.json().await.unwrap();
+    let batched = body["predictions"].as_array().unwrap().iter().find(|p| p["user_id"] == 1).unwrap();
+    assert_eq!(single["churn_probability"], batched["churn_probability"]);
+
+    let r = app
+        .client
+        .post(app.url("/predict/batch"))
+        .json(&json!({"user_ids": [1, 2, 3, 4, 5, 6]}))
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 413, "payload_too_large").await;
+    let r = app
+        .client
+        .post(app.url("/predict/batch"))
+        .header("content-type", "application/json")
+        .body("{\"user_ids\": \"all\"}")
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 400, "bad_request").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn events_accept_arrays_and_ndjson_and_report_rejects() {
+    let app = spawn_app_with(Seed::Nothing, |s| s.server.max_body_bytes = 4096).await;
+    let array = json!([
+        {"user_id": 2, "event_time": "2025-12-26 18:00:00", "event_type": "login", "session_id": "abc"},
+        {"user_id": 2, "event_time": "2025-12-26 18:05:00", "event_type": "purchase", "session_id": "def", "amount": 9.5},
+        {"user_id": "two", "event_time": "2025-12-26 18:05:00", "event_type": "view"},
+        17
+    ]);
+    let r = app.client.post(app.url("/events")).json(&array).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["rejected"], 2, "{body}");
+    assert_eq!(body["errors"][0]["index"], 2);
+    assert_eq!(body["errors"][0]["field"], "user_id");
+    assert_eq!(body["errors"][1]["field"], "json");
+
+    let ndjson = "{\"user_id\":2,\"event_time\":\"2025-12-26 18:00:00\",\"event_type\":\"login\",\"session_id\":\"abc\"}\n\
+                  \n\
+                  {\"user_id\":3,\"event_time\":\"2025-12-27T10:00:00Z\",\"event_type\":\"view\"}\n\
+                  {\"user_id\":3,\"event_time\":\"yesterday\",\"event_type\":\"view\"}\n";
+    let r = app.client.post(app.url("/events")).body(ndjson).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(body["duplicates"], 1, "{body}");
+    assert_eq!(body["errors"][0]["index"], 4, "{body}");
+    assert_eq!(body["errors"][0]["field"], "event_time");
+    assert_eq!(app.services.events.stats().await.unwrap().events, 3);
+
+    let big = "x".repeat(5000);
+    let r = app.client.post(app.url("/events")).body(big).send().await.unwrap();
+    error_body(r, 413, "payload_too_large").await;
+    let r = app.client.post(app.url("/events")).body("[1, 2").send().await.unwrap();
+    error_body(r, 400, "bad_request").await;
+
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("churn_events_ingested_total"), "{metrics}");
+    assert!(metrics.contains("churn_events_rejected_total{field=\"event_time\"}"), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let app = spawn_app(Seed::Trained).await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ready: Value = app.client.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["model_version"], 1);
+
+    app.predict("1").await;
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for name in [
+        "churn_http_requests_total{route=\"/predict\",method=\"POST\",status=\"200\"}",
+        "churn_http_request_duration_seconds_bucket{route=\"/predict\"",
+        "churn_predictions_total",
+        "churn_model_production_version",
+        "churn_model_validation_auc",
+        "churn_feature_snapshot_age_seconds",
+        "churn_feature_build_duration_seconds",
+        "churn_training_duration_seconds",
+        "churn_training_last_success_timestamp_seconds",
+        "churn_feature_build_last_success_timestamp_seconds",
+        "churn_events_ingested_total",
+    ] {
+        assert!(text.contains(name), "missing {name}");
+    }
+
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/predict", "/predict/batch", "/events", "/readyz", "/admin/retrain", "/admin/models/{version}/promote"] {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    assert!(doc["components"]["schemas"].get("Prediction").is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admin_requires_the_token() {
+    let app = spawn_app(Seed::Trained).await;
+    let r = app.client.get(app.url("/admin/models")).send().await.unwrap();
+    error_body(r, 401, "unauthorized").await;
+    let r = app.client.get(app.url("/admin/models")).bearer_auth("wrong").send().await.unwrap();
+    error_body(r, 401, "unauthorized").await;
+    let r = app.client.get(app.url("/admin/models")).bearer_auth(format!("{TOKEN}x")).send().await.unwrap();
+    error_body(r, 401, "unauthorized").await;
+    let r = app.admin_get("/admin/models").await;
+    assert_eq!(r.status(), 200);
+    let models: Value = r.json().await.unwrap();
+    assert_eq!(models[0]["version"], 1);
+    assert!(models[0]["aliases"].as_array().unwrap().contains(&json!("production")));
+    app.stop().await;
+
+    // No token configured: admin routes are closed, not open.
+    let app = spawn_app_with(Seed::Nothing, |s| s.server.admin_token = String::new().into()).await;
+    let r = app.client.post(app.url("/admin/retrain")).send().await.unwrap();
+    error_body(r, 403, "admin_disabled").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_promote_rollback_and_conflicts() {
+    let app = spawn_app(Seed::Trained).await;
+    let r = app.admin_post("/admin/features/rebuild").await;
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.unwrap();
+    let done = app.wait_job(job["id"].as_u64().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(done["result"]["users"].as_u64().unwrap() > 400);
+
+    let first = app.admin_post("/admin/retrain").await;
+    assert_eq!(first.status(), 202);
+    // A second retrain while the first runs is refused, not queued.
+    error_body(app.admin_post("/admin/retrain").await, 409, "job_running").await;
+    let job: Value = first.json().await.unwrap();
+    let done = app.wait_job(job["id"].as_u64().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["version"], 2);
+
+    error_body(app.admin_get("/admin/jobs/12345").await, 404, "unknown_job").await;
+    error_body(app.admin_post("/admin/models/77/promote").await, 404, "unknown_version").await;
+    error_body(app.admin_post("/admin/models/x/promote").await, 400, "bad_request").await;
+
+    let r = app.admin_post("/admin/models/1/promote").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = app.predict("1").await.json().await.unwrap();
+    assert_eq!(v["model_version"], "1");
+    let r = app.admin_post("/admin/models/rollback").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = app.predict("1").await.json().await.unwrap();
+    assert_eq!(v["model_version"], "2");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retrain_swaps_the_model_under_load_with_zero_failures() {
+    let app = Arc::new(spawn_app(Seed::Trained).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let saw_v2 = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..8u64 {
+        let (app, stop, ok, failed, saw_v2) = (app.clone(), stop.clone(), ok.clone(), failed.clone(), saw_v2.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let user = 1 + (worker * 31 + i) % 300;
+                match app.client.post(app.url(&format!("/predict?user_id={user}"))).send().await {
+                    Ok(r) if r.status() == 200 || r.status() == 404 => {
+                        if r.status() == 200 {
+                            let b: Value = r.json().await.unwrap();
+                            if b["model_version"] == "2" {
+                                saw_v2.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job: Value = app.admin_post("/admin/retrain").await.json().await.unwrap();
+    let done = app.wait_job(job["id"].as_u64().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["reload"]["outcome"], "swapped", "{done}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
+    assert!(ok > 200, "load too light to mean anything: {ok}");
+    assert!(saw_v2.load(Ordering::Relaxed), "no answer came from the retrained model");
+    let after: Value = app.predict("1").await.json().await.unwrap();
+    assert_eq!(after["model_version"], "2");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let app = spawn_app(Seed::Nothing).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    // Send the headers and half the body, then ask the server to stop.
+    let body = "{\"user_id\":7,\"event_time\":\"2025-12-26 18:00:00\",\"event_type\":\"login\"}";
+    let (first, second) = body.split_at(body.len() / 2);
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /events HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused once the server stopped accepting...
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+    assert!(!app.server.is_finished());
+    // ...but the in-flight request completes and is stored.
+    conn.write_all(second.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"accepted\":1"), "{response}");
+    tokio::time::timeout(Duration::from_secs(10), app.server)
+        .await
+        .expect("server stops after in-flight work")
+        .unwrap()
+        .unwrap();
+    assert_eq!(app.services.events.stats().await.unwrap().events, 1);
+}
