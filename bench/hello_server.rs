@@ -9,7 +9,10 @@ use axum::routing::{get, post};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(8001);
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8001);
     let app = Router::new()
         .route("/predict", post(|| async { "hello" }))
         .route("/healthz", get(|| async { "ok" }));

@@ -207,9 +207,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             apply_serve_args(&mut settings, &args)?;
+            let settings_host = settings.server.host.clone();
             let app = crate::startup::Application::build(Services::build(settings)?).await?;
-            eprintln!("churn serving on http://127.0.0.1:{}", app.port());
-            app.run_until_stopped(crate::shutdown::on_signal()).await
+            let shutdown = crate::shutdown::on_signal().context("installing signal handlers")?;
+            eprintln!("churn serving on http://{}:{}", settings_host, app.port());
+            app.run_until_stopped(shutdown).await
         }
         Command::Demo(args) => {
             apply_serve_args(&mut settings, &args.serve)?;

@@ -3,6 +3,7 @@
 //! promote, then serve and print example requests. Run again, it reuses the
 //! existing state (or starts over with `--reset`) and says which.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -12,6 +13,14 @@ use crate::application::generate::{GeneratorOptions, generate};
 use crate::config::Settings;
 use crate::domain::time::format_rfc3339;
 use crate::startup::{Application, Services};
+
+/// Prints a line; a closed stdout (the reader went away) must not take the
+/// server down with it, so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// Options of `churn demo`.
 #[derive(Debug, Clone)]
@@ -58,7 +67,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
     let dir = settings.data_dir.clone();
     if options.reset {
         reset(&dir)?;
-        println!("demo: reset the state in {}", dir.display());
+        say!("demo: reset the state in {}", dir.display());
     }
     let services = Services::build_with(settings, true)?;
     let stats = services.events.stats().await?;
@@ -70,7 +79,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
         .flatten()
         .is_some();
     if stats.events > 0 && has_model {
-        println!(
+        say!(
             "demo: reusing the existing state in {} ({} events, production model present); pass --reset to start over",
             dir.display(),
             stats.events
@@ -80,14 +89,14 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
             .run(None)
             .await
             .context("building features")?;
-        println!(
+        say!(
             "demo: features rebuilt as of {} for {} users",
             format_rfc3339(summary.as_of),
             summary.users
         );
     } else {
         if stats.events > 0 {
-            println!(
+            say!(
                 "demo: {} has events but no production model; training on them",
                 dir.display()
             );
@@ -104,9 +113,10 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
                 },
                 |e| events.push(e),
             );
-            println!(
+            say!(
                 "demo: generated {} events for {} users over 120 days",
-                g.events, g.users
+                g.events,
+                g.users
             );
             let mut stored = 0;
             for chunk in events.chunks(services.settings.ingest.batch_size) {
@@ -117,7 +127,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
                     .context("ingesting")?
                     .inserted;
             }
-            println!(
+            say!(
                 "demo: ingested {stored} events into {}",
                 services.settings.sqlite_path().display()
             );
@@ -127,7 +137,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
             .run(None)
             .await
             .context("building features")?;
-        println!(
+        say!(
             "demo: built {} features for {} users as of {}",
             summary.features,
             summary.users,
@@ -135,7 +145,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
         );
         let report = services.train.run().await.context("training")?;
         let m = report.metrics;
-        println!(
+        say!(
             "demo: trained {} v{} — validation AUC {:.3} (logistic {:.3}, recency rule {:.3}), PR AUC {:.3}, log loss {:.3}, Brier {:.3}",
             report.model_name,
             report.version,
@@ -146,7 +156,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
             m.logloss,
             m.brier
         );
-        println!("demo: {}", report.decision);
+        say!("demo: {}", report.decision);
     }
 
     let token = services
@@ -156,24 +166,25 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
         .expose_secret()
         .to_string();
     let app = Application::build(services).await?;
+    let shutdown = crate::shutdown::on_signal().context("installing signal handlers")?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let example_user = app
         .serving_state()
         .features()
         .and_then(|f| [42u64, 1, 2, 3].into_iter().find(|u| f.contains(*u)))
         .unwrap_or(42);
-    println!("\nReady: serving on {base}  (Ctrl-C to stop)\n");
-    println!("  curl -X POST \"{base}/predict?user_id={example_user}\"");
-    println!(
+    say!("\nReady: serving on {base}  (Ctrl-C to stop)\n");
+    say!("  curl -X POST \"{base}/predict?user_id={example_user}\"");
+    say!(
         "  curl -X POST {base}/predict/batch -H 'content-type: application/json' -d '{{\"user_ids\":[1,2,3]}}'"
     );
-    println!(
+    say!(
         "  curl -X POST {base}/events --data-binary '{{\"user_id\":{example_user},\"event_time\":\"{}\",\"event_type\":\"login\"}}'",
         crate::domain::time::format_seed(chrono::Utc::now().timestamp())
     );
-    println!("  curl {base}/readyz");
-    println!("  curl {base}/metrics");
-    println!("  curl -X POST {base}/admin/retrain -H 'authorization: Bearer {token}'");
-    println!("  curl {base}/admin/models -H 'authorization: Bearer {token}'\n");
-    app.run_until_stopped(crate::shutdown::on_signal()).await
+    say!("  curl {base}/readyz");
+    say!("  curl {base}/metrics");
+    say!("  curl -X POST {base}/admin/retrain -H 'authorization: Bearer {token}'");
+    say!("  curl {base}/admin/models -H 'authorization: Bearer {token}'\n");
+    app.run_until_stopped(shutdown).await
 }

@@ -4,36 +4,40 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels the returned token on the first SIGINT or SIGTERM.
-pub fn on_signal() -> CancellationToken {
+/// Registers the SIGINT/SIGTERM handlers **now** (so a signal arriving right
+/// after start-up is not fatal) and cancels the returned token on the first.
+///
+/// # Errors
+/// The handlers cannot be registered.
+#[cfg(unix)]
+pub fn on_signal() -> std::io::Result<CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let ctrl_c = async {
-            if let Err(e) = tokio::signal::ctrl_c().await {
-                tracing::error!(error = %e, "cannot listen for Ctrl-C");
-                std::future::pending::<()>().await;
-            }
-        };
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
         tokio::select! {
-            () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
-            () = term => tracing::info!("SIGTERM received, shutting down"),
+            _ = int.recv() => tracing::info!("Ctrl-C received, shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
         t.cancel();
     });
-    token
+    Ok(token)
+}
+
+/// Ctrl-C only where there is no SIGTERM.
+///
+/// # Errors
+/// Never on this platform; the signature matches the Unix one.
+#[cfg(not(unix))]
+pub fn on_signal() -> std::io::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            t.cancel();
+        }
+    });
+    Ok(token)
 }

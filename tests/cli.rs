@@ -239,15 +239,19 @@ fn start_demo(data: &Path, extra: &[&str]) -> (std::process::Child, String, Vec<
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let mut reader = std::io::BufReader::new(stdout).lines();
     let mut lines = Vec::new();
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.unwrap();
+    while let Some(Ok(line)) = reader.next() {
         lines.push(line.clone());
         if let Some(rest) = line.strip_prefix("Ready: serving on ") {
             let base = rest.split_whitespace().next().unwrap().to_string();
+            // Keep draining stdout so the demo never writes into a closed pipe.
+            std::thread::spawn(move || reader.for_each(drop));
             return (child, base, lines);
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("demo never became ready: {lines:?}");
 }
 
@@ -256,14 +260,21 @@ fn http_post(base: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
 }
 
 fn sigterm_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     for _ in 0..300 {
         if let Some(status) = child.try_wait().unwrap() {
@@ -280,7 +291,10 @@ fn demo_serves_then_exits_cleanly_on_sigterm_and_reuses_state() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (child, base, lines) = start_demo(&data, &[]);
-    assert!(lines.iter().any(|l| l.contains("validation AUC")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("validation AUC")),
+        "{lines:?}"
+    );
     let response = http_post(&base, "/predict?user_id=1");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"model_version\":\"1\""), "{response}");
@@ -288,13 +302,24 @@ fn demo_serves_then_exits_cleanly_on_sigterm_and_reuses_state() {
 
     // Second run: same data dir, state reused and said so.
     let (child, base, lines) = start_demo(&data, &[]);
-    assert!(lines.iter().any(|l| l.contains("reusing the existing state")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("reusing the existing state")),
+        "{lines:?}"
+    );
     assert!(http_post(&base, "/predict?user_id=1").contains("\"model_version\":\"1\""));
     assert!(sigterm_and_wait(child).success());
 
     // --reset starts over (a fresh registry: version 1 again).
     let (child, _, lines) = start_demo(&data, &["--reset"]);
-    assert!(lines.iter().any(|l| l.contains("reset the state")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("trained churn_model v1")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("reset the state")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("trained churn_model v1")),
+        "{lines:?}"
+    );
     assert!(sigterm_and_wait(child).success());
 }

@@ -31,8 +31,10 @@ pub struct TestApp {
 }
 
 pub fn settings(dir: &std::path::Path) -> Settings {
-    let mut s = Settings::default();
-    s.data_dir = dir.to_path_buf();
+    let mut s = Settings {
+        data_dir: dir.to_path_buf(),
+        ..Settings::default()
+    };
     s.server.port = 0;
     s.server.admin_token = SecretString::from(TOKEN.to_string());
     s.server.registry_poll_secs = 0;
@@ -71,13 +73,18 @@ pub async fn spawn_app_with(seed: Seed, customize: impl FnOnce(&mut Settings)) -
         }
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = Application::build_with_listener(services.clone(), listener).await.unwrap();
+    let app = Application::build_with_listener(services.clone(), listener)
+        .await
+        .unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         base,
-        client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
         shutdown,
         server,
         services,
@@ -99,17 +106,32 @@ impl TestApp {
     }
 
     pub async fn admin_post(&self, path: &str) -> reqwest::Response {
-        self.client.post(self.url(path)).bearer_auth(TOKEN).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Polls a job until it leaves `running`.
     pub async fn wait_job(&self, id: u64) -> Value {
         for _ in 0..600 {
-            let job: Value = self.admin_get(&format!("/admin/jobs/{id}")).await.json().await.unwrap();
+            let job: Value = self
+                .admin_get(&format!("/admin/jobs/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
             if job["status"] != "running" {
                 return job;
             }
@@ -133,7 +155,10 @@ pub async fn error_body(response: reqwest::Response, status: u16, error_type: &s
     assert_eq!(response.status().as_u16(), status);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error_type"], error_type, "{body}");
-    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(body.get("detail").is_some(), "{body}");
     body
 }

@@ -17,8 +17,19 @@ async fn predict_answers_in_the_seed_shape() {
     let response = app.predict("42").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
-    for key in ["user_id", "churn_probability", "model_version", "timestamp", "features_as_of"] {
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in [
+        "user_id",
+        "churn_probability",
+        "model_version",
+        "timestamp",
+        "features_as_of",
+    ] {
         assert!(keys.contains(&key), "{body}");
     }
     assert_eq!(body["user_id"], 42);
@@ -80,10 +91,21 @@ async fn batch_predictions_limits_and_partial_failures() {
     let n = body["predictions"].as_array().unwrap().len();
     assert_eq!(n + body["errors"].as_array().unwrap().len(), 4);
     assert!(n >= 2, "{body}");
-    assert!(body["errors"].as_array().unwrap().iter().any(|e| e["user_id"] == 999999 && e["error_type"] == "unknown_user"));
+    assert!(
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["user_id"] == 999999 && e["error_type"] == "unknown_user")
+    );
     // Batch scores equal single scores (same model, same features).
     let single: Value = app.predict("1").await.json().await.unwrap();
-    let batched = body["predictions"].as_array().unwrap().iter().find(|p| p["user_id"] == 1).unwrap();
+    let batched = body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["user_id"] == 1)
+        .unwrap();
     assert_eq!(single["churn_probability"], batched["churn_probability"]);
 
     let r = app
@@ -115,7 +137,13 @@ async fn events_accept_arrays_and_ndjson_and_report_rejects() {
         {"user_id": "two", "event_time": "2025-12-26 18:05:00", "event_type": "view"},
         17
     ]);
-    let r = app.client.post(app.url("/events")).json(&array).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/events"))
+        .json(&array)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["accepted"], 2, "{body}");
@@ -128,7 +156,13 @@ async fn events_accept_arrays_and_ndjson_and_report_rejects() {
                   \n\
                   {\"user_id\":3,\"event_time\":\"2025-12-27T10:00:00Z\",\"event_type\":\"view\"}\n\
                   {\"user_id\":3,\"event_time\":\"yesterday\",\"event_type\":\"view\"}\n";
-    let r = app.client.post(app.url("/events")).body(ndjson).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/events"))
+        .body(ndjson)
+        .send()
+        .await
+        .unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["accepted"], 1, "{body}");
     assert_eq!(body["duplicates"], 1, "{body}");
@@ -137,14 +171,37 @@ async fn events_accept_arrays_and_ndjson_and_report_rejects() {
     assert_eq!(app.services.events.stats().await.unwrap().events, 3);
 
     let big = "x".repeat(5000);
-    let r = app.client.post(app.url("/events")).body(big).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/events"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     error_body(r, 413, "payload_too_large").await;
-    let r = app.client.post(app.url("/events")).body("[1, 2").send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/events"))
+        .body("[1, 2")
+        .send()
+        .await
+        .unwrap();
     error_body(r, 400, "bad_request").await;
 
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("churn_events_ingested_total"), "{metrics}");
-    assert!(metrics.contains("churn_events_rejected_total{field=\"event_time\"}"), "{metrics}");
+    assert!(
+        metrics.contains("churn_events_rejected_total{field=\"event_time\"}"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
@@ -153,13 +210,26 @@ async fn health_metrics_and_openapi() {
     let app = spawn_app(Seed::Trained).await;
     let r = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let ready: Value = app.client.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["ready"], true, "{ready}");
     assert_eq!(ready["model_version"], 1);
 
     app.predict("1").await;
     let r = app.client.get(app.url("/metrics")).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = r.text().await.unwrap();
     for name in [
         "churn_http_requests_total{route=\"/predict\",method=\"POST\",status=\"200\"}",
@@ -177,9 +247,24 @@ async fn health_metrics_and_openapi() {
         assert!(text.contains(name), "missing {name}");
     }
 
-    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/predict", "/predict/batch", "/events", "/readyz", "/admin/retrain", "/admin/models/{version}/promote"] {
+    for path in [
+        "/predict",
+        "/predict/batch",
+        "/events",
+        "/readyz",
+        "/admin/retrain",
+        "/admin/models/{version}/promote",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
     assert!(doc["components"]["schemas"].get("Prediction").is_some());
@@ -189,22 +274,52 @@ async fn health_metrics_and_openapi() {
 #[tokio::test]
 async fn admin_requires_the_token() {
     let app = spawn_app(Seed::Trained).await;
-    let r = app.client.get(app.url("/admin/models")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/admin/models"))
+        .send()
+        .await
+        .unwrap();
     error_body(r, 401, "unauthorized").await;
-    let r = app.client.get(app.url("/admin/models")).bearer_auth("wrong").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/admin/models"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     error_body(r, 401, "unauthorized").await;
-    let r = app.client.get(app.url("/admin/models")).bearer_auth(format!("{TOKEN}x")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/admin/models"))
+        .bearer_auth(format!("{TOKEN}x"))
+        .send()
+        .await
+        .unwrap();
     error_body(r, 401, "unauthorized").await;
     let r = app.admin_get("/admin/models").await;
     assert_eq!(r.status(), 200);
     let models: Value = r.json().await.unwrap();
     assert_eq!(models[0]["version"], 1);
-    assert!(models[0]["aliases"].as_array().unwrap().contains(&json!("production")));
+    assert!(
+        models[0]["aliases"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("production"))
+    );
     app.stop().await;
 
     // No token configured: admin routes are closed, not open.
-    let app = spawn_app_with(Seed::Nothing, |s| s.server.admin_token = String::new().into()).await;
-    let r = app.client.post(app.url("/admin/retrain")).send().await.unwrap();
+    let app = spawn_app_with(Seed::Nothing, |s| {
+        s.server.admin_token = String::new().into()
+    })
+    .await;
+    let r = app
+        .client
+        .post(app.url("/admin/retrain"))
+        .send()
+        .await
+        .unwrap();
     error_body(r, 403, "admin_disabled").await;
     app.stop().await;
 }
@@ -229,8 +344,18 @@ async fn jobs_promote_rollback_and_conflicts() {
     assert_eq!(done["result"]["version"], 2);
 
     error_body(app.admin_get("/admin/jobs/12345").await, 404, "unknown_job").await;
-    error_body(app.admin_post("/admin/models/77/promote").await, 404, "unknown_version").await;
-    error_body(app.admin_post("/admin/models/x/promote").await, 400, "bad_request").await;
+    error_body(
+        app.admin_post("/admin/models/77/promote").await,
+        404,
+        "unknown_version",
+    )
+    .await;
+    error_body(
+        app.admin_post("/admin/models/x/promote").await,
+        400,
+        "bad_request",
+    )
+    .await;
 
     let r = app.admin_post("/admin/models/1/promote").await;
     assert_eq!(r.status(), 200);
@@ -252,13 +377,24 @@ async fn retrain_swaps_the_model_under_load_with_zero_failures() {
     let saw_v2 = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
     for worker in 0..8u64 {
-        let (app, stop, ok, failed, saw_v2) = (app.clone(), stop.clone(), ok.clone(), failed.clone(), saw_v2.clone());
+        let (app, stop, ok, failed, saw_v2) = (
+            app.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            saw_v2.clone(),
+        );
         load.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 let user = 1 + (worker * 31 + i) % 300;
-                match app.client.post(app.url(&format!("/predict?user_id={user}"))).send().await {
+                match app
+                    .client
+                    .post(app.url(&format!("/predict?user_id={user}")))
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status() == 200 || r.status() == 404 => {
                         if r.status() == 200 {
                             let b: Value = r.json().await.unwrap();
@@ -288,7 +424,10 @@ async fn retrain_swaps_the_model_under_load_with_zero_failures() {
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
     assert!(ok > 200, "load too light to mean anything: {ok}");
-    assert!(saw_v2.load(Ordering::Relaxed), "no answer came from the retrained model");
+    assert!(
+        saw_v2.load(Ordering::Relaxed),
+        "no answer came from the retrained model"
+    );
     let after: Value = app.predict("1").await.json().await.unwrap();
     assert_eq!(after["model_version"], "2");
 }
