@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         ..Settings::default()
     };
-    let services = Services::build(settings)?;
+    let services = Services::build(settings).await?;
 
     let end = 1_780_000_000; // fixed so runs are comparable
     let t = Instant::now();

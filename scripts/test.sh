@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/churn-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+echo "== services"
+# Real servers the integration tests talk to (installed and started if absent).
+scripts/clickhouse.sh
+export CHURN_TEST_CLICKHOUSE_URL="${CHURN_TEST_CLICKHOUSE_URL:-http://127.0.0.1:8123}"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -45,6 +45,8 @@ pub enum Command {
     Models(ModelsCommand),
     /// Show what the event store holds.
     Stats(JsonFlag),
+    /// Apply pending ClickHouse migrations (store.type = "clickhouse").
+    Migrate(JsonFlag),
     /// Validate the configuration and print it (secrets redacted).
     CheckConfig,
     /// Serve predictions, ingestion, metrics and admin on existing state.
@@ -208,7 +210,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => {
             apply_serve_args(&mut settings, &args)?;
             let settings_host = settings.server.host.clone();
-            let app = crate::startup::Application::build(Services::build(settings)?).await?;
+            let app = crate::startup::Application::build(Services::build(settings).await?).await?;
             let shutdown = crate::shutdown::on_signal().context("installing signal handlers")?;
             eprintln!("churn serving on http://{}:{}", settings_host, app.port());
             app.run_until_stopped(shutdown).await
@@ -231,9 +233,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             eprintln!("configuration is valid");
             Ok(())
         }
-        Command::Ingest(args) => ingest(Services::build(settings)?, args).await,
+        Command::Ingest(args) => ingest(Services::build(settings).await?, args).await,
         Command::BuildFeatures(args) => {
-            let services = Services::build(settings)?;
+            let services = Services::build(settings).await?;
             let as_of = args
                 .as_of
                 .as_deref()
@@ -256,7 +258,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train(args) => {
-            let services = Services::build_with(settings, args.force_promote)?;
+            let services = Services::build_with(settings, args.force_promote).await?;
             let bar = spinner("training");
             let report = services.train.run().await;
             bar.finish_and_clear();
@@ -287,9 +289,32 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("  {}", report.decision);
             Ok(())
         }
-        Command::Models(cmd) => models(Services::build(settings)?, cmd).await,
+        Command::Migrate(flag) => {
+            if settings.store.kind != crate::config::StoreKind::Clickhouse {
+                bail!(
+                    "churn migrate applies ClickHouse migrations: set store.type = \"clickhouse\" (CHURN_STORE__TYPE=clickhouse)"
+                );
+            }
+            settings.clickhouse.migrate_on_start = false;
+            let store = crate::startup::open_clickhouse(&settings).await?;
+            let report = store.migrate().await.context("applying migrations")?;
+            if flag.json {
+                return print_json(&report);
+            }
+            for m in &report.applied {
+                println!("applied {m}");
+            }
+            println!(
+                "{} applied, {} already applied, database {}",
+                report.applied.len(),
+                report.already_applied.len(),
+                store.database()
+            );
+            Ok(())
+        }
+        Command::Models(cmd) => models(Services::build(settings).await?, cmd).await,
         Command::Stats(flag) => {
-            let services = Services::build(settings)?;
+            let services = Services::build(settings).await?;
             let stats = services
                 .events
                 .stats()

@@ -41,6 +41,40 @@ pub struct Settings {
     pub training: TrainingSettings,
     pub server: ServerSettings,
     pub schedule: ScheduleSettings,
+    pub clickhouse: ClickHouseSettings,
+}
+
+/// The ClickHouse backend (`store.type = "clickhouse"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClickHouseSettings {
+    /// HTTP interface of the server.
+    pub url: String,
+    /// Database holding `events`, `user_features`, `feature_snapshots`.
+    pub database: String,
+    pub user: String,
+    /// Set through `CHURN_CLICKHOUSE__PASSWORD`, never in a committed file.
+    #[serde(serialize_with = "redact")]
+    pub password: SecretString,
+    /// Check row types against the server's schema on every insert/fetch.
+    /// Needs `RowBinaryWithNamesAndTypes`: keep it on for modern servers,
+    /// turn it off for ClickHouse 18.16 (Debian's package).
+    pub validation: bool,
+    /// Apply pending `migrations/` when any command opens the store.
+    pub migrate_on_start: bool,
+}
+
+impl Default for ClickHouseSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "churn".into(),
+            user: "default".into(),
+            password: SecretString::from(String::new()),
+            validation: true,
+            migrate_on_start: true,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -53,6 +87,7 @@ impl Default for Settings {
             training: TrainingSettings::default(),
             server: ServerSettings::default(),
             schedule: ScheduleSettings::default(),
+            clickhouse: ClickHouseSettings::default(),
         }
     }
 }
@@ -62,6 +97,7 @@ impl Default for Settings {
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     Sqlite,
+    Clickhouse,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -268,6 +304,21 @@ impl Settings {
         }
         if self.store.snapshot_retention == 0 {
             return Err(invalid("store.snapshot_retention", "must be at least 1"));
+        }
+        if self.store.kind == StoreKind::Clickhouse {
+            let c = &self.clickhouse;
+            if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+                return Err(invalid(
+                    "clickhouse.url",
+                    "must start with http:// or https://",
+                ));
+            }
+            if crate::infrastructure::store::clickhouse_sql::identifier(&c.database).is_err() {
+                return Err(invalid(
+                    "clickhouse.database",
+                    "letters, digits and '_' only",
+                ));
+            }
         }
         if self.registry.url.starts_with("s3://") {
             return Err(invalid(

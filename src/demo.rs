@@ -69,7 +69,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
         reset(&dir)?;
         say!("demo: reset the state in {}", dir.display());
     }
-    let services = Services::build_with(settings, true)?;
+    let services = Services::build_with(settings, true).await?;
     let stats = services.events.stats().await?;
     let has_model = services
         .models

@@ -25,6 +25,7 @@ use crate::http::{AppState, Limits};
 use crate::infrastructure::models::CrateTrainer;
 use crate::infrastructure::registry::ObjectStoreRegistry;
 use crate::infrastructure::scheduler::{poll_registry, start_schedule, validate_cron};
+use crate::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use crate::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// Every port and use case, built once from the settings.
@@ -48,15 +49,15 @@ impl Services {
     /// # Errors
     /// Invalid settings, or a backend that cannot be opened (the message
     /// names the path or URL).
-    pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, false)
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, false).await
     }
 
     /// As [`Services::build`], with `force_promote` for demos.
     ///
     /// # Errors
     /// As [`Services::build`].
-    pub fn build_with(settings: Settings, force_promote: bool) -> anyhow::Result<Self> {
+    pub async fn build_with(settings: Settings, force_promote: bool) -> anyhow::Result<Self> {
         settings.validate()?;
         // Metrics are process-wide: install the recorder before any use case
         // records, so nothing recorded before the server starts is lost.
@@ -76,6 +77,10 @@ impl Services {
                             settings.sqlite_path().display()
                         )
                     })?;
+                    (Arc::new(store.clone()), Arc::new(store))
+                }
+                StoreKind::Clickhouse => {
+                    let store = open_clickhouse(&settings).await?;
                     (Arc::new(store.clone()), Arc::new(store))
                 }
             };
@@ -131,6 +136,31 @@ impl Services {
             models,
         })
     }
+}
+
+/// The ClickHouse store of the settings, migrated if configured to be.
+///
+/// # Errors
+/// Unreachable server or failed migration, naming the settings to check.
+pub async fn open_clickhouse(settings: &Settings) -> anyhow::Result<ClickHouseStore> {
+    let c = &settings.clickhouse;
+    let store = ClickHouseStore::new(&ClickHouseOptions {
+        url: c.url.clone(),
+        database: c.database.clone(),
+        user: c.user.clone(),
+        password: c.password.expose_secret().to_string(),
+        validation: c.validation,
+        snapshot_retention: settings.store.snapshot_retention,
+    })?;
+    if c.migrate_on_start {
+        store.migrate().await.with_context(|| {
+            format!(
+                "migrating ClickHouse at {} (clickhouse.url, clickhouse.database)",
+                c.url
+            )
+        })?;
+    }
+    Ok(store)
 }
 
 /// The HTTP server with its background tasks, bound and warmed up.

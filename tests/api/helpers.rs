@@ -50,7 +50,7 @@ pub async fn spawn_app_with(seed: Seed, customize: impl FnOnce(&mut Settings)) -
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
     customize(&mut s);
-    let services = Services::build(s).unwrap();
+    let services = Services::build(s).await.unwrap();
     if seed != Seed::Nothing {
         let mut events = Vec::new();
         generate(

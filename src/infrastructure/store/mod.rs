@@ -1,3 +1,6 @@
-//! Event and feature stores. `sqlite` is the embedded default.
+//! Event and feature stores: `sqlite` (the embedded default) and
+//! `clickhouse`, behind the same ports.
 
+pub mod clickhouse;
+pub mod clickhouse_sql;
 pub mod sqlite;

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs (apt, idempotent) and starts a ClickHouse server on 127.0.0.1:8123
+# with its own data directory, unless one already answers /ping there.
+# Debian ships clickhouse-server 18.16, the only server installable here.
+# Usage: scripts/clickhouse.sh [start|stop]    env: CLICKHOUSE_DIR, CLICKHOUSE_HTTP_PORT
+set -euo pipefail
+DIR="${CLICKHOUSE_DIR:-/var/tmp/churn-clickhouse}"
+HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
+TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
+URL="http://127.0.0.1:$HTTP_PORT"
+
+if [ "${1:-start}" = stop ]; then
+  [ -f "$DIR/server.pid" ] && kill "$(cat "$DIR/server.pid")" 2>/dev/null || true
+  exit 0
+fi
+
+if curl -sf "$URL/ping" >/dev/null 2>&1; then
+  echo "clickhouse: already running at $URL"
+  exit 0
+fi
+
+if [ ! -x /usr/sbin/clickhouse-server ]; then
+  echo "clickhouse: installing clickhouse-server from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+fi
+
+mkdir -p "$DIR/data" "$DIR/tmp" "$DIR/user_files" "$DIR/format_schemas" "$DIR/log"
+cat > "$DIR/users.xml" <<XML
+<yandex>
+  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </default>
+  </users>
+  <quotas><default></default></quotas>
+</yandex>
+XML
+cat > "$DIR/config.xml" <<XML
+<yandex>
+  <logger><level>warning</level><log>$DIR/log/server.log</log><errorlog>$DIR/log/error.log</errorlog></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>$HTTP_PORT</http_port>
+  <tcp_port>$TCP_PORT</tcp_port>
+  <path>$DIR/data/</path>
+  <tmp_path>$DIR/tmp/</tmp_path>
+  <user_files_path>$DIR/user_files/</user_files_path>
+  <format_schema_path>$DIR/format_schemas/</format_schema_path>
+  <users_config>$DIR/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+  <mark_cache_size>536870912</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+XML
+echo "clickhouse: starting on $URL (data in $DIR)"
+nohup /usr/sbin/clickhouse-server --config-file="$DIR/config.xml" > "$DIR/log/stdout.log" 2>&1 &
+echo $! > "$DIR/server.pid"
+for _ in $(seq 1 100); do
+  if curl -sf "$URL/ping" >/dev/null 2>&1; then echo "clickhouse: ready"; exit 0; fi
+  sleep 0.2
+done
+echo "clickhouse: did not become ready; see $DIR/log" >&2
+tail -20 "$DIR/log/error.log" "$DIR/log/stdout.log" >&2 || true
+exit 1

@@ -1,0 +1,473 @@
+//! `ClickHouseStore`: events in `<db>.events`, features in
+//! `<db>.user_features`, computed inside ClickHouse from the shared spec
+//! (see [`super::clickhouse_sql`]). The HTTP layer never sees this type:
+//! it implements the same `EventStore`/`FeatureStore` ports as the
+//! embedded store.
+//!
+//! - Writes are batched RowBinary inserts. Redeliveries are filtered before
+//!   the insert (one indexed lookup per batch) so counters stay exact, and
+//!   `ReplacingMergeTree` + `FINAL` collapse any that race past the check.
+//! - Migrations (`migrations/NNN_*.sql`, compiled in) are applied once each
+//!   and recorded in `<db>.schema_migrations`.
+//! - Against 18.16 the client must run with validation off (the server lacks
+//!   `RowBinaryWithNamesAndTypes`); modern servers keep it on, which catches
+//!   type mismatches (`clickhouse.validation`).
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::clickhouse_sql::{self, identifier};
+use crate::application::ports::{
+    AppendOutcome, EventStats, EventStore, FeatureStore, SnapshotSummary, StoreError,
+};
+use crate::domain::event::Event;
+use crate::domain::features::FeatureSpec;
+use crate::domain::label::LabelPolicy;
+use crate::domain::model::Dataset;
+use crate::domain::snapshot::{FeatureSnapshot, quantize};
+
+/// The numbered DDL files, in order.
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "001_events.sql",
+        include_str!("../../../migrations/001_events.sql"),
+    ),
+    (
+        2,
+        "002_feature_snapshots.sql",
+        include_str!("../../../migrations/002_feature_snapshots.sql"),
+    ),
+    (
+        3,
+        "003_user_features.sql",
+        include_str!("../../../migrations/003_user_features.sql"),
+    ),
+];
+
+/// Connection settings (`[clickhouse]` in the config).
+#[derive(Debug, Clone)]
+pub struct ClickHouseOptions {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub validation: bool,
+    pub snapshot_retention: usize,
+}
+
+/// The ClickHouse adapter. Cheap to clone.
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    client: Client,
+    db: String,
+    retention: usize,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("clickhouse: {e}"))
+}
+
+#[derive(Debug, Row, Serialize)]
+struct EventRow {
+    user_id: u64,
+    event_time: u32,
+    event_id: i64,
+    event_type: String,
+    session_id: Option<String>,
+    amount: Option<f64>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct StatsRow {
+    events: u64,
+    users: u64,
+    first: u32,
+    last: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct SnapshotHeader {
+    as_of: u32,
+    created_at: u32,
+    fingerprint: String,
+    feature_names: String,
+    users: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct FeatureRow {
+    user_id: u64,
+    features: Vec<f32>,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct LabelledRow {
+    user_id: u64,
+    features: Vec<f64>,
+    churned: u8,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct AppliedRow {
+    version: u32,
+    checksum: String,
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationReport {
+    pub applied: Vec<String>,
+    pub already_applied: Vec<String>,
+}
+
+impl ClickHouseStore {
+    /// A client for `options` (no I/O yet).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] for an unsafe database name.
+    pub fn new(options: &ClickHouseOptions) -> Result<Self, StoreError> {
+        let db = identifier(&options.database)
+            .map_err(unavailable)?
+            .to_string();
+        let mut client = Client::default()
+            .with_url(&options.url)
+            .with_user(&options.user)
+            .with_validation(options.validation)
+            // The redelivery check sends a batch's ids inline (20k ids are
+            // ~400 KB of SQL); the default 256 KiB limit is too small. The
+            // database name is a checked identifier, hence `insert_unescaped`.
+            .with_setting("max_query_size", "33554432");
+        if !options.password.is_empty() {
+            client = client.with_password(&options.password);
+        }
+        Ok(Self {
+            client,
+            db,
+            retention: options.snapshot_retention.max(1),
+        })
+    }
+
+    pub fn database(&self) -> &str {
+        &self.db
+    }
+
+    /// The DDL of a migration with the `churn` database renamed to ours.
+    fn ddl(&self, sql: &str) -> String {
+        sql.replace("churn.", &format!("{}.", self.db))
+    }
+
+    /// Creates the database and applies every migration not yet recorded.
+    /// A recorded migration whose file changed is an error, not a re-run.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the server is unreachable, a DDL fails or a file
+    /// was edited after being applied.
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        let db = &self.db;
+        self.client
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+            .execute()
+            .await
+            .map_err(unavailable)?;
+        self.client
+            .query(&format!(
+                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
+                 (version UInt32, name String, checksum String, applied_at DateTime DEFAULT now()) \
+                 ENGINE = MergeTree ORDER BY version"
+            ))
+            .execute()
+            .await
+            .map_err(unavailable)?;
+        let applied: Vec<AppliedRow> = self
+            .client
+            .query(&format!(
+                "SELECT version, checksum FROM {db}.schema_migrations"
+            ))
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        let mut report = MigrationReport {
+            applied: Vec::new(),
+            already_applied: Vec::new(),
+        };
+        for (version, name, sql) in MIGRATIONS {
+            let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
+            if let Some(row) = applied.iter().find(|r| r.version == *version) {
+                if row.checksum != checksum {
+                    return Err(StoreError::Corrupt(format!(
+                        "migration {name} was changed after it was applied; add a new migration instead"
+                    )));
+                }
+                report.already_applied.push((*name).to_string());
+                continue;
+            }
+            self.client
+                .query(&self.ddl(sql))
+                .execute()
+                .await
+                .map_err(|e| unavailable(format!("{name}: {e}")))?;
+            self.client
+                .query(&format!(
+                    "INSERT INTO {db}.schema_migrations (version, name, checksum) VALUES ({version}, {}, {})",
+                    clickhouse_sql::quote(name),
+                    clickhouse_sql::quote(&checksum)
+                ))
+                .execute()
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(migration = name, database = %db, "migration applied");
+            report.applied.push((*name).to_string());
+        }
+        Ok(report)
+    }
+
+    /// Drops the whole database (tests and `--reset` only).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the server refuses.
+    pub async fn drop_database(&self) -> Result<(), StoreError> {
+        self.client
+            .query(&format!("DROP DATABASE IF EXISTS {}", self.db))
+            .execute()
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Event ids of `events` that are already stored.
+    async fn existing_ids(&self, events: &[Event]) -> Result<HashSet<i64>, StoreError> {
+        let mut users: Vec<u64> = events.iter().map(Event::user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        let ids: Vec<String> = events.iter().map(|e| e.event_id().to_string()).collect();
+        let users: Vec<String> = users.iter().map(u64::to_string).collect();
+        // user_id leads the sort key, so this reads only those users' granules.
+        let sql = format!(
+            "SELECT event_id FROM {}.events WHERE user_id IN ({}) AND event_id IN ({})",
+            self.db,
+            users.join(","),
+            ids.join(",")
+        );
+        let found: Vec<i64> = self
+            .client
+            .query(&sql)
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        Ok(found.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl EventStore for ClickHouseStore {
+    async fn append(&self, events: Vec<Event>) -> Result<AppendOutcome, StoreError> {
+        let total = events.len() as u64;
+        if events.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        let existing = self.existing_ids(&events).await?;
+        let mut seen = HashSet::with_capacity(events.len());
+        let mut insert = self
+            .client
+            .insert_unescaped::<EventRow>(&format!("{}.events", self.db))
+            .await
+            .map_err(unavailable)?;
+        let mut inserted = 0u64;
+        for e in &events {
+            let id = e.event_id();
+            if existing.contains(&id) || !seen.insert(id) {
+                continue;
+            }
+            let row = EventRow {
+                user_id: e.user_id(),
+                event_time: u32::try_from(e.event_time()).map_err(|_| {
+                    StoreError::Corrupt(format!("event_time {} outside DateTime", e.event_time()))
+                })?,
+                event_id: id,
+                event_type: e.event_type().to_string(),
+                session_id: e.session_id().map(str::to_string),
+                amount: e.amount(),
+            };
+            insert.write(&row).await.map_err(unavailable)?;
+            inserted += 1;
+        }
+        insert.end().await.map_err(unavailable)?;
+        Ok(AppendOutcome {
+            inserted,
+            duplicates: total - inserted,
+        })
+    }
+
+    async fn stats(&self) -> Result<EventStats, StoreError> {
+        let row: StatsRow = self
+            .client
+            .query(&format!(
+                "SELECT count() AS events, uniqExact(user_id) AS users, \
+                 toUInt32(min(event_time)) AS first, toUInt32(max(event_time)) AS last \
+                 FROM {}.events FINAL",
+                self.db
+            ))
+            .fetch_one()
+            .await
+            .map_err(unavailable)?;
+        let any = row.events > 0;
+        Ok(EventStats {
+            events: row.events,
+            users: row.users,
+            first_event_time: any.then_some(i64::from(row.first)),
+            last_event_time: any.then_some(i64::from(row.last)),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .query("SELECT 1")
+            .execute()
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl FeatureStore for ClickHouseStore {
+    async fn build_snapshot(
+        &self,
+        spec: &FeatureSpec,
+        as_of: i64,
+    ) -> Result<SnapshotSummary, StoreError> {
+        let db = &self.db;
+        let sql = clickhouse_sql::build_snapshot(spec, db, as_of).map_err(unavailable)?;
+        self.client
+            .query(&sql)
+            .execute()
+            .await
+            .map_err(unavailable)?;
+        let users: u64 = self
+            .client
+            .query(&format!(
+                "SELECT count() FROM {db}.user_features FINAL WHERE as_of = toDateTime({as_of})"
+            ))
+            .fetch_one()
+            .await
+            .map_err(unavailable)?;
+        let names =
+            serde_json::to_string(&spec.names()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let fingerprint = spec.fingerprint();
+        // The header makes the snapshot visible: written last.
+        self.client
+            .query(&format!(
+                "INSERT INTO {db}.feature_snapshots (as_of, created_at, fingerprint, feature_names, users) \
+                 VALUES ({as_of}, {}, {}, {}, {users})",
+                chrono::Utc::now().timestamp(),
+                clickhouse_sql::quote(&fingerprint),
+                clickhouse_sql::quote(&names)
+            ))
+            .execute()
+            .await
+            .map_err(unavailable)?;
+        // Retention: drop rows of snapshots older than the newest N
+        // (an asynchronous mutation; failures only cost disk).
+        let prune = format!(
+            "ALTER TABLE {db}.user_features DELETE WHERE as_of < \
+             (SELECT min(as_of) FROM (SELECT as_of FROM {db}.feature_snapshots FINAL ORDER BY as_of DESC LIMIT {}))",
+            self.retention
+        );
+        if let Err(e) = self.client.query(&prune).execute().await {
+            tracing::warn!(error = %e, "pruning old feature snapshots failed");
+        }
+        Ok(SnapshotSummary {
+            as_of,
+            users,
+            features: spec.len(),
+            fingerprint,
+        })
+    }
+
+    async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
+        let db = &self.db;
+        let headers: Vec<SnapshotHeader> = self
+            .client
+            .query(&format!(
+                "SELECT toUInt32(as_of) AS as_of, toUInt32(created_at) AS created_at, fingerprint, \
+                 feature_names, users FROM {db}.feature_snapshots FINAL ORDER BY as_of DESC LIMIT 1"
+            ))
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        let Some(h) = headers.into_iter().next() else {
+            return Ok(None);
+        };
+        let names: Vec<String> = serde_json::from_str(&h.feature_names)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        for n in &names {
+            identifier(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+        let mut snapshot = FeatureSnapshot::new(
+            i64::from(h.as_of),
+            i64::from(h.created_at),
+            names.clone(),
+            h.fingerprint,
+        );
+        snapshot.reserve(h.users as usize);
+        let mut cursor = self
+            .client
+            .query(&format!(
+                "SELECT user_id, [{}] AS features FROM {db}.user_features FINAL WHERE as_of = toDateTime({})",
+                names.join(", "),
+                h.as_of
+            ))
+            .fetch::<FeatureRow>()
+            .map_err(unavailable)?;
+        let mut row_buf = Vec::with_capacity(names.len());
+        while let Some(row) = cursor.next().await.map_err(unavailable)? {
+            row_buf.clear();
+            row_buf.extend(row.features.iter().map(|v| f64::from(*v)));
+            if !snapshot.insert(row.user_id, &row_buf) {
+                return Err(StoreError::Corrupt(format!(
+                    "user {} has a malformed feature row",
+                    row.user_id
+                )));
+            }
+        }
+        Ok(Some(snapshot))
+    }
+
+    async fn training_set(
+        &self,
+        spec: &FeatureSpec,
+        policy: LabelPolicy,
+        cutoff: i64,
+    ) -> Result<Dataset, StoreError> {
+        let sql =
+            clickhouse_sql::training_set(spec, &self.db, policy, cutoff).map_err(unavailable)?;
+        let rows: Vec<LabelledRow> = self
+            .client
+            .query(&sql)
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        let mut data = Dataset {
+            feature_names: spec.names(),
+            ..Dataset::default()
+        };
+        data.rows.reserve(rows.len() * spec.len());
+        for r in rows {
+            if r.features.len() != spec.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "user {} has {} features",
+                    r.user_id,
+                    r.features.len()
+                )));
+            }
+            data.user_ids.push(r.user_id);
+            // Same rounding as the embedded store and serving snapshots.
+            data.rows.extend(r.features.iter().map(|v| quantize(*v)));
+            data.labels.push(r.churned != 0);
+        }
+        Ok(data)
+    }
+}
