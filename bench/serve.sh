@@ -46,7 +46,7 @@ run_wrk() { # url -> "rps p50_us p99_us"
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_us)
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_us)
-  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   echo "$rps $p50 $p99 ${non2xx:-0}"
 }
 echo "== wrk: 1 thread, $CONNECTIONS connections, $DURATION each (warm-up 2s first)"

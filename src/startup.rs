@@ -21,7 +21,7 @@ use crate::application::train::{TrainModel, TrainingOptions};
 use crate::config::{Settings, StoreKind};
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
-use crate::http::{AppState, Limits};
+use crate::http::{AppContext, Limits};
 use crate::infrastructure::models::CrateTrainer;
 use crate::infrastructure::registry::ObjectStoreRegistry;
 use crate::infrastructure::scheduler::{poll_registry, start_schedule, validate_cron};
@@ -234,7 +234,7 @@ impl Application {
         if admin_token.is_none() && !s.server.allow_unauthenticated_admin {
             tracing::warn!("admin API disabled: set CHURN_SERVER__ADMIN_TOKEN to enable /admin/*");
         }
-        let app_state = AppState {
+        let app_state = Arc::new(AppContext {
             predict: PredictChurn::new(state.clone()),
             ingest: services.ingest.clone(),
             jobs: jobs.clone(),
@@ -250,7 +250,7 @@ impl Application {
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 s.server.max_concurrent_requests,
             )),
-        };
+        });
         let app = crate::http::router(app_state);
         Ok(Self {
             listener,

@@ -1,12 +1,15 @@
 //! `PredictChurn`: a user's churn probability from the serving state — the
 //! features of the current snapshot fed to the current production model.
-//! Pure in-memory work (a hash lookup and a tree walk), cheap enough to run
-//! on the request's task.
+//! Pure in-memory work: a lookup in the score table precomputed at the last
+//! swap, or (until it is ready) a live tree walk — cheap enough to run on
+//! the request's task.
 
 use serde::Serialize;
 
+use crate::application::models::LoadedModel;
 use crate::application::serving_state::ServingState;
 use crate::domain::model::ModelError;
+use crate::domain::snapshot::FeatureSnapshot;
 use crate::domain::time::format_rfc3339;
 use crate::telemetry::names;
 
@@ -35,6 +38,22 @@ pub struct Prediction {
     pub features_as_of: String,
 }
 
+/// The current second as RFC 3339, formatted once per second per thread
+/// (chrono's formatter was a visible share of a prediction's cost).
+fn now_rfc3339() -> String {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = chrono::Utc::now().timestamp();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != now {
+            *c = (now, format_rfc3339(now));
+        }
+        c.1.clone()
+    })
+}
+
 /// The prediction use case.
 #[derive(Clone)]
 pub struct PredictChurn {
@@ -58,17 +77,38 @@ impl PredictChurn {
         let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
         let features = self.state.features().ok_or(PredictError::NoFeatures)?;
         let row = features
-            .features(user_id)
+            .row_of(user_id)
             .ok_or(PredictError::UnknownUser(user_id))?;
-        let p = model.classifier.predict_proba(&row)?;
+        let p = self.score(&model, &features, user_id, row)?;
         metrics::counter!(names::PREDICTIONS_TOTAL).increment(1);
         Ok(Prediction {
             user_id,
-            churn_probability: p[0],
+            churn_probability: p,
             model_version: model.metadata.version.to_string(),
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            features_as_of: format_rfc3339(features.as_of()),
+            timestamp: now_rfc3339(),
+            features_as_of: features.as_of_rfc3339().to_string(),
         })
+    }
+
+    /// The precomputed score when the table belongs to exactly this model
+    /// and snapshot, else the model run live on the user's features.
+    fn score(
+        &self,
+        model: &LoadedModel,
+        features: &FeatureSnapshot,
+        user_id: u64,
+        row: usize,
+    ) -> Result<f64, PredictError> {
+        if let Some(table) = self.state.scores()
+            && table.matches(model, features)
+            && let Some(p) = table.score(row)
+        {
+            return Ok(p);
+        }
+        let values = features
+            .features(user_id)
+            .ok_or(PredictError::UnknownUser(user_id))?;
+        Ok(model.classifier.predict_proba(&values)?[0])
     }
 
     /// Predicts for many users against one consistent model and snapshot.
@@ -82,40 +122,26 @@ impl PredictChurn {
     ) -> Result<Vec<Result<Prediction, PredictError>>, PredictError> {
         let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
         let features = self.state.features().ok_or(PredictError::NoFeatures)?;
-        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let timestamp = now_rfc3339();
         let version = model.metadata.version.to_string();
-        let as_of = format_rfc3339(features.as_of());
-        let mut known = Vec::new();
-        let mut rows = Vec::new();
-        for &u in user_ids {
-            if let Some(r) = features.features(u) {
-                known.push(u);
-                rows.extend(r);
-            }
-        }
-        let scores = if known.is_empty() {
-            Vec::new()
-        } else {
-            model.classifier.predict_proba(&rows)?
-        };
-        metrics::counter!(names::PREDICTIONS_TOTAL).increment(scores.len() as u64);
-        let mut scored = known.iter().zip(scores);
-        Ok(user_ids
+        let as_of = features.as_of_rfc3339().to_string();
+        let mut served = 0u64;
+        let results = user_ids
             .iter()
             .map(|&u| {
-                if features.contains(u) {
-                    let (_, p) = scored.next().ok_or(PredictError::UnknownUser(u))?;
-                    Ok(Prediction {
-                        user_id: u,
-                        churn_probability: p,
-                        model_version: version.clone(),
-                        timestamp: timestamp.clone(),
-                        features_as_of: as_of.clone(),
-                    })
-                } else {
-                    Err(PredictError::UnknownUser(u))
-                }
+                let row = features.row_of(u).ok_or(PredictError::UnknownUser(u))?;
+                let p = self.score(&model, &features, u, row)?;
+                served += 1;
+                Ok(Prediction {
+                    user_id: u,
+                    churn_probability: p,
+                    model_version: version.clone(),
+                    timestamp: timestamp.clone(),
+                    features_as_of: as_of.clone(),
+                })
             })
-            .collect())
+            .collect();
+        metrics::counter!(names::PREDICTIONS_TOTAL).increment(served);
+        Ok(results)
     }
 }

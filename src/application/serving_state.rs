@@ -42,11 +42,41 @@ pub enum ReloadOutcome {
     NoProductionModel,
 }
 
+/// Every user's probability under one (model, snapshot) pair, indexed by
+/// snapshot row. Predictions change only when either side is swapped, so
+/// scoring everyone once per swap turns `/predict` into a lookup.
+#[derive(Debug)]
+pub struct ScoreTable {
+    model_version: u64,
+    features_as_of: i64,
+    features_created_at: i64,
+    scores: Vec<f64>,
+}
+
+impl ScoreTable {
+    /// Whether the table was computed from exactly this model and snapshot.
+    pub fn matches(&self, model: &LoadedModel, features: &FeatureSnapshot) -> bool {
+        self.model_version == model.metadata.version
+            && self.features_as_of == features.as_of()
+            && self.features_created_at == features.created_at()
+            && self.scores.len() == features.len()
+    }
+
+    pub fn score(&self, row: usize) -> Option<f64> {
+        self.scores.get(row).copied()
+    }
+}
+
+/// Rows scored per model call while building a score table: bounds the
+/// temporary row-major copy to a few MiB whatever the snapshot size.
+const SCORE_CHUNK_ROWS: usize = 8_192;
+
 /// Cheap-clone handle on the shared serving state.
 #[derive(Clone)]
 pub struct ServingState {
     model: Arc<ArcSwapOption<LoadedModel>>,
     features: Arc<ArcSwapOption<FeatureSnapshot>>,
+    scores: Arc<ArcSwapOption<ScoreTable>>,
     spec: Arc<FeatureSpec>,
 }
 
@@ -55,6 +85,7 @@ impl ServingState {
         Self {
             model: Arc::new(ArcSwapOption::empty()),
             features: Arc::new(ArcSwapOption::empty()),
+            scores: Arc::new(ArcSwapOption::empty()),
             spec,
         }
     }
@@ -66,6 +97,60 @@ impl ServingState {
 
     pub fn features(&self) -> Option<Arc<FeatureSnapshot>> {
         self.features.load_full()
+    }
+
+    /// The precomputed scores, if any (check [`ScoreTable::matches`]).
+    pub fn scores(&self) -> Option<Arc<ScoreTable>> {
+        self.scores.load_full()
+    }
+
+    /// Scores every user of the current snapshot with the current model, off
+    /// the async runtime, and publishes the table if both are still current.
+    /// Until it is published, predictions are computed live (same numbers).
+    pub async fn rescore(&self) {
+        let (Some(model), Some(features)) = (self.model(), self.features()) else {
+            return;
+        };
+        if self.scores().is_some_and(|s| s.matches(&model, &features)) {
+            return;
+        }
+        let (m, f) = (model.clone(), features.clone());
+        let started = std::time::Instant::now();
+        let computed = tokio::task::spawn_blocking(move || -> Result<ScoreTable, ModelError> {
+            let mut scores = Vec::with_capacity(f.len());
+            let mut start = 0;
+            while start < f.len() {
+                let end = (start + SCORE_CHUNK_ROWS).min(f.len());
+                scores.extend(m.classifier.predict_proba(&f.rows_f64(start..end))?);
+                start = end;
+            }
+            Ok(ScoreTable {
+                model_version: m.metadata.version,
+                features_as_of: f.as_of(),
+                features_created_at: f.created_at(),
+                scores,
+            })
+        })
+        .await;
+        match computed {
+            Ok(Ok(table)) => {
+                let current = (self.model(), self.features());
+                if let (Some(cm), Some(cf)) = current
+                    && table.matches(&cm, &cf)
+                {
+                    tracing::info!(
+                        users = table.scores.len(),
+                        secs = started.elapsed().as_secs_f64(),
+                        "score table published"
+                    );
+                    self.scores.store(Some(Arc::new(table)));
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "batch scoring failed; predictions stay live"),
+            Err(e) => {
+                tracing::warn!(error = %e, "batch scoring task failed; predictions stay live")
+            }
+        }
     }
 
     /// Loads the `production` alias's model and swaps it in if it differs
@@ -90,7 +175,9 @@ impl ServingState {
             });
         }
         let candidate = models.load(alias.version).await?;
-        self.install_model(candidate)
+        let outcome = self.install_model(candidate)?;
+        self.rescore().await;
+        Ok(outcome)
     }
 
     /// Verifies and swaps in an already loaded model.
@@ -163,6 +250,7 @@ impl ServingState {
         metrics::gauge!(names::FEATURE_SNAPSHOT_USERS).set(snapshot.len() as f64);
         tracing::info!(users = snapshot.len(), as_of, "feature snapshot swapped in");
         self.features.store(Some(Arc::new(snapshot)));
+        self.rescore().await;
         Ok(Some(as_of))
     }
 }

@@ -22,6 +22,7 @@ pub struct FeatureSnapshot {
     fingerprint: String,
     index: HashMap<u64, u32>,
     values: Vec<f32>,
+    as_of_rfc3339: String,
 }
 
 impl FeatureSnapshot {
@@ -39,6 +40,7 @@ impl FeatureSnapshot {
             fingerprint,
             index: HashMap::new(),
             values: Vec::new(),
+            as_of_rfc3339: super::time::format_rfc3339(as_of),
         }
     }
 
@@ -89,11 +91,31 @@ impl FeatureSnapshot {
             .then(|| self.values[..n].iter().map(|v| f64::from(*v)).collect())
     }
 
+    /// The row number of a user (stable for this snapshot).
+    pub fn row_of(&self, user_id: u64) -> Option<usize> {
+        self.index.get(&user_id).map(|i| *i as usize)
+    }
+
+    /// Rows `range` widened to `f64`, row-major (batch scoring input).
+    pub fn rows_f64(&self, range: std::ops::Range<usize>) -> Vec<f64> {
+        let n = self.feature_names.len();
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        self.values[start * n..end * n]
+            .iter()
+            .map(|v| f64::from(*v))
+            .collect()
+    }
+
     pub fn contains(&self, user_id: u64) -> bool {
         self.index.contains_key(&user_id)
     }
     pub fn as_of(&self) -> i64 {
         self.as_of
+    }
+    /// `as_of` formatted once (every prediction reports it).
+    pub fn as_of_rfc3339(&self) -> &str {
+        &self.as_of_rfc3339
     }
     pub fn created_at(&self) -> i64 {
         self.created_at

@@ -1,13 +1,15 @@
 //! Prometheus: the recorder (installed once per process), the request
 //! metrics middleware and `GET /metrics`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::http::AppState;
@@ -45,20 +47,38 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// Metric handles per (route, method, status), created once: building
+/// labelled keys on every request (strings, hashing, a registry lookup) cost
+/// more than the prediction itself.
+type HandleKey = (String, Method, u16);
+static HANDLES: OnceLock<RwLock<HashMap<HandleKey, (Counter, Histogram)>>> = OnceLock::new();
+
+fn handles(route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
+    let map = HANDLES.get_or_init(Default::default);
+    let key = (route.to_string(), method.clone(), status);
+    if let Some(h) = map.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return h.clone();
+    }
+    let h = (
+        metrics::counter!(names::HTTP_REQUESTS_TOTAL, "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string()),
+        metrics::histogram!(names::HTTP_REQUEST_DURATION_SECONDS, "route" => route.to_string()),
+    );
+    map.write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, h.clone());
+    h
+}
+
 /// Counts requests and records latency by route template and status.
 pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(names::HTTP_REQUESTS_TOTAL, "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!(names::HTTP_REQUEST_DURATION_SECONDS, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (count, latency) = handles(route, &method, response.status().as_u16());
+    count.increment(1);
+    latency.record(started.elapsed().as_secs_f64());
     response
 }
 

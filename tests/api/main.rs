@@ -48,6 +48,35 @@ async fn predict_answers_in_the_seed_shape() {
         }
     }
     assert!(seen.len() > 10, "{} distinct probabilities", seen.len());
+
+    // Served probabilities (from the precomputed score table) equal the
+    // production model run live on the stored features.
+    let model = app
+        .services
+        .models
+        .load_production()
+        .await
+        .unwrap()
+        .unwrap();
+    let snapshot = app
+        .services
+        .features
+        .latest_snapshot()
+        .await
+        .unwrap()
+        .unwrap();
+    for u in [1u64, 2, 3, 42] {
+        let Some(row) = snapshot.features(u) else {
+            continue;
+        };
+        let live = model.classifier.predict_proba(&row).unwrap()[0];
+        let served: Value = app.predict(&u.to_string()).await.json().await.unwrap();
+        assert_eq!(
+            served["churn_probability"].as_f64().unwrap(),
+            live,
+            "user {u}"
+        );
+    }
     app.stop().await;
 }
 
