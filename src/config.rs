@@ -62,6 +62,9 @@ pub struct ClickHouseSettings {
     pub validation: bool,
     /// Apply pending `migrations/` when any command opens the store.
     pub migrate_on_start: bool,
+    /// Skip redelivered events before inserting (exact counters); off =
+    /// faster inserts, duplicates removed on read by `FINAL` only.
+    pub dedup_check: bool,
 }
 
 impl Default for ClickHouseSettings {
@@ -73,6 +76,7 @@ impl Default for ClickHouseSettings {
             password: SecretString::from(String::new()),
             validation: true,
             migrate_on_start: true,
+            dedup_check: true,
         }
     }
 }

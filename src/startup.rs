@@ -151,6 +151,7 @@ pub async fn open_clickhouse(settings: &Settings) -> anyhow::Result<ClickHouseSt
         password: c.password.expose_secret().to_string(),
         validation: c.validation,
         snapshot_retention: settings.store.snapshot_retention,
+        dedup_check: c.dedup_check,
     })?;
     if c.migrate_on_start {
         store.migrate().await.with_context(|| {

@@ -42,6 +42,7 @@ fn options(db: &str) -> ClickHouseOptions {
         // Debian's 18.16 cannot validate; a modern server can (set the env).
         validation: std::env::var("CHURN_TEST_CLICKHOUSE_VALIDATION").is_ok_and(|v| v == "true"),
         snapshot_retention: 3,
+        dedup_check: true,
     }
 }
 
