@@ -268,17 +268,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let m = &report.metrics;
             println!(
-                "{} version {} (trained on {} rows at {:?}, validated on {} rows at {})",
+                "{} version {} [{}] (trained on {} rows at {:?}, validated on {} rows at {})",
                 report.model_name,
                 report.version,
+                report.model_kind.as_str(),
                 report.train_rows,
                 report.train_cutoffs,
                 report.validation_rows,
                 report.validation_cutoff
             );
+            let g = &report.gbdt_metrics;
             println!(
                 "  gbdt:     auc {:.4}  pr_auc {:.4}  logloss {:.4}  brier {:.4}",
-                m.auc, m.pr_auc, m.logloss, m.brier
+                g.auc, g.pr_auc, g.logloss, g.brier
             );
             let b = &report.baseline_metrics;
             println!(
@@ -286,6 +288,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 b.auc, b.pr_auc, b.logloss, b.brier
             );
             println!("  recency rule: auc {:.4}", m.recency_auc);
+            println!(
+                "  registered: auc {:.4}  pr_auc {:.4}  logloss {:.4}  brier {:.4} — {}",
+                m.auc, m.pr_auc, m.logloss, m.brier, report.selection
+            );
             println!("  {}", report.decision);
             Ok(())
         }

@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::application::train::ModelSelection;
 use crate::domain::time::parse_timestamp;
 use crate::infrastructure::models::GbdtParams;
 
@@ -182,6 +183,9 @@ pub struct TrainingSettings {
     pub snapshot_step_days: u32,
     /// A challenger may trail production's AUC by this much and still win.
     pub promotion_tolerance: f64,
+    /// "best": register the GBDT unless the logistic baseline validates
+    /// better; "gbdt": always the GBDT.
+    pub model_selection: ModelSelection,
     pub gbdt: GbdtParams,
 }
 
@@ -194,6 +198,7 @@ impl Default for TrainingSettings {
             train_snapshots: 4,
             snapshot_step_days: 7,
             promotion_tolerance: 0.01,
+            model_selection: ModelSelection::Best,
             gbdt: GbdtParams::default(),
         }
     }

@@ -101,7 +101,9 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
                 dir.display()
             );
         } else {
-            let end = chrono::Utc::now().timestamp();
+            // Midnight-anchored, so every run of the same day generates the
+            // same history (and the same model quality) whatever the hour.
+            let end = crate::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60;
             let mut events = Vec::new();
             let g = generate(
                 GeneratorOptions {
@@ -146,10 +148,12 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
         let report = services.train.run().await.context("training")?;
         let m = report.metrics;
         say!(
-            "demo: trained {} v{} — validation AUC {:.3} (logistic {:.3}, recency rule {:.3}), PR AUC {:.3}, log loss {:.3}, Brier {:.3}",
+            "demo: trained {} v{} ({}) — validation AUC {:.3} (gbdt {:.3}, logistic {:.3}, recency rule {:.3}), PR AUC {:.3}, log loss {:.3}, Brier {:.3}",
             report.model_name,
             report.version,
+            report.model_kind.as_str(),
             m.auc,
+            report.gbdt_metrics.auc,
             report.baseline_metrics.auc,
             m.recency_auc,
             m.pr_auc,

@@ -113,6 +113,7 @@ impl Services {
             snapshot_step_days: settings.training.snapshot_step_days,
             promotion_tolerance: settings.training.promotion_tolerance,
             force_promote,
+            selection: settings.training.model_selection,
         };
         let train = TrainModel::new(
             events.clone(),

@@ -262,9 +262,9 @@ async fn end_to_end_in_clickhouse_mode() {
     let mut events = Vec::new();
     generate(
         GeneratorOptions {
-            users: 400,
+            users: 1_000,
             days: 120,
-            end: chrono::Utc::now().timestamp() - 60,
+            end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
             seed: 2,
             churn_share: 0.35,
         },

@@ -49,6 +49,18 @@ pub struct TrainingOptions {
     /// Promote without the champion/challenger comparison (first deploys,
     /// demos); the recency gate still applies.
     pub force_promote: bool,
+    pub selection: ModelSelection,
+}
+
+/// Which candidate becomes the registered version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSelection {
+    /// The GBDT unless the logistic baseline scores a higher validation AUC
+    /// (small or near-linear data): serve whichever is better.
+    Best,
+    /// Always the GBDT (the baseline is only reported).
+    Gbdt,
 }
 
 /// Failures of a training run.
@@ -77,6 +89,11 @@ pub enum TrainError {
 pub struct TrainReport {
     pub model_name: String,
     pub version: u64,
+    pub model_kind: ModelKind,
+    /// Which candidate was registered and why.
+    pub selection: String,
+    /// Validation metrics of the GBDT candidate.
+    pub gbdt_metrics: Evaluation,
     pub aliases: Vec<String>,
     pub promoted: bool,
     pub decision: String,
@@ -108,6 +125,7 @@ pub struct TrainModel {
 
 struct Fitted {
     gbdt: Arc<dyn Classifier>,
+    baseline: Arc<dyn Classifier>,
     gbdt_eval: Evaluation,
     baseline_eval: Evaluation,
     recency_auc: f64,
@@ -240,11 +258,28 @@ impl TrainModel {
         let train_rate = fitted.1;
         let fitted = fitted.2;
 
-        let metrics = ModelMetrics::from_evaluation(fitted.gbdt_eval, fitted.recency_auc);
+        let logistic_wins = self.options.selection == ModelSelection::Best
+            && fitted.baseline_eval.auc > fitted.gbdt_eval.auc;
+        let (kind, chosen, chosen_eval) = if logistic_wins {
+            (
+                ModelKind::Logistic,
+                fitted.baseline.clone(),
+                fitted.baseline_eval,
+            )
+        } else {
+            (ModelKind::Gbdt, fitted.gbdt.clone(), fitted.gbdt_eval)
+        };
+        let selection = format!(
+            "selected {} (validation AUC gbdt {:.4}, logistic {:.4})",
+            kind.as_str(),
+            fitted.gbdt_eval.auc,
+            fitted.baseline_eval.auc
+        );
+        let metrics = ModelMetrics::from_evaluation(chosen_eval, fitted.recency_auc);
         let metadata = ModelMetadata {
             name: self.options.model_name.clone(),
             version: 0,
-            kind: ModelKind::Gbdt,
+            kind,
             feature_names: self.spec.names(),
             feature_fingerprint: self.spec.fingerprint(),
             train_cutoffs: train_cutoffs.iter().map(|t| format_rfc3339(*t)).collect(),
@@ -257,13 +292,13 @@ impl TrainModel {
             validation_churn_rate: validation.positive_rate(),
             metrics,
             baseline_metrics: Some(fitted.baseline_eval),
-            hyperparameters: self.trainer.hyperparameters(ModelKind::Gbdt),
+            hyperparameters: self.trainer.hyperparameters(kind),
             trained_at: chrono::Utc::now().to_rfc3339(),
             training_secs: fitted.secs,
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             checksum_sha256: String::new(),
         };
-        let bytes = fitted.gbdt.to_bytes()?;
+        let bytes = chosen.to_bytes()?;
         let registered = self.registry.register(metadata, bytes).await?;
         let version = registered.version;
         self.models
@@ -343,6 +378,9 @@ impl TrainModel {
         Ok(TrainReport {
             model_name: self.options.model_name.clone(),
             version,
+            model_kind: kind,
+            selection,
+            gbdt_metrics: fitted.gbdt_eval,
             aliases,
             promoted: promote,
             decision,
@@ -396,6 +434,7 @@ fn fit(
         train.positive_rate(),
         Fitted {
             gbdt,
+            baseline,
             gbdt_eval,
             baseline_eval,
             recency_auc,

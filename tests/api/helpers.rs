@@ -55,9 +55,11 @@ pub async fn spawn_app_with(seed: Seed, customize: impl FnOnce(&mut Settings)) -
         let mut events = Vec::new();
         generate(
             GeneratorOptions {
-                users: 500,
+                users: 1_000,
                 days: 120,
-                end: chrono::Utc::now().timestamp() - 60,
+                // Midnight-anchored: the data (relative to `end`) and the
+                // cutoffs derived from it are the same at any time of day.
+                end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
                 seed: 5,
                 churn_share: 0.35,
             },
