@@ -24,3 +24,6 @@ echo "== cargo test"
 # Release mode: training-heavy tests are 10x faster and the build is shared
 # with the benchmarks and the main-job command.
 cargo test --release --locked -- --test-threads=2
+
+echo "== modern ClickHouse check (chDB 26.x vs the 18.16 server, same generated SQL)"
+scripts/chdb_check.sh "$CARGO_TARGET_DIR/release/churn"

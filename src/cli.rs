@@ -47,6 +47,9 @@ pub enum Command {
     Stats(JsonFlag),
     /// Apply pending ClickHouse migrations (store.type = "clickhouse").
     Migrate(JsonFlag),
+    /// Print, as JSON, the ClickHouse SQL generated from the feature spec
+    /// (migrations, snapshot build, training set) for review or other engines.
+    RenderSql(RenderSqlArgs),
     /// Validate the configuration and print it (secrets redacted).
     CheckConfig,
     /// Serve predictions, ingestion, metrics and admin on existing state.
@@ -138,6 +141,19 @@ pub struct BuildFeaturesArgs {
     pub as_of: Option<String>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderSqlArgs {
+    /// Database name to render (default: `clickhouse.database`).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Snapshot time.
+    #[arg(long)]
+    pub as_of: String,
+    /// Training-set cutoff (default: the snapshot time).
+    #[arg(long)]
+    pub cutoff: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -317,6 +333,39 @@ pub async fn run(cli: Cli) -> Result<()> {
                 store.database()
             );
             Ok(())
+        }
+        Command::RenderSql(args) => {
+            use crate::infrastructure::store::{clickhouse, clickhouse_sql};
+            let db = args
+                .database
+                .unwrap_or_else(|| settings.clickhouse.database.clone());
+            let as_of = parse_time_arg("--as-of", &args.as_of)?;
+            let cutoff = match &args.cutoff {
+                Some(c) => parse_time_arg("--cutoff", c)?,
+                None => as_of,
+            };
+            let spec = crate::domain::features::FeatureSpec::standard();
+            let policy = crate::domain::label::LabelPolicy {
+                horizon_days: settings.training.horizon_days,
+                lookback_days: settings.training.lookback_days,
+            };
+            let migrations: Vec<_> = clickhouse::MIGRATIONS
+                .iter()
+                .map(|(v, name, sql)| {
+                    serde_json::json!({
+                        "version": v,
+                        "name": name,
+                        "sql": sql.replace("churn.", &format!("{db}.")),
+                    })
+                })
+                .collect();
+            print_json(&serde_json::json!({
+                "database": db,
+                "feature_names": spec.names(),
+                "migrations": migrations,
+                "build_snapshot": clickhouse_sql::build_snapshot(&spec, &db, as_of)?,
+                "training_set": clickhouse_sql::training_set(&spec, &db, policy, cutoff)?,
+            }))
         }
         Command::Models(cmd) => models(Services::build(settings).await?, cmd).await,
         Command::Stats(flag) => {

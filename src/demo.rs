@@ -161,6 +161,12 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
             m.brier
         );
         say!("demo: {}", report.decision);
+        if !report.promoted {
+            say!(
+                "demo: WARNING no model is in production, so /predict answers 503; \
+                 with more history (--users) a model usually beats the recency rule"
+            );
+        }
     }
 
     let token = services

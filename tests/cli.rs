@@ -225,13 +225,26 @@ fn clear_errors_and_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A demo process that is killed if the test fails before stopping it, so a
+/// failed assertion never leaves a server running (or a pipe held open).
+struct Demo(Option<std::process::Child>);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Starts `churn demo`, waits for "Ready", returns the child and base URL.
-fn start_demo(data: &Path, extra: &[&str]) -> (std::process::Child, String, Vec<String>) {
+fn start_demo(data: &Path, extra: &[&str]) -> (Demo, String, Vec<String>) {
     use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_churn"))
         .arg("--data-dir")
         .arg(data)
-        .args(["demo", "--port", "0", "--users", "300"])
+        .args(["demo", "--port", "0", "--users", "1000"])
         .args(extra)
         .env("RUST_LOG", "warn")
         .current_dir(data.parent().unwrap())
@@ -247,7 +260,7 @@ fn start_demo(data: &Path, extra: &[&str]) -> (std::process::Child, String, Vec<
             let base = rest.split_whitespace().next().unwrap().to_string();
             // Keep draining stdout so the demo never writes into a closed pipe.
             std::thread::spawn(move || reader.for_each(drop));
-            return (child, base, lines);
+            return (Demo(Some(child)), base, lines);
         }
     }
     let _ = child.kill();
@@ -270,7 +283,10 @@ fn http_post(base: &str, path: &str) -> String {
     out
 }
 
-fn sigterm_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
+fn sigterm_and_wait(mut demo: Demo) -> std::process::ExitStatus {
+    let Some(mut child) = demo.0.take() else {
+        panic!("demo already stopped");
+    };
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
