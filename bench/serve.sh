@@ -60,10 +60,11 @@ awk -v c="$c_rps" -v h="$h_rps" 'BEGIN {printf "throughput ratio churn/hello: %.
 echo "non-2xx answers from churn (unknown users count here): $c_bad"
 
 if [ -x "$OHA" ]; then
-  echo "== oha: fixed rate 10000 requests/s for $DURATION, $CONNECTIONS connections"
+  for conns in 8 "$CONNECTIONS"; do
+  echo "== oha: fixed rate 10000 requests/s for $DURATION, $conns connections"
   for target in "churn 18000" "hello 18001"; do
     set -- $target
-    "$OHA" -z "$DURATION" -q 10000 -c "$CONNECTIONS" -m POST --no-tui --output-format json \
+    "$OHA" -z "$DURATION" -q 10000 -c "$conns" -m POST --no-tui --output-format json \
       "http://127.0.0.1:$2/predict?user_id=42" > "$WORK/oha-$1.json"
     python3 - "$WORK/oha-$1.json" "$1" <<'PY'
 import json, sys
@@ -71,6 +72,7 @@ d = json.load(open(sys.argv[1]))
 s, p = d["summary"], d["latencyPercentiles"]
 print(f"{sys.argv[2]:<6} rps {s['requestsPerSec']:.0f}  p50 {p['p50']*1e6:.0f} us  p99 {p['p99']*1e6:.0f} us  success {s['successRate']*100:.2f}%")
 PY
+  done
   done
 else
   echo "== oha not found at $OHA: skipped the fixed-rate run (cargo install oha --root /var/tmp/churn-tools)"
