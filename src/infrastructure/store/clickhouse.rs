@@ -255,9 +255,15 @@ impl ClickHouseStore {
             users.dedup();
             let ids: Vec<String> = slice.iter().map(|e| e.event_id().to_string()).collect();
             let users: Vec<String> = users.iter().map(u64::to_string).collect();
-            // user_id leads the sort key, so this reads only those users' granules.
+            let first = slice.iter().map(Event::event_time).min().unwrap_or(0);
+            let last = slice.iter().map(Event::event_time).max().unwrap_or(0);
+            // user_id leads the sort key and event_time the partition key, so
+            // this reads only those users' granules in the batch's months
+            // (streams deliver time-local batches: usually one partition).
             let sql = format!(
-                "SELECT event_id FROM {}.events WHERE user_id IN ({}) AND event_id IN ({})",
+                "SELECT event_id FROM {}.events WHERE user_id IN ({}) \
+                 AND event_time >= toDateTime({first}) AND event_time <= toDateTime({last}) \
+                 AND event_id IN ({})",
                 self.db,
                 users.join(","),
                 ids.join(",")
