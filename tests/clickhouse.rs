@@ -239,6 +239,27 @@ async fn migrations_apply_once_and_refuse_edits() {
         again.already_applied.len(),
         churn::infrastructure::store::clickhouse::MIGRATIONS.len()
     );
+    // Record migration 1 with a different checksum, as if its file had been
+    // edited after being applied: migrate must refuse, not re-run it.
+    let http = reqwest::Client::new();
+    for sql in [
+        format!("DROP TABLE {db}.schema_migrations"),
+        format!(
+            "CREATE TABLE {db}.schema_migrations (version UInt32, name String, checksum String, \
+             applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
+        ),
+        format!(
+            "INSERT INTO {db}.schema_migrations (version, name, checksum) VALUES (1, '001_events.sql', 'edited')"
+        ),
+    ] {
+        let r = http.post(url()).body(sql).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let err = ch.migrate().await.unwrap_err().to_string();
+    assert!(
+        err.contains("001_events.sql") && err.contains("changed"),
+        "{err}"
+    );
     ch.drop_database().await.unwrap();
 }
 
@@ -318,4 +339,32 @@ async fn end_to_end_in_clickhouse_mode() {
     let ch = ClickHouseStore::new(&options(&db)).unwrap();
     assert_eq!(ch.stats().await.unwrap().events as usize, events.len() + 1);
     ch.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_clear_unavailable_error() {
+    let mut o = options("churn_unreachable");
+    o.url = "http://127.0.0.1:9".into();
+    let ch = ClickHouseStore::new(&o).unwrap();
+    let p = TimePolicy {
+        now: T,
+        max_future_secs: 0,
+    };
+    let event = Event::new(1, T - 10, "login", None, None, p).unwrap();
+    for err in [
+        ch.ping().await.unwrap_err(),
+        ch.append(vec![event]).await.unwrap_err(),
+        ch.stats().await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, churn::application::ports::StoreError::Unavailable(_)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("clickhouse"), "{err}");
+    }
+    assert!(ch.migrate().await.is_err());
+    // Unsafe database names never reach SQL.
+    let mut bad = options("x");
+    bad.database = "churn; DROP TABLE t".into();
+    assert!(ClickHouseStore::new(&bad).is_err());
 }
