@@ -78,73 +78,65 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
         .ok()
         .flatten()
         .is_some();
-    if stats.events > 0 && has_model {
+    let reuse = stats.events > 0 && has_model;
+    if reuse {
         say!(
             "demo: reusing the existing state in {} ({} events, production model present); pass --reset to start over",
             dir.display(),
             stats.events
         );
-        let summary = services
-            .build_features
-            .run(None)
-            .await
-            .context("building features")?;
+    } else if stats.events > 0 {
         say!(
-            "demo: features rebuilt as of {} for {} users",
-            format_rfc3339(summary.as_of),
-            summary.users
+            "demo: {} has events but no production model; training on them",
+            dir.display()
         );
     } else {
-        if stats.events > 0 {
-            say!(
-                "demo: {} has events but no production model; training on them",
-                dir.display()
-            );
-        } else {
-            // Midnight-anchored, so every run of the same day generates the
-            // same history (and the same model quality) whatever the hour.
-            let end = crate::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60;
-            let mut events = Vec::new();
-            let g = generate(
-                GeneratorOptions {
-                    users: options.users,
-                    days: 120,
-                    end,
-                    seed: options.seed,
-                    churn_share: 0.35,
-                },
-                |e| events.push(e),
-            );
-            say!(
-                "demo: generated {} events for {} users over 120 days",
-                g.events,
-                g.users
-            );
-            let mut stored = 0;
-            for chunk in events.chunks(services.settings.ingest.batch_size) {
-                stored += services
-                    .ingest
-                    .store(chunk.to_vec())
-                    .await
-                    .context("ingesting")?
-                    .inserted;
-            }
-            say!(
-                "demo: ingested {stored} events into {}",
-                services.settings.sqlite_path().display()
-            );
-        }
-        let summary = services
-            .build_features
-            .run(None)
-            .await
-            .context("building features")?;
-        say!(
-            "demo: built {} features for {} users as of {}",
-            summary.features,
-            summary.users,
-            format_rfc3339(summary.as_of)
+        // Midnight-anchored, so every run of the same day generates the
+        // same history (and the same model quality) whatever the hour.
+        let end = crate::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60;
+        let mut events = Vec::new();
+        let g = generate(
+            GeneratorOptions {
+                users: options.users,
+                days: 120,
+                end,
+                seed: options.seed,
+                churn_share: 0.35,
+            },
+            |e| events.push(e),
         );
+        say!(
+            "demo: generated {} events for {} users over 120 days",
+            g.events,
+            g.users
+        );
+        let mut stored = 0;
+        for chunk in events.chunks(services.settings.ingest.batch_size) {
+            stored += services
+                .ingest
+                .store(chunk.to_vec())
+                .await
+                .context("ingesting")?
+                .inserted;
+        }
+        say!(
+            "demo: ingested {stored} events into {}",
+            services.settings.sqlite_path().display()
+        );
+    }
+    // Features are rebuilt as of now on every run, reused state or not.
+    let summary = services
+        .build_features
+        .run(None)
+        .await
+        .context("building features")?;
+    say!(
+        "demo: built {} features for {} users as of {}",
+        summary.features,
+        summary.users,
+        format_rfc3339(summary.as_of)
+    );
+    if !reuse {
         let report = services.train.run().await.context("training")?;
         let m = report.metrics;
         say!(

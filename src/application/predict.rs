@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use crate::application::models::LoadedModel;
-use crate::application::serving_state::ServingState;
+use crate::application::serving_state::{ScoreTable, ServingState};
 use crate::domain::model::ModelError;
 use crate::domain::snapshot::FeatureSnapshot;
 use crate::domain::time::format_rfc3339;
@@ -79,7 +79,8 @@ impl PredictChurn {
         let row = features
             .row_of(user_id)
             .ok_or(PredictError::UnknownUser(user_id))?;
-        let p = self.score(&model, &features, user_id, row)?;
+        let table = self.state.scores();
+        let p = Self::score(table.as_deref(), &model, &features, user_id, row)?;
         metrics::counter!(names::PREDICTIONS_TOTAL).increment(1);
         Ok(Prediction {
             user_id,
@@ -93,13 +94,13 @@ impl PredictChurn {
     /// The precomputed score when the table belongs to exactly this model
     /// and snapshot, else the model run live on the user's features.
     fn score(
-        &self,
+        table: Option<&ScoreTable>,
         model: &LoadedModel,
         features: &FeatureSnapshot,
         user_id: u64,
         row: usize,
     ) -> Result<f64, PredictError> {
-        if let Some(table) = self.state.scores()
+        if let Some(table) = table
             && table.matches(model, features)
             && let Some(p) = table.score(row)
         {
@@ -125,12 +126,14 @@ impl PredictChurn {
         let timestamp = now_rfc3339();
         let version = model.metadata.version.to_string();
         let as_of = features.as_of_rfc3339().to_string();
+        // One table for the whole batch: one consistent model + snapshot.
+        let table = self.state.scores();
         let mut served = 0u64;
         let results = user_ids
             .iter()
             .map(|&u| {
                 let row = features.row_of(u).ok_or(PredictError::UnknownUser(u))?;
-                let p = self.score(&model, &features, u, row)?;
+                let p = Self::score(table.as_deref(), &model, &features, u, row)?;
                 served += 1;
                 Ok(Prediction {
                     user_id: u,
