@@ -49,10 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let mut records: Vec<RawRecord> = events
         .iter()
         .enumerate()
-        .map(|(i, e)| RawRecord {
-            payload: e.to_json().to_string().into_bytes(),
-            origin: i.to_string(),
-        })
+        .map(|(i, e)| RawRecord::new(e.to_json().to_string().into_bytes(), i.to_string()))
         .collect();
     drop(events);
     let batch = services.settings.ingest.batch_size;

@@ -13,6 +13,13 @@ echo "== services"
 # Real servers the integration tests talk to (installed and started if absent).
 scripts/clickhouse.sh
 export CHURN_TEST_CLICKHOUSE_URL="${CHURN_TEST_CLICKHOUSE_URL:-http://127.0.0.1:8123}"
+scripts/kafka.sh
+export CHURN_TEST_KAFKA_BROKERS="${CHURN_TEST_KAFKA_BROKERS:-noida=127.0.0.1:19092,tansu=127.0.0.1:19093}"
+scripts/s3.sh
+export CHURN_TEST_S3_ENDPOINT="${CHURN_TEST_S3_ENDPOINT:-http://127.0.0.1:19100}"
+scripts/mlflow.sh
+export CHURN_TEST_MLFLOW_URI="${CHURN_TEST_MLFLOW_URI:-http://127.0.0.1:15000}"
+scripts/airflow.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

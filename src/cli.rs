@@ -14,6 +14,7 @@ use crate::application::generate::{GeneratorOptions, generate};
 use crate::config::Settings;
 use crate::domain::time::{format_rfc3339, parse_timestamp};
 use crate::infrastructure::file_source::{NdjsonSource, RejectsFile};
+use crate::infrastructure::kafka::producer::EventProducer;
 use crate::startup::Services;
 
 /// Churn prediction: events → features → model → registry → predictions.
@@ -118,9 +119,26 @@ pub struct GenerateArgs {
     /// Share of users who churn at some point.
     #[arg(long, default_value_t = 0.35)]
     pub churn_share: f64,
-    /// Output file (default: stdout).
+    /// Output file (default: stdout). Ignored with `--to kafka`.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Where the events go: an NDJSON file/stdout, or the Kafka topic
+    /// (`kafka.brokers` must be set).
+    #[arg(long, value_enum, default_value_t = EventSink::File)]
+    pub to: EventSink,
+    /// Topic for `--to kafka` (default: the first of `kafka.topics`).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Events per second for `--to kafka` (default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<f64>,
+}
+
+/// Destination of generated events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventSink {
+    File,
+    Kafka,
 }
 
 #[derive(Debug, Args)]
@@ -243,7 +261,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
-        Command::GenerateEvents(args) => generate_events(args),
+        Command::GenerateEvents(args) => generate_events(&settings, args),
         Command::CheckConfig => {
             println!("{}", settings.to_redacted_json());
             eprintln!("configuration is valid");
@@ -396,7 +414,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn generate_events(args: GenerateArgs) -> Result<()> {
+fn generate_events(settings: &Settings, args: GenerateArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.churn_share) {
         bail!("--churn-share must be within [0, 1]");
     }
@@ -414,6 +432,9 @@ fn generate_events(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         churn_share: args.churn_share,
     };
+    if args.to == EventSink::Kafka {
+        return generate_to_kafka(settings, &args, opts);
+    }
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -446,6 +467,58 @@ fn generate_events(args: GenerateArgs) -> Result<()> {
         summary.users,
         summary.churners,
         format_rfc3339(end)
+    );
+    Ok(())
+}
+
+/// `generate-events --to kafka`: the seed's `generate_events` step.
+fn generate_to_kafka(
+    settings: &Settings,
+    args: &GenerateArgs,
+    opts: GeneratorOptions,
+) -> Result<()> {
+    let k = &settings.kafka;
+    if !k.enabled() {
+        bail!("--to kafka needs kafka.brokers (CHURN_KAFKA__BROKERS=host:9092)");
+    }
+    let topic = match &args.topic {
+        Some(t) => t.clone(),
+        None => match k.topics.first() {
+            Some(t) if !t.starts_with('^') => t.clone(),
+            _ => bail!("kafka.topics holds a pattern: name the topic with --topic"),
+        },
+    };
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        bail!("--rate must be a positive number of events per second");
+    }
+    let mut producer = EventProducer::new(k, &topic, args.rate)?;
+    let mut send_error = None;
+    let mut payload = Vec::with_capacity(256);
+    let summary = generate(opts, |event| {
+        if send_error.is_some() {
+            return;
+        }
+        payload.clear();
+        let key = event.user_id().to_string();
+        let sent = serde_json::to_writer(&mut payload, &event.to_json())
+            .map_err(anyhow::Error::from)
+            .and_then(|()| producer.send(key.as_bytes(), &payload).map_err(Into::into));
+        if let Err(e) = sent {
+            send_error = Some(e);
+        }
+    });
+    if let Some(e) = send_error {
+        return Err(e).context(format!("producing to {topic} at {}", k.brokers));
+    }
+    let report = producer
+        .finish(std::time::Duration::from_secs(60))
+        .with_context(|| format!("producing to {topic} at {}", k.brokers))?;
+    eprintln!(
+        "produced {} events for {} users to {topic} in {:.1} s ({:.0} events/s)",
+        report.delivered,
+        summary.users,
+        report.seconds,
+        report.delivered as f64 / report.seconds.max(1e-9)
     );
     Ok(())
 }

@@ -43,6 +43,138 @@ pub struct Settings {
     pub server: ServerSettings,
     pub schedule: ScheduleSettings,
     pub clickhouse: ClickHouseSettings,
+    pub kafka: KafkaSettings,
+    pub mlflow: MlflowSettings,
+}
+
+/// The Kafka consumer of `churn serve` and `churn generate-events --to kafka`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, comma-separated; empty = no Kafka consumer.
+    pub brokers: String,
+    /// Consumer group: replicas with the same group share the partitions.
+    pub group_id: String,
+    /// Topics to consume; an entry starting with `^` is a regex pattern.
+    pub topics: Vec<String>,
+    /// Where invalid messages go, with the reason in headers.
+    pub dlq_topic: String,
+    pub client_id: String,
+    /// Where a new group starts: "earliest" or "latest".
+    pub auto_offset_reset: String,
+    /// Largest batch written to the store at once.
+    pub batch_max_events: usize,
+    /// Longest wait for a batch to fill, in milliseconds.
+    pub batch_max_wait_ms: u64,
+    /// How often processed offsets are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    pub session_timeout_ms: u64,
+    /// A member that does not poll for this long leaves the group; also how
+    /// long a rebalance waits for members to rejoin.
+    pub max_poll_interval_ms: u64,
+    /// Static membership (KIP-345): a stable id per replica (e.g. the pod
+    /// name) lets a restarted replica take its partitions back without a
+    /// rebalance. Empty = dynamic membership.
+    pub group_instance_id: String,
+    /// Per-partition prefetch cap (bounds memory while the store is slow).
+    pub queued_max_kbytes: u64,
+    /// Consumer statistics (lag metrics) interval; 0 = off.
+    pub statistics_interval_ms: u64,
+    /// First and largest delay between retries of a failed store write.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Producer compression: none, gzip or lz4 (not snappy: tansu cannot
+    /// read it back; zstd is not compiled in).
+    pub compression: String,
+    /// "plaintext", "ssl", "sasl_plaintext" or "sasl_ssl".
+    pub security_protocol: String,
+    /// SASL mechanism when security_protocol is sasl_*: "PLAIN", "SCRAM-SHA-256", ...
+    pub sasl_mechanism: String,
+    pub sasl_username: String,
+    /// Set through `CHURN_KAFKA__SASL_PASSWORD`, never in a committed file.
+    #[serde(serialize_with = "redact")]
+    pub sasl_password: SecretString,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            group_id: "churn".into(),
+            topics: vec!["events".into()],
+            dlq_topic: "events_dlq".into(),
+            client_id: "churn".into(),
+            auto_offset_reset: "earliest".into(),
+            batch_max_events: 5_000,
+            batch_max_wait_ms: 500,
+            commit_interval_ms: 1_000,
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 60_000,
+            group_instance_id: String::new(),
+            queued_max_kbytes: 16_384,
+            statistics_interval_ms: 5_000,
+            retry_initial_ms: 200,
+            retry_max_ms: 10_000,
+            compression: "lz4".into(),
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: String::new(),
+            sasl_username: String::new(),
+            sasl_password: SecretString::from(String::new()),
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// Whether a Kafka cluster is configured.
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.group_id.is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            return Err(invalid("kafka.topics", "list at least one topic"));
+        }
+        if self.dlq_topic.is_empty() || self.topics.contains(&self.dlq_topic) {
+            return Err(invalid(
+                "kafka.dlq_topic",
+                "must be set and not be one of kafka.topics (a loop)",
+            ));
+        }
+        if !matches!(self.auto_offset_reset.as_str(), "earliest" | "latest") {
+            return Err(invalid(
+                "kafka.auto_offset_reset",
+                "must be \"earliest\" or \"latest\"",
+            ));
+        }
+        if self.batch_max_events == 0 {
+            return Err(invalid("kafka.batch_max_events", "must be at least 1"));
+        }
+        if self.batch_max_wait_ms == 0 || self.retry_initial_ms == 0 {
+            return Err(invalid(
+                "kafka.batch_max_wait_ms",
+                "waits and retry delays must be at least 1 ms",
+            ));
+        }
+        if !matches!(self.compression.as_str(), "none" | "gzip" | "lz4") {
+            return Err(invalid("kafka.compression", "must be none, gzip or lz4"));
+        }
+        if !matches!(
+            self.security_protocol.as_str(),
+            "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl"
+        ) {
+            return Err(invalid(
+                "kafka.security_protocol",
+                "must be plaintext, ssl, sasl_plaintext or sasl_ssl",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The ClickHouse backend (`store.type = "clickhouse"`).
@@ -93,6 +225,8 @@ impl Default for Settings {
             server: ServerSettings::default(),
             schedule: ScheduleSettings::default(),
             clickhouse: ClickHouseSettings::default(),
+            kafka: KafkaSettings::default(),
+            mlflow: MlflowSettings::default(),
         }
     }
 }
@@ -132,9 +266,26 @@ impl Default for StoreSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RegistrySettings {
-    /// `file:///abs/dir` or a plain path; empty = `<data_dir>/registry`.
+    /// `file:///abs/dir`, a plain path, or `s3://bucket/prefix`;
+    /// empty = `<data_dir>/registry`.
     pub url: String,
     pub model_name: String,
+    /// S3 endpoint for MinIO and other S3-compatible servers; empty = AWS
+    /// (or `AWS_ENDPOINT_URL` / `MLFLOW_S3_ENDPOINT_URL` when set).
+    pub s3_endpoint: String,
+    /// Empty = `AWS_REGION` / `AWS_DEFAULT_REGION`, else "us-east-1".
+    pub s3_region: String,
+    /// Empty = `AWS_ACCESS_KEY_ID`.
+    pub s3_access_key_id: String,
+    /// Empty = `AWS_SECRET_ACCESS_KEY`. Environment only, never committed.
+    #[serde(serialize_with = "redact")]
+    pub s3_secret_access_key: SecretString,
+    /// Allow a plain-http endpoint (MinIO on a private network).
+    pub s3_allow_http: bool,
+    /// Bucket-in-hostname addressing; false = path style (MinIO's default).
+    pub s3_virtual_hosted_style: bool,
+    /// Per-request timeout, seconds (an unreachable endpoint fails fast).
+    pub s3_timeout_secs: u64,
 }
 
 impl Default for RegistrySettings {
@@ -142,6 +293,40 @@ impl Default for RegistrySettings {
         Self {
             url: String::new(),
             model_name: "churn_model".into(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: SecretString::from(String::new()),
+            s3_allow_http: false,
+            s3_virtual_hosted_style: false,
+            s3_timeout_secs: 10,
+        }
+    }
+}
+
+/// The optional MLflow exporter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MlflowSettings {
+    /// e.g. "http://mlflow:5000"; empty = no export (the default).
+    pub tracking_uri: String,
+    pub experiment: String,
+    /// Registered model name in MLflow.
+    pub registered_model: String,
+    /// Per-request timeout, seconds.
+    pub timeout_secs: u64,
+    /// Attempts per call before the export is reported failed.
+    pub attempts: u32,
+}
+
+impl Default for MlflowSettings {
+    fn default() -> Self {
+        Self {
+            tracking_uri: String::new(),
+            experiment: "churn_prediction".into(),
+            registered_model: "churn_model".into(),
+            timeout_secs: 10,
+            attempts: 3,
         }
     }
 }
@@ -329,10 +514,19 @@ impl Settings {
                 ));
             }
         }
-        if self.registry.url.starts_with("s3://") {
+        if let Some(rest) = self.registry.url.strip_prefix("s3://")
+            && rest.split('/').next().is_none_or(str::is_empty)
+        {
             return Err(invalid(
                 "registry.url",
-                "s3:// registries are not supported by this build yet; use a file path",
+                "s3:// needs a bucket: s3://bucket/prefix",
+            ));
+        }
+        let uri = &self.mlflow.tracking_uri;
+        if !(uri.is_empty() || uri.starts_with("http://") || uri.starts_with("https://")) {
+            return Err(invalid(
+                "mlflow.tracking_uri",
+                "must start with http:// or https://",
             ));
         }
         if self.registry.model_name.is_empty()
@@ -347,6 +541,7 @@ impl Settings {
                 "letters, digits, '_' and '-' only",
             ));
         }
+        self.kafka.validate()?;
         if self.ingest.batch_size == 0 {
             return Err(invalid("ingest.batch_size", "must be at least 1"));
         }
@@ -477,6 +672,24 @@ mod tests {
                 .to_string()
                 .contains("server.host")
         );
+    }
+
+    #[test]
+    fn kafka_is_off_by_default_and_checked_when_on() {
+        let mut s = Settings::default();
+        assert!(!s.kafka.enabled());
+        s.kafka.brokers = "127.0.0.1:9092".into();
+        s.validate().unwrap();
+        s.kafka.dlq_topic = "events".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("kafka.dlq_topic"), "{err}");
+        s.kafka.dlq_topic = "events_dlq".into();
+        s.kafka.compression = "snappy".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("kafka.compression"), "{err}");
+        s.kafka.compression = "lz4".into();
+        s.kafka.sasl_password = SecretString::from("s3cret".to_string());
+        assert!(!s.to_redacted_json().contains("s3cret"));
     }
 
     #[test]

@@ -11,19 +11,25 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use crate::application::build_features::BuildFeatures;
-use crate::application::ingest::IngestEvents;
+use crate::application::ingest::{IngestEvents, IngestReport};
 use crate::application::jobs::Jobs;
 use crate::application::models::ManageModels;
-use crate::application::ports::{EventStore, FeatureStore, ModelRegistry, ModelTrainer};
+use crate::application::ports::{
+    DeadLetterSink, EventStore, EventStream, FeatureStore, ModelRegistry, ModelTrainer,
+};
 use crate::application::predict::PredictChurn;
 use crate::application::serving_state::{ReloadOutcome, ServingState};
+use crate::application::stream_ingest::{IngestHealth, StreamIngest, StreamOptions};
 use crate::application::train::{TrainModel, TrainingOptions};
 use crate::config::{Settings, StoreKind};
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::http::{AppContext, Limits};
+use crate::infrastructure::kafka::consumer::KafkaStream;
+use crate::infrastructure::kafka::dead_letters::KafkaDeadLetters;
+use crate::infrastructure::mlflow::{MlflowExporter, MlflowOptions};
 use crate::infrastructure::models::CrateTrainer;
-use crate::infrastructure::registry::ObjectStoreRegistry;
+use crate::infrastructure::registry::{ObjectStoreRegistry, S3Options};
 use crate::infrastructure::scheduler::{poll_registry, start_schedule, validate_cron};
 use crate::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use crate::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
@@ -84,15 +90,7 @@ impl Services {
                     (Arc::new(store.clone()), Arc::new(store))
                 }
             };
-        let registry: Arc<dyn ModelRegistry> = Arc::new(
-            ObjectStoreRegistry::local(&settings.registry_dir(), &settings.registry.model_name)
-                .with_context(|| {
-                    format!(
-                        "opening the model registry (registry.url = {})",
-                        settings.registry_dir().display()
-                    )
-                })?,
-        );
+        let registry: Arc<dyn ModelRegistry> = Arc::new(open_registry(&settings)?);
         let trainer: Arc<dyn ModelTrainer> = Arc::new(CrateTrainer {
             gbdt: settings.training.gbdt,
         });
@@ -115,6 +113,20 @@ impl Services {
             force_promote,
             selection: settings.training.model_selection,
         };
+        let mut models = ManageModels::new(registry.clone(), trainer.clone());
+        if !settings.mlflow.tracking_uri.is_empty() {
+            let m = &settings.mlflow;
+            let exporter = MlflowExporter::new(MlflowOptions {
+                tracking_uri: m.tracking_uri.clone(),
+                experiment: m.experiment.clone(),
+                registered_model: m.registered_model.clone(),
+                timeout: Duration::from_secs(m.timeout_secs.max(1)),
+                attempts: m.attempts.max(1),
+                retry_delay: Duration::from_millis(500),
+            })
+            .context("MLflow exporter (mlflow.*)")?;
+            models = models.with_exporter(Arc::new(exporter));
+        }
         let train = TrainModel::new(
             events.clone(),
             features.clone(),
@@ -122,8 +134,8 @@ impl Services {
             trainer.clone(),
             spec.clone(),
             options,
-        );
-        let models = ManageModels::new(registry.clone(), trainer.clone());
+        )
+        .with_models(models.clone());
         Ok(Self {
             settings: Arc::new(settings),
             spec,
@@ -137,6 +149,49 @@ impl Services {
             models,
         })
     }
+}
+
+/// The model registry of the settings: a local directory, or S3/MinIO for
+/// `s3://bucket/prefix`, with unset S3 keys taken from the standard `AWS_*`
+/// variables (and the seed's `MLFLOW_S3_ENDPOINT_URL` for the endpoint).
+///
+/// # Errors
+/// A local directory that cannot be created, or an invalid S3 configuration.
+pub fn open_registry(settings: &Settings) -> anyhow::Result<ObjectStoreRegistry> {
+    let r = &settings.registry;
+    let Some(rest) = r.url.strip_prefix("s3://") else {
+        let dir = settings.registry_dir();
+        return ObjectStoreRegistry::local(&dir, &r.model_name).with_context(|| {
+            format!(
+                "opening the model registry (registry.url = {})",
+                dir.display()
+            )
+        });
+    };
+    let env = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    let setting = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let options = S3Options {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+        endpoint: setting(&r.s3_endpoint)
+            .or_else(|| env(&["AWS_ENDPOINT_URL", "AWS_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL"])),
+        region: setting(&r.s3_region)
+            .or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+            .unwrap_or_else(|| "us-east-1".into()),
+        access_key_id: setting(&r.s3_access_key_id).or_else(|| env(&["AWS_ACCESS_KEY_ID"])),
+        secret_access_key: setting(r.s3_secret_access_key.expose_secret())
+            .or_else(|| env(&["AWS_SECRET_ACCESS_KEY"])),
+        allow_http: r.s3_allow_http,
+        virtual_hosted_style: r.s3_virtual_hosted_style,
+        timeout: Duration::from_secs(r.s3_timeout_secs.max(1)),
+    };
+    ObjectStoreRegistry::s3(&options, &r.model_name)
+        .with_context(|| format!("opening the model registry (registry.url = {})", r.url))
 }
 
 /// The ClickHouse store of the settings, migrated if configured to be.
@@ -172,6 +227,43 @@ pub struct Application {
     state: ServingState,
     jobs: Jobs,
     app: axum::Router,
+    consumer: Option<KafkaConsumer>,
+}
+
+/// The Kafka ingestion task of `churn serve`, built before the server
+/// starts so a bad Kafka configuration fails start-up.
+pub struct KafkaConsumer {
+    ingest: StreamIngest,
+    stream: Box<dyn EventStream>,
+    dead_letters: Box<dyn DeadLetterSink>,
+}
+
+impl KafkaConsumer {
+    /// # Errors
+    /// Invalid Kafka client configuration.
+    pub fn new(services: &Services, health: IngestHealth) -> anyhow::Result<Self> {
+        let k = &services.settings.kafka;
+        let stream = KafkaStream::subscribe(k).context("kafka consumer (kafka.*)")?;
+        let dead_letters = KafkaDeadLetters::new(k).context("kafka dead-letter producer")?;
+        let options = StreamOptions {
+            batch_max_events: k.batch_max_events,
+            batch_max_wait: Duration::from_millis(k.batch_max_wait_ms),
+            retry_initial: Duration::from_millis(k.retry_initial_ms),
+            retry_max: Duration::from_millis(k.retry_max_ms),
+        };
+        Ok(Self {
+            ingest: StreamIngest::new(services.ingest.clone(), options, health),
+            stream: Box::new(stream),
+            dead_letters: Box::new(dead_letters),
+        })
+    }
+
+    /// Consumes until `shutdown`; returns the run's totals.
+    pub async fn run(mut self, shutdown: CancellationToken) -> IngestReport {
+        self.ingest
+            .run(self.stream, &mut *self.dead_letters, shutdown)
+            .await
+    }
 }
 
 impl Application {
@@ -231,6 +323,12 @@ impl Application {
             services.features.clone(),
             state.clone(),
         );
+        let stream_health = IngestHealth::default();
+        let consumer = if s.kafka.enabled() {
+            Some(KafkaConsumer::new(&services, stream_health.clone())?)
+        } else {
+            None
+        };
         let token = s.server.admin_token.expose_secret();
         let admin_token = (!token.is_empty()).then(|| SecretString::from(token.to_string()));
         if admin_token.is_none() && !s.server.allow_unauthenticated_admin {
@@ -252,6 +350,7 @@ impl Application {
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 s.server.max_concurrent_requests,
             )),
+            stream_health: stream_health.clone(),
         });
         let app = crate::http::router(app_state);
         Ok(Self {
@@ -260,6 +359,7 @@ impl Application {
             state,
             jobs,
             app,
+            consumer,
         })
     }
 
@@ -301,6 +401,7 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        let consumer = self.consumer.map(|c| tokio::spawn(c.run(shutdown.clone())));
         let grace = Duration::from_secs(s.server.shutdown_grace_secs);
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, self.app).with_graceful_shutdown(async move {
@@ -316,6 +417,15 @@ impl Application {
                 ?grace,
                 "in-flight requests did not finish within the grace period"
             ),
+        }
+        if let Some(consumer) = consumer {
+            // The consumer stops at its next await point; closing commits
+            // the offsets of stored batches and leaves the group.
+            match tokio::time::timeout(grace, consumer).await {
+                Ok(Ok(report)) => tracing::info!(?report, "kafka consumer closed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "kafka consumer task failed"),
+                Err(_) => tracing::warn!("kafka consumer did not close within the grace period"),
+            }
         }
         tracing::info!("server stopped");
         Ok(())

@@ -13,7 +13,7 @@ use crate::domain::event::{Event, EventError, TimePolicy, parse_event_json};
 use crate::telemetry::names;
 
 /// Counts of one ingestion run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IngestReport {
     pub read: u64,
     pub inserted: u64,

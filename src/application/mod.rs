@@ -12,4 +12,5 @@ pub mod models;
 pub mod ports;
 pub mod predict;
 pub mod serving_state;
+pub mod stream_ingest;
 pub mod train;

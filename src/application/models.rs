@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::application::ports::{AliasRecord, ModelRegistry, ModelTrainer, RegistryError};
+use crate::application::ports::{
+    AliasRecord, ModelExporter, ModelRegistry, ModelTrainer, RegistryError,
+};
 use crate::domain::model::{Classifier, ModelError, ModelMetadata};
+use crate::telemetry::names;
 
 /// The alias serving follows.
 pub const PRODUCTION: &str = "production";
@@ -46,11 +49,58 @@ pub struct LoadedModel {
 pub struct ManageModels {
     registry: Arc<dyn ModelRegistry>,
     trainer: Arc<dyn ModelTrainer>,
+    exporter: Option<Arc<dyn ModelExporter>>,
 }
 
 impl ManageModels {
     pub fn new(registry: Arc<dyn ModelRegistry>, trainer: Arc<dyn ModelTrainer>) -> Self {
-        Self { registry, trainer }
+        Self {
+            registry,
+            trainer,
+            exporter: None,
+        }
+    }
+
+    /// Mirrors new versions and `production` moves to `exporter` (MLflow).
+    pub fn with_exporter(mut self, exporter: Arc<dyn ModelExporter>) -> Self {
+        self.exporter = Some(exporter);
+        self
+    }
+
+    /// Mirrors a registered version; an exporter failure is logged and
+    /// counted, never returned: the registry, not MLflow, is what serves.
+    /// `None` without an exporter.
+    pub async fn export_version(&self, metadata: &ModelMetadata, model: &[u8]) -> Option<String> {
+        let exporter = self.exporter.as_ref()?;
+        Some(match exporter.export_version(metadata, model).await {
+            Ok(receipt) => {
+                metrics::counter!(names::MLFLOW_EXPORTS_TOTAL, "what" => "version", "outcome" => "ok")
+                    .increment(1);
+                tracing::info!(version = metadata.version, %receipt, "exported to MLflow");
+                receipt
+            }
+            Err(e) => {
+                metrics::counter!(names::MLFLOW_EXPORTS_TOTAL, "what" => "version", "outcome" => "failed")
+                    .increment(1);
+                tracing::warn!(version = metadata.version, error = %e, "MLflow export failed; training is unaffected");
+                format!("export failed: {e}")
+            }
+        })
+    }
+
+    async fn mirror_alias(&self, alias: &str, version: u64) {
+        let Some(exporter) = &self.exporter else {
+            return;
+        };
+        let outcome = match exporter.set_alias(alias, version).await {
+            Ok(()) => "ok",
+            Err(e) => {
+                tracing::warn!(alias, version, error = %e, "MLflow alias mirror failed; the registry alias moved");
+                "failed"
+            }
+        };
+        metrics::counter!(names::MLFLOW_EXPORTS_TOTAL, "what" => "alias", "outcome" => outcome)
+            .increment(1);
     }
 
     pub fn registry(&self) -> &Arc<dyn ModelRegistry> {
@@ -180,6 +230,9 @@ impl ManageModels {
             .set_alias(alias, record.clone(), current.as_ref())
             .await?;
         tracing::info!(alias, version, reason, "alias moved");
+        if alias == PRODUCTION {
+            self.mirror_alias(alias, version).await;
+        }
         Ok(record)
     }
 
@@ -213,6 +266,7 @@ impl ManageModels {
             to = previous,
             "production rolled back"
         );
+        self.mirror_alias(PRODUCTION, previous).await;
         Ok(record)
     }
 }

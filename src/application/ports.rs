@@ -150,6 +150,31 @@ pub trait ModelRegistry: Send + Sync {
     async fn ping(&self) -> Result<(), RegistryError>;
 }
 
+/// Failures of an external model exporter (MLflow). Never fatal to
+/// training or promotion: reported and counted.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Mirrors registered versions and alias moves to an external tracking
+/// system. Our registry stays the source of truth.
+#[async_trait]
+pub trait ModelExporter: Send + Sync {
+    /// Records a newly registered version (run, params, metrics, artifacts,
+    /// model version); returns a human-readable receipt.
+    async fn export_version(
+        &self,
+        metadata: &crate::domain::model::ModelMetadata,
+        model: &[u8],
+    ) -> Result<String, ExportError>;
+    /// Points `alias` at the exported counterpart of `version`.
+    async fn set_alias(&self, alias: &str, version: u64) -> Result<(), ExportError>;
+}
+
 /// Fits and decodes models (CPU-bound: callers run it off the async runtime).
 pub trait ModelTrainer: Send + Sync {
     /// # Errors
@@ -167,7 +192,32 @@ pub trait ModelTrainer: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct RawRecord {
     pub payload: Vec<u8>,
+    /// Human-readable origin (`file.ndjson:12`, `events/0@1234`).
     pub origin: String,
+    /// Where the record sits in a partitioned log, for dead-letter headers.
+    pub position: Option<LogPosition>,
+    /// The message key, kept so a dead letter can be re-produced as it came.
+    pub key: Option<Vec<u8>>,
+}
+
+impl RawRecord {
+    /// A record with no log position or key (files, HTTP bodies).
+    pub fn new(payload: Vec<u8>, origin: impl Into<String>) -> Self {
+        Self {
+            payload,
+            origin: origin.into(),
+            position: None,
+            key: None,
+        }
+    }
+}
+
+/// A record's place in a partitioned log (a Kafka topic partition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// Failures of an event source or dead-letter sink.
@@ -185,6 +235,30 @@ pub trait EventSource: Send {
     /// Acknowledges everything returned so far (called only after the
     /// batch is durably stored: at-least-once delivery).
     async fn commit(&mut self) -> Result<(), SourceError>;
+}
+
+/// An unbounded, partitioned stream of raw events (a Kafka consumer group).
+/// Unlike [`EventSource`], an empty batch means "nothing yet", not the end.
+#[async_trait]
+pub trait EventStream: Send {
+    /// Up to `max` records, waiting at most `wait` for them to arrive.
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<RawRecord>, SourceError>;
+    /// Marks everything returned so far as processed (called only after the
+    /// batch is durably stored: at-least-once delivery).
+    async fn commit(&mut self) -> Result<(), SourceError>;
+    /// Stops fetching (the store is failing) without leaving the group.
+    fn pause(&mut self) -> Result<(), SourceError>;
+    /// Fetches again after [`EventStream::pause`].
+    fn resume(&mut self) -> Result<(), SourceError>;
+    /// Waits `duration` while paused, keeping the client alive (heartbeats,
+    /// poll deadlines). Records that still arrive are kept for the next batch.
+    async fn idle(&mut self, duration: std::time::Duration);
+    /// Commits what was processed and leaves the group.
+    async fn close(self: Box<Self>);
 }
 
 /// Where rejected records go, with the reason (rejects file, DLQ topic).

@@ -88,6 +88,10 @@ pub enum TrainError {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
     pub model_name: String,
+    /// The MLflow receipt (run and model version) or why the export
+    /// failed; absent when no exporter is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
     pub version: u64,
     pub model_kind: ModelKind,
     /// Which candidate was registered and why.
@@ -152,6 +156,13 @@ impl TrainModel {
             options,
             running: Arc::new(Mutex::new(())),
         }
+    }
+
+    /// Uses `models` (e.g. one with an MLflow exporter) for registration
+    /// side effects and alias moves.
+    pub fn with_models(mut self, models: ManageModels) -> Self {
+        self.models = models;
+        self
     }
 
     /// Whether a run is in progress (for 409 answers before queueing).
@@ -299,8 +310,9 @@ impl TrainModel {
             checksum_sha256: String::new(),
         };
         let bytes = chosen.to_bytes()?;
-        let registered = self.registry.register(metadata, bytes).await?;
+        let registered = self.registry.register(metadata, bytes.clone()).await?;
         let version = registered.version;
+        let export = self.models.export_version(&registered, &bytes).await;
         self.models
             .move_alias(LATEST, version, "newly registered")
             .await?;
@@ -394,6 +406,7 @@ impl TrainModel {
             train_rows,
             validation_rows: validation.len(),
             training_secs: fitted.secs,
+            export,
         })
     }
 }

@@ -46,20 +46,14 @@ fn split_body(body: &[u8]) -> Result<Vec<RawRecord>, ApiError> {
         Ok(values
             .into_iter()
             .enumerate()
-            .map(|(i, v)| RawRecord {
-                payload: v.to_string().into_bytes(),
-                origin: i.to_string(),
-            })
+            .map(|(i, v)| RawRecord::new(v.to_string().into_bytes(), i.to_string()))
             .collect())
     } else {
         Ok(body
             .split(|b| *b == b'\n')
             .enumerate()
             .filter(|(_, line)| !line.trim_ascii().is_empty())
-            .map(|(i, line)| RawRecord {
-                payload: line.trim_ascii().to_vec(),
-                origin: (i + 1).to_string(),
-            })
+            .map(|(i, line)| RawRecord::new(line.trim_ascii().to_vec(), (i + 1).to_string()))
             .collect())
     }
 }

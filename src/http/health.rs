@@ -30,6 +30,10 @@ pub struct Readiness {
     pub features_as_of: Option<String>,
     pub store_reachable: bool,
     pub registry_reachable: bool,
+    /// Whether a Kafka consumer runs in this process.
+    pub stream_consumer: bool,
+    /// The consumer is paused because writes keep failing (see `problems`).
+    pub stream_paused: bool,
     pub problems: Vec<String>,
 }
 
@@ -64,6 +68,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             false
         }
     };
+    let stream_paused = match state.stream_health.paused_because() {
+        Some(reason) => {
+            problems.push(format!("kafka consumption paused: {reason}"));
+            true
+        }
+        None => false,
+    };
     let ready = problems.is_empty();
     let body = Readiness {
         ready,
@@ -73,6 +84,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         features_as_of: features.map(|f| crate::domain::time::format_rfc3339(f.as_of())),
         store_reachable,
         registry_reachable,
+        stream_consumer: state.stream_health.running(),
+        stream_paused,
         problems,
     };
     let status = if ready {

@@ -6,6 +6,7 @@
 //! bearer-token middleware. Every response is JSON except `/metrics`.
 
 pub mod admin;
+pub mod demo_events;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -30,6 +31,7 @@ use crate::application::jobs::Jobs;
 use crate::application::models::ManageModels;
 use crate::application::ports::EventStore;
 use crate::application::predict::PredictChurn;
+use crate::application::stream_ingest::IngestHealth;
 use crate::http::error::ApiError;
 
 /// Request limits from the settings.
@@ -55,6 +57,8 @@ pub struct AppContext {
     pub admin_open: bool,
     pub prometheus: PrometheusHandle,
     pub in_flight: Arc<Semaphore>,
+    /// State of the Kafka consumer, if one runs, for `/readyz`.
+    pub stream_health: IngestHealth,
 }
 
 /// The shared state handlers extract.
@@ -89,6 +93,7 @@ async fn not_found() -> ApiError {
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/retrain", post(admin::retrain))
+        .route("/admin/events/generate", post(demo_events::generate_events))
         .route("/admin/features/rebuild", post(admin::rebuild_features))
         .route("/admin/jobs/{id}", get(admin::job))
         .route("/admin/models", get(admin::models))

@@ -30,6 +30,7 @@ impl Modify for BearerAuth {
         health::readyz,
         metrics::render,
         admin::retrain,
+        crate::http::demo_events::generate_events,
         admin::rebuild_features,
         admin::job,
         admin::models,

@@ -64,10 +64,10 @@ impl EventSource for NdjsonSource {
             if line.is_empty() {
                 continue;
             }
-            out.push(RawRecord {
-                payload: line.to_vec(),
-                origin: format!("{}:{}", self.name, self.line_no),
-            });
+            out.push(RawRecord::new(
+                line.to_vec(),
+                format!("{}:{}", self.name, self.line_no),
+            ));
         }
         Ok(out)
     }

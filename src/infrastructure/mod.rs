@@ -3,6 +3,8 @@
 //! file sources/sinks.
 
 pub mod file_source;
+pub mod kafka;
+pub mod mlflow;
 pub mod models;
 pub mod registry;
 pub mod scheduler;

@@ -13,8 +13,9 @@
 //! trainers racing for the same number cannot overwrite each other; a version
 //! exists once its `metadata.json` is written. Alias moves are
 //! compare-and-swap: `PutMode::Update` with the ETag where the backend
-//! supports it (S3), and an in-process lock plus re-read where it does not
-//! (the local filesystem, which is single-host anyway).
+//! supports it (S3, MinIO), and an exclusive OS file lock around the
+//! re-read and write on the local filesystem (which has no conditional
+//! update), so replicas sharing a directory on one host are safe too.
 
 use std::sync::Arc;
 
@@ -37,6 +38,24 @@ pub struct ObjectStoreRegistry {
     root: Path,
     model_name: String,
     alias_lock: Mutex<()>,
+    /// Local registries only: the file locked around alias moves.
+    lock_file: Option<std::path::PathBuf>,
+    /// Where the registry lives, for error messages.
+    location: String,
+}
+
+/// Connection settings of an S3 (or MinIO) registry.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub allow_http: bool,
+    pub virtual_hosted_style: bool,
+    pub timeout: std::time::Duration,
 }
 
 fn backend(e: object_store::Error) -> RegistryError {
@@ -53,7 +72,63 @@ impl ObjectStoreRegistry {
             root,
             model_name: model_name.to_string(),
             alias_lock: Mutex::new(()),
+            lock_file: None,
+            location: prefix.to_string(),
         }
+    }
+
+    /// A registry in an S3 bucket (AWS, MinIO, any S3-compatible server).
+    /// Nothing is contacted here; [`ModelRegistry::ping`] checks the
+    /// bucket and credentials.
+    ///
+    /// # Errors
+    /// [`RegistryError::Backend`] for an invalid configuration.
+    pub fn s3(options: &S3Options, model_name: &str) -> Result<Self, RegistryError> {
+        use object_store::aws::AmazonS3Builder;
+        use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&options.bucket)
+            .with_region(&options.region)
+            .with_virtual_hosted_style_request(options.virtual_hosted_style)
+            // allow_http lives in the client options: set it there, since
+            // with_client_options replaces what with_allow_http would set.
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(options.allow_http)
+                    .with_timeout(options.timeout)
+                    .with_connect_timeout(options.timeout.min(std::time::Duration::from_secs(5))),
+            )
+            // Fail within a few timeouts: readiness must say "unreachable"
+            // promptly, and a loaded model keeps serving meanwhile.
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 2,
+                retry_timeout: options.timeout * 3,
+            });
+        if let Some(endpoint) = &options.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(key) = &options.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &options.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let store = builder.build().map_err(|e| {
+            RegistryError::Backend(format!("s3://{} configuration: {e}", options.bucket))
+        })?;
+        let mut registry = Self::new(Arc::new(store), &options.prefix, model_name);
+        registry.location = format!(
+            "s3://{}/{}{}",
+            options.bucket,
+            options.prefix.trim_matches('/'),
+            options
+                .endpoint
+                .as_ref()
+                .map(|e| format!(" at {e}"))
+                .unwrap_or_default()
+        );
+        Ok(registry)
     }
 
     /// The local-filesystem registry under `dir` (created if missing).
@@ -64,7 +139,31 @@ impl ObjectStoreRegistry {
         std::fs::create_dir_all(dir)
             .map_err(|e| RegistryError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(backend)?;
-        Ok(Self::new(Arc::new(fs), "", model_name))
+        let mut registry = Self::new(Arc::new(fs), "", model_name);
+        registry.lock_file = Some(dir.join(format!(".{model_name}.aliases.lock")));
+        registry.location = dir.display().to_string();
+        Ok(registry)
+    }
+
+    /// Holds an exclusive lock on the local lock file (blocking call, off
+    /// the runtime); released when the returned file is dropped.
+    async fn lock_local(&self) -> Result<Option<std::fs::File>, RegistryError> {
+        let Some(path) = self.lock_file.clone() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(|e| RegistryError::Backend(e.to_string()))?
+        .map(Some)
+        .map_err(|e| RegistryError::Backend(format!("alias lock: {e}")))
     }
 
     fn version_dir(&self, version: u64) -> Path {
@@ -223,6 +322,7 @@ impl ModelRegistry for ObjectStoreRegistry {
         expected: Option<&AliasRecord>,
     ) -> Result<(), RegistryError> {
         let _local = self.alias_lock.lock().await;
+        let _file_lock = self.lock_local().await?;
         let path = self.alias_path(alias);
         let current = self.get_json::<AliasRecord>(&path).await?;
         let conflict = || RegistryError::Conflict {
@@ -245,9 +345,9 @@ impl ModelRegistry for ObjectStoreRegistry {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Err(conflict()),
-            // The local filesystem has no conditional update; the lock above
-            // and the re-read make the move safe within this process.
-            Err(object_store::Error::NotImplemented { .. }) => self
+            // The local filesystem has no conditional update; the file lock
+            // above and the re-read make the move safe across processes.
+            Err(object_store::Error::NotImplemented { .. }) if _file_lock.is_some() => self
                 .store
                 .put(&path, json.into())
                 .await
@@ -262,6 +362,6 @@ impl ModelRegistry for ObjectStoreRegistry {
             .list_with_delimiter(Some(&self.root))
             .await
             .map(|_| ())
-            .map_err(backend)
+            .map_err(|e| RegistryError::Backend(format!("{}: {e}", self.location)))
     }
 }

@@ -28,3 +28,18 @@ pub const HTTP_BUCKETS: &[f64] = &[
 pub const JOB_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
+
+/// Records read from the event stream (Kafka), good and bad.
+pub const STREAM_RECORDS_TOTAL: &str = "churn_stream_records_total";
+/// Failures of the stream loop by stage (fetch, store, dead_letter, commit).
+pub const STREAM_ERRORS_TOTAL: &str = "churn_stream_errors_total";
+/// 1 while consumption is paused because a write keeps failing.
+pub const STREAM_PAUSED: &str = "churn_stream_paused";
+/// Records sent to the dead-letter topic.
+pub const DEAD_LETTERS_TOTAL: &str = "churn_dead_letters_total";
+/// Messages between the committed offset and the high watermark, per partition.
+pub const KAFKA_CONSUMER_LAG: &str = "churn_kafka_consumer_lag";
+/// Partition assignments and revocations seen by the consumer.
+pub const KAFKA_REBALANCES_TOTAL: &str = "churn_kafka_rebalances_total";
+/// Versions and alias moves mirrored to MLflow, by outcome.
+pub const MLFLOW_EXPORTS_TOTAL: &str = "churn_mlflow_exports_total";

@@ -1,0 +1,277 @@
+//! Kafka ingestion throughput: N generated events are produced to a fresh
+//! topic, then read back twice by fresh consumer groups, side by side:
+//!
+//! - ceiling: a bare rdkafka `StreamConsumer` that only copies payloads (the
+//!   broker + client limit, nothing stored);
+//! - end to end: the server's consumer (`KafkaStream` + `StreamIngest`:
+//!   batch, parse, validate, store, commit) into the embedded store and into
+//!   ClickHouse.
+//!
+//! Each figure includes the consumer-group join (reported separately for
+//! the ceiling run). `cargo bench --bench kafka`; env `BENCH_EVENTS`
+//! (default 500000), `CHURN_TEST_KAFKA_BROKERS` (`name=host:port,...`, as
+//! the tests), `CHURN_TEST_CLICKHOUSE_URL`, `BENCH_SKIP_CLICKHOUSE=1`.
+//! Needs scripts/kafka.sh (and scripts/clickhouse.sh). Prints figures only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use churn::application::generate::{GeneratorOptions, generate};
+use churn::application::ingest::IngestEvents;
+use churn::application::ports::{DeadLetterSink, EventStore};
+use churn::application::stream_ingest::{IngestHealth, StreamIngest, StreamOptions};
+use churn::config::KafkaSettings;
+use churn::infrastructure::kafka::consumer::KafkaStream;
+use churn::infrastructure::kafka::dead_letters::KafkaDeadLetters;
+use churn::infrastructure::kafka::producer::EventProducer;
+use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
+use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 3;
+
+fn settings(brokers: &str, topic: &str, group: &str) -> KafkaSettings {
+    KafkaSettings {
+        brokers: brokers.to_string(),
+        group_id: group.to_string(),
+        topics: vec![topic.to_string()],
+        dlq_topic: format!("{topic}_dlq"),
+        ..KafkaSettings::default()
+    }
+}
+
+/// Ceiling: receive and copy every payload; (seconds to the first message,
+/// total seconds).
+async fn raw_consume(brokers: &str, topic: &str, n: usize) -> anyhow::Result<(f64, f64)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}_raw"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("group.protocol", "classic")
+        .create()?;
+    let t = Instant::now();
+    consumer.subscribe(&[topic])?;
+    let mut first = None;
+    let mut bytes = 0usize;
+    for _ in 0..n {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await??;
+        first.get_or_insert_with(|| t.elapsed().as_secs_f64());
+        let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
+        bytes += payload.len();
+    }
+    std::hint::black_box(bytes);
+    Ok((first.unwrap_or(0.0), t.elapsed().as_secs_f64()))
+}
+
+/// An event store that notes when the first batch arrives, so the group
+/// join (seconds on some brokers, and variable) is left out of the rate.
+struct FirstWrite {
+    inner: Arc<dyn EventStore>,
+    first: std::sync::OnceLock<(Instant, usize)>,
+}
+
+#[async_trait::async_trait]
+impl EventStore for FirstWrite {
+    async fn append(
+        &self,
+        events: Vec<churn::domain::event::Event>,
+    ) -> Result<churn::application::ports::AppendOutcome, churn::application::ports::StoreError>
+    {
+        let len = events.len();
+        self.first.get_or_init(|| (Instant::now(), len));
+        self.inner.append(events).await
+    }
+    async fn stats(
+        &self,
+    ) -> Result<churn::application::ports::EventStats, churn::application::ports::StoreError> {
+        self.inner.stats().await
+    }
+    async fn ping(&self) -> Result<(), churn::application::ports::StoreError> {
+        self.inner.ping().await
+    }
+}
+
+/// End to end through the server's consumer into `store`: events/s from
+/// the first batch's arrival to the last event stored, and total seconds.
+async fn end_to_end(
+    k: &KafkaSettings,
+    store: Arc<dyn EventStore>,
+    distinct: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let store = Arc::new(FirstWrite {
+        inner: store,
+        first: std::sync::OnceLock::new(),
+    });
+    let ingest = IngestEvents::new(store.clone(), 86_400, 20_000);
+    let options = StreamOptions {
+        batch_max_events: k.batch_max_events,
+        batch_max_wait: Duration::from_millis(k.batch_max_wait_ms),
+        retry_initial: Duration::from_millis(k.retry_initial_ms),
+        retry_max: Duration::from_millis(k.retry_max_ms),
+    };
+    let stream = Box::new(KafkaStream::subscribe(k)?);
+    let mut dlq: Box<dyn DeadLetterSink> = Box::new(KafkaDeadLetters::new(k)?);
+    let stop = CancellationToken::new();
+    let t = Instant::now();
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            StreamIngest::new(ingest, options, IngestHealth::default())
+                .run(stream, &mut *dlq, stop)
+                .await
+        })
+    };
+    loop {
+        if store.stats().await?.events >= distinct {
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "end-to-end run stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let (first_at, first_len) = *store.first.get().expect("a batch was written");
+    let rate = (distinct as usize - first_len) as f64 / first_at.elapsed().as_secs_f64();
+    stop.cancel();
+    task.await?;
+    Ok((rate, secs))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let want: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
+    let brokers = std::env::var("CHURN_TEST_KAFKA_BROKERS")
+        .unwrap_or_else(|_| "noida=127.0.0.1:19092,tansu=127.0.0.1:19093".into());
+    let ch_url = std::env::var("CHURN_TEST_CLICKHOUSE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+    let skip_ch = std::env::var("BENCH_SKIP_CLICKHOUSE").is_ok_and(|v| v == "1");
+
+    let mut events = Vec::new();
+    let mut users = 0;
+    while events.len() < want {
+        users += 500;
+        events.clear();
+        generate(
+            GeneratorOptions {
+                users,
+                days: 120,
+                end: 1_780_000_000,
+                seed: 3,
+                churn_share: 0.35,
+            },
+            |e| events.push(e),
+        );
+    }
+    let payloads: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.user_id().to_string(), e.to_json().to_string()))
+        .collect();
+    let distinct = events
+        .iter()
+        .map(|e| e.event_id())
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
+    let n = payloads.len();
+    let avg = payloads.iter().map(|(_, p)| p.len()).sum::<usize>() / n.max(1);
+    println!(
+        "{n} events ({distinct} distinct) for {users} users, ~{avg} B each, {PARTITIONS} partitions"
+    );
+
+    for entry in brokers.split(',').filter(|s| !s.is_empty()) {
+        let (name, addr) = entry.split_once('=').unwrap_or(("broker", entry));
+        let topic = format!("bench_{name}_{}", std::process::id());
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", addr)
+            .create()?;
+        let dlq = format!("{topic}_dlq");
+        let topics = [
+            NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1)),
+            NewTopic::new(&dlq, 1, TopicReplication::Fixed(1)),
+        ];
+        for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
+            r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+        }
+
+        let k = settings(addr, &topic, "unused");
+        let t = Instant::now();
+        let mut producer = EventProducer::new(&k, &topic, None)?;
+        for (key, payload) in &payloads {
+            producer.send(key.as_bytes(), payload.as_bytes())?;
+        }
+        let report = producer.finish(Duration::from_secs(120))?;
+        let produce_s = t.elapsed().as_secs_f64();
+        println!("\n[{name} @ {addr}]");
+        println!(
+            "  produce (lz4, acks=all)        {:>9.0} events/s  ({} in {produce_s:.2} s)",
+            report.delivered as f64 / produce_s,
+            report.delivered
+        );
+
+        let (join, raw) = raw_consume(addr, &topic, n).await?;
+        let raw_rate = (n - 1) as f64 / (raw - join).max(1e-9);
+        println!(
+            "  consume only (ceiling)         {:>9.0} events/s  ({raw:.2} s, of which {join:.2} s group join)",
+            raw_rate
+        );
+
+        let dir = tempfile::tempdir()?;
+        let sqlite: Arc<dyn EventStore> = Arc::new(SqliteStore::open(SqliteOptions {
+            path: dir.path().join("bench.db"),
+            synchronous_full: false,
+            snapshot_retention: 1,
+        })?);
+        let e2e = end_to_end(
+            &settings(addr, &topic, &format!("{topic}_sqlite")),
+            sqlite,
+            distinct,
+        )
+        .await?;
+        let (rate, e2e) = e2e;
+        println!(
+            "  end to end -> embedded store   {:>9.0} events/s  ({e2e:.2} s)  = {:.0}% of the ceiling",
+            rate,
+            100.0 * rate / raw_rate
+        );
+
+        if !skip_ch {
+            let db = format!("churn_bench_kafka_{}", std::process::id());
+            let ch = ClickHouseStore::new(&ClickHouseOptions {
+                url: ch_url.clone(),
+                database: db.clone(),
+                user: "default".into(),
+                password: String::new(),
+                validation: false,
+                snapshot_retention: 1,
+                dedup_check: true,
+            })?;
+            ch.migrate().await?;
+            let ch = Arc::new(ch);
+            let e2e = end_to_end(
+                &settings(addr, &topic, &format!("{topic}_ch")),
+                ch.clone(),
+                distinct,
+            )
+            .await?;
+            let (rate, e2e) = e2e;
+            println!(
+                "  end to end -> ClickHouse       {:>9.0} events/s  ({e2e:.2} s)  = {:.0}% of the ceiling",
+                rate,
+                100.0 * rate / raw_rate
+            );
+            ch.drop_database().await?;
+        }
+    }
+    println!("\n(rates start at the first message / first stored batch: group joins excluded)");
+    Ok(())
+}

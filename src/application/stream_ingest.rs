@@ -1,0 +1,329 @@
+//! `StreamIngest`: the long-running consumer loop over an [`EventStream`]
+//! (a Kafka consumer group).
+//!
+//! Delivery is at-least-once: a batch is committed only after its valid
+//! events are durably stored *and* its invalid ones are dead-lettered. A
+//! crash anywhere before the commit redelivers the batch, and the store's
+//! event identity turns the repeats into duplicates that are not stored.
+//!
+//! While the store (or the dead-letter sink) fails, the loop pauses the
+//! stream, retries the same batch with capped exponential backoff and reads
+//! nothing more, so memory stays bounded by one batch; [`IngestHealth`]
+//! tells `/readyz` why. A bad record never blocks the records around it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::application::ingest::{IngestEvents, IngestReport, Validated};
+use crate::application::ports::{DeadLetterSink, EventStream};
+use crate::telemetry::names;
+
+/// Batching and retry settings of the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    /// Largest batch handed to the store.
+    pub batch_max_events: usize,
+    /// Longest wait for a batch to fill (bounds ingestion latency).
+    pub batch_max_wait: Duration,
+    /// First retry delay after a failed write; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+/// Shared, cheap-to-read state of the consumer for readiness probes.
+#[derive(Debug, Clone, Default)]
+pub struct IngestHealth {
+    inner: Arc<HealthInner>,
+}
+
+#[derive(Debug, Default)]
+struct HealthInner {
+    running: AtomicBool,
+    paused: AtomicBool,
+    problem: std::sync::Mutex<Option<String>>,
+}
+
+impl IngestHealth {
+    /// Whether a stream consumer runs in this process.
+    pub fn running(&self) -> bool {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+
+    /// Why consumption is paused, if it is.
+    pub fn paused_because(&self) -> Option<String> {
+        if !self.inner.paused.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.inner
+            .problem
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn set_running(&self, running: bool) {
+        self.inner.running.store(running, Ordering::Relaxed);
+    }
+
+    fn pause(&self, problem: String) {
+        if let Ok(mut p) = self.inner.problem.lock() {
+            *p = Some(problem);
+        }
+        self.inner.paused.store(true, Ordering::Relaxed);
+        metrics::gauge!(names::STREAM_PAUSED).set(1.0);
+    }
+
+    fn resume(&self) {
+        self.inner.paused.store(false, Ordering::Relaxed);
+        if let Ok(mut p) = self.inner.problem.lock() {
+            *p = None;
+        }
+        metrics::gauge!(names::STREAM_PAUSED).set(0.0);
+    }
+}
+
+/// The stream-ingestion use case.
+#[derive(Clone)]
+pub struct StreamIngest {
+    ingest: IngestEvents,
+    options: StreamOptions,
+    health: IngestHealth,
+}
+
+/// Capped exponential backoff between retries of one batch.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(options: &StreamOptions) -> Self {
+        Self {
+            next: options.retry_initial,
+            max: options.retry_max.max(options.retry_initial),
+        }
+    }
+
+    fn step(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        now
+    }
+}
+
+impl StreamIngest {
+    pub fn new(ingest: IngestEvents, options: StreamOptions, health: IngestHealth) -> Self {
+        Self {
+            ingest,
+            options,
+            health,
+        }
+    }
+
+    pub fn health(&self) -> &IngestHealth {
+        &self.health
+    }
+
+    /// Consumes until `shutdown` is cancelled, then closes the stream (which
+    /// commits what was processed). Returns the totals of the run.
+    pub async fn run(
+        &self,
+        mut stream: Box<dyn EventStream>,
+        dead_letters: &mut dyn DeadLetterSink,
+        shutdown: CancellationToken,
+    ) -> IngestReport {
+        self.health.set_running(true);
+        let mut total = IngestReport::default();
+        while !shutdown.is_cancelled() {
+            match self.one_batch(&mut *stream, dead_letters, &shutdown).await {
+                Some(report) => {
+                    total.read += report.read;
+                    total.inserted += report.inserted;
+                    total.duplicates += report.duplicates;
+                    total.rejected += report.rejected;
+                }
+                None => continue,
+            }
+        }
+        stream.close().await;
+        self.health.set_running(false);
+        tracing::info!(?total, "stream consumer stopped");
+        total
+    }
+
+    /// Reads, stores, dead-letters and commits one batch. `None` when there
+    /// was nothing to do or shutdown interrupted the batch (uncommitted: it
+    /// is redelivered).
+    async fn one_batch(
+        &self,
+        stream: &mut dyn EventStream,
+        dead_letters: &mut dyn DeadLetterSink,
+        shutdown: &CancellationToken,
+    ) -> Option<IngestReport> {
+        let records = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = stream.next_batch(self.options.batch_max_events, self.options.batch_max_wait) => r,
+        };
+        let records = match records {
+            Ok(r) if r.is_empty() => return None,
+            Ok(r) => r,
+            Err(e) => {
+                // The client reconnects by itself; keep polling, slowly.
+                metrics::counter!(names::STREAM_ERRORS_TOTAL, "stage" => "fetch").increment(1);
+                tracing::warn!(error = %e, "event stream fetch failed");
+                self.wait(stream, self.options.retry_initial, shutdown)
+                    .await;
+                return None;
+            }
+        };
+        let read = records.len() as u64;
+        metrics::counter!(names::STREAM_RECORDS_TOTAL).increment(read);
+        let Validated { events, rejects } = self.ingest.validate(records);
+
+        let mut backoff = Backoff::new(&self.options);
+        let mut paused = false;
+        let stored = loop {
+            // A clone per attempt: the store takes ownership, and on failure
+            // the same batch must be retried.
+            match self.ingest.store(events.clone()).await {
+                Ok(report) => break report,
+                Err(e) => {
+                    if !self
+                        .hold(stream, &mut paused, &mut backoff, "store", &e, shutdown)
+                        .await
+                    {
+                        return None;
+                    }
+                }
+            }
+        };
+        IngestEvents::count_rejects(&rejects);
+        loop {
+            match self.dead_letter(dead_letters, &rejects).await {
+                Ok(()) => break,
+                Err(e) => {
+                    if !self
+                        .hold(
+                            stream,
+                            &mut paused,
+                            &mut backoff,
+                            "dead_letter",
+                            &e,
+                            shutdown,
+                        )
+                        .await
+                    {
+                        return None;
+                    }
+                }
+            }
+        }
+        if paused {
+            if let Err(e) = stream.resume() {
+                tracing::warn!(error = %e, "resuming the event stream failed");
+            }
+            self.health.resume();
+            tracing::info!("event store recovered: consumption resumed");
+        }
+        if let Err(e) = stream.commit().await {
+            // Not fatal: the batch is stored, so a redelivery is absorbed.
+            metrics::counter!(names::STREAM_ERRORS_TOTAL, "stage" => "commit").increment(1);
+            tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
+        }
+        Some(IngestReport {
+            read,
+            inserted: stored.inserted,
+            duplicates: stored.duplicates,
+            rejected: rejects.len() as u64,
+        })
+    }
+
+    async fn dead_letter(
+        &self,
+        sink: &mut dyn DeadLetterSink,
+        rejects: &[(
+            crate::application::ports::RawRecord,
+            crate::domain::event::EventError,
+        )],
+    ) -> Result<(), crate::application::ports::SourceError> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        for (record, error) in rejects {
+            sink.reject(record, error).await?;
+        }
+        sink.flush().await?;
+        metrics::counter!(names::DEAD_LETTERS_TOTAL).increment(rejects.len() as u64);
+        Ok(())
+    }
+
+    /// After a failed write: pause the stream (first time), report, and wait
+    /// one backoff step. `false` when shutdown interrupted the wait.
+    async fn hold(
+        &self,
+        stream: &mut dyn EventStream,
+        paused: &mut bool,
+        backoff: &mut Backoff,
+        stage: &'static str,
+        error: &(dyn std::fmt::Display + Sync),
+        shutdown: &CancellationToken,
+    ) -> bool {
+        metrics::counter!(names::STREAM_ERRORS_TOTAL, "stage" => stage).increment(1);
+        let delay = backoff.step();
+        if !*paused {
+            if let Err(e) = stream.pause() {
+                tracing::warn!(error = %e, "pausing the event stream failed");
+            }
+            *paused = true;
+        }
+        let problem = match stage {
+            "store" => format!("event store: {error}"),
+            _ => format!("dead-letter sink: {error}"),
+        };
+        tracing::warn!(%problem, ?delay, "consumption paused; retrying the batch");
+        self.health.pause(problem);
+        self.wait(stream, delay, shutdown).await
+    }
+
+    async fn wait(
+        &self,
+        stream: &mut dyn EventStream,
+        delay: Duration,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = stream.idle(delay) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut b = Backoff::new(&StreamOptions {
+            batch_max_events: 1,
+            batch_max_wait: Duration::from_millis(1),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_millis(350),
+        });
+        let steps: Vec<u128> = (0..5).map(|_| b.step().as_millis()).collect();
+        assert_eq!(steps, vec![100, 200, 350, 350, 350]);
+    }
+
+    #[test]
+    fn health_reports_the_pause_reason_until_resumed() {
+        let h = IngestHealth::default();
+        assert_eq!(h.paused_because(), None);
+        h.pause("event store: down".into());
+        assert_eq!(h.paused_because().as_deref(), Some("event store: down"));
+        h.resume();
+        assert_eq!(h.paused_because(), None);
+    }
+}

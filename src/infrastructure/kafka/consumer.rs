@@ -1,0 +1,240 @@
+//! [`KafkaStream`]: a consumer-group member delivering batches of raw
+//! messages to [`crate::application::stream_ingest::StreamIngest`].
+//!
+//! Offsets: `enable.auto.offset.store = false` and auto commit on. Offsets
+//! are *stored* only in [`EventStream::commit`], which the loop calls after
+//! a batch is durably written; librdkafka then commits stored offsets every
+//! `commit_interval_ms`, before a rebalance hands partitions away, and on
+//! close. This is librdkafka's documented at-least-once pattern, and it
+//! never blocks the runtime on a commit round trip.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::application::ports::{EventStream, LogPosition, RawRecord, SourceError};
+use crate::config::KafkaSettings;
+use crate::infrastructure::kafka::client_config;
+use crate::infrastructure::kafka::context::ConsumerCallbacks;
+
+/// A subscribed consumer-group member.
+pub struct KafkaStream {
+    consumer: StreamConsumer<ConsumerCallbacks>,
+    /// Next offset to commit per (topic, partition), for records handed out
+    /// since the last [`EventStream::commit`].
+    delivered: HashMap<(String, i32), i64>,
+    /// Records that arrived while paused (kept, never dropped).
+    held: VecDeque<RawRecord>,
+    paused: bool,
+}
+
+fn record_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
+    let topic = msg.topic().to_string();
+    let (partition, offset) = (msg.partition(), msg.offset());
+    RawRecord {
+        payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        origin: format!("{topic}/{partition}@{offset}"),
+        key: msg.key().map(<[u8]>::to_vec),
+        position: Some(LogPosition {
+            topic,
+            partition,
+            offset,
+        }),
+    }
+}
+
+fn source_error(context: &str, e: KafkaError) -> SourceError {
+    SourceError::Io(format!("kafka {context}: {e}"))
+}
+
+impl KafkaStream {
+    /// Creates the consumer and subscribes. Connecting is lazy: an
+    /// unreachable cluster shows up as fetch errors, retried forever.
+    ///
+    /// # Errors
+    /// Invalid client configuration or subscription.
+    pub fn subscribe(settings: &KafkaSettings) -> Result<Self, SourceError> {
+        let mut config = client_config(settings);
+        config
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.commit.interval.ms",
+                settings.commit_interval_ms.to_string(),
+            )
+            .set("auto.offset.reset", &settings.auto_offset_reset)
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout_ms.to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                settings.max_poll_interval_ms.to_string(),
+            )
+            .set(
+                "queued.max.messages.kbytes",
+                settings.queued_max_kbytes.to_string(),
+            )
+            .set(
+                "statistics.interval.ms",
+                settings.statistics_interval_ms.to_string(),
+            )
+            // The classic protocol: the KIP-848 "consumer" protocol is not
+            // implemented by every Kafka-protocol broker (tansu).
+            .set("group.protocol", "classic")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        if !settings.group_instance_id.is_empty() {
+            config.set("group.instance.id", &settings.group_instance_id);
+        }
+        let consumer: StreamConsumer<ConsumerCallbacks> = config
+            .create_with_context(ConsumerCallbacks)
+            .map_err(|e| source_error("consumer configuration", e))?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| source_error("subscribe", e))?;
+        tracing::info!(brokers = %settings.brokers, group = %settings.group_id, ?topics, "kafka consumer subscribed");
+        Ok(Self {
+            consumer,
+            delivered: HashMap::new(),
+            held: VecDeque::new(),
+            paused: false,
+        })
+    }
+
+    /// Remembers the next offset to commit for every record handed out.
+    fn track(&mut self, records: &[RawRecord]) {
+        for p in records.iter().filter_map(|r| r.position.as_ref()) {
+            let next = self
+                .delivered
+                .entry((p.topic.clone(), p.partition))
+                .or_insert(p.offset + 1);
+            *next = (*next).max(p.offset + 1);
+        }
+    }
+
+    /// The current assignment, paused or resumed as a whole.
+    fn set_paused(&self, pause: bool) -> Result<(), SourceError> {
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(|e| source_error("assignment", e))?;
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        let result = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        result.map_err(|e| source_error(if pause { "pause" } else { "resume" }, e))
+    }
+}
+
+#[async_trait]
+impl EventStream for KafkaStream {
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<RawRecord>, SourceError> {
+        let take = self.held.len().min(max);
+        let mut out: Vec<RawRecord> = self.held.drain(..take).collect();
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        while out.len() < max {
+            tokio::select! {
+                biased;
+                msg = self.consumer.recv() => match msg {
+                    Ok(msg) => out.push(record_of(&msg)),
+                    // Records already handed out must reach the caller
+                    // (their offsets are tracked); report the error later.
+                    Err(e) if out.is_empty() => return Err(source_error("fetch", e)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka fetch error after a partial batch");
+                        break;
+                    }
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        self.track(&out);
+        Ok(out)
+    }
+
+    async fn commit(&mut self) -> Result<(), SourceError> {
+        if self.delivered.is_empty() {
+            return Ok(());
+        }
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(|e| source_error("assignment", e))?;
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in self.delivered.drain() {
+            // A partition revoked meanwhile belongs to another member now:
+            // its offsets are abandoned and that member re-reads (deduped).
+            if assigned.find_partition(&topic, partition).is_some() {
+                tpl.add_partition_offset(&topic, partition, Offset::Offset(next))
+                    .map_err(|e| source_error("offsets", e))?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .store_offsets(&tpl)
+            .map_err(|e| source_error("store offsets", e))
+    }
+
+    fn pause(&mut self) -> Result<(), SourceError> {
+        self.paused = true;
+        self.set_paused(true)
+    }
+
+    fn resume(&mut self) -> Result<(), SourceError> {
+        self.paused = false;
+        self.set_paused(false)
+    }
+
+    async fn idle(&mut self, duration: Duration) {
+        // Keep polling: a consumer that stops polling for
+        // max.poll.interval.ms is expelled from the group. Paused partitions
+        // deliver nothing; a partition assigned by a rebalance meanwhile
+        // starts unpaused, so anything that arrives is held and the new
+        // assignment paused too.
+        let deadline = tokio::time::sleep(duration);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                msg = self.consumer.recv() => match msg {
+                    Ok(msg) => {
+                        self.held.push_back(record_of(&msg));
+                        if self.paused && let Err(e) = self.set_paused(true) {
+                            tracing::warn!(error = %e, "re-pausing after a rebalance failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "kafka error while paused");
+                        (&mut deadline).await;
+                        return;
+                    }
+                },
+                _ = &mut deadline => return,
+            }
+        }
+    }
+
+    async fn close(self: Box<Self>) {
+        // Dropping the consumer closes it: librdkafka commits the stored
+        // offsets and leaves the group, blocking while it does.
+        let stream = *self;
+        let _ = tokio::task::spawn_blocking(move || drop(stream)).await;
+    }
+}

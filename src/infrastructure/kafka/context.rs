@@ -1,0 +1,75 @@
+//! The consumer's librdkafka callbacks: per-partition lag gauges from the
+//! statistics, and rebalance logging. They run on librdkafka's threads, so
+//! they only record.
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::Statistics;
+
+use crate::telemetry::names;
+
+/// Context of the churn consumer.
+#[derive(Debug, Default)]
+pub struct ConsumerCallbacks;
+
+impl ClientContext for ConsumerCallbacks {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue;
+                // lag is -1 while unknown (not yet fetched or committed).
+                if *partition < 0 || !p.desired || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    names::KAFKA_CONSUMER_LAG,
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for ConsumerCallbacks {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // With auto commit on, librdkafka commits the stored offsets of
+        // revoked partitions before handing them over; offsets of a batch
+        // still being written are not stored yet, so the next owner
+        // re-reads it and the store dedups.
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                metrics::counter!(names::KAFKA_REBALANCES_TOTAL, "kind" => "revoke").increment(1);
+                for e in tpl.elements() {
+                    tracing::info!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        "partition revoked"
+                    );
+                    metrics::gauge!(
+                        names::KAFKA_CONSUMER_LAG,
+                        "topic" => e.topic().to_string(),
+                        "partition" => e.partition().to_string()
+                    )
+                    .set(0.0);
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                metrics::counter!(names::KAFKA_REBALANCES_TOTAL, "kind" => "assign").increment(1);
+                for e in tpl.elements() {
+                    tracing::info!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        "partition assigned"
+                    );
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The Airflow DAG `churn_pipeline` (airflow/dags/) run by a real Airflow
+//! 3.3.2 (`airflow dags test`, venv and metadata DB from scripts/airflow.sh)
+//! against a running churn server: every task succeeds and the server ends
+//! with a new registered version serving predictions. A missing Airflow
+//! fails loudly.
+
+use std::time::Duration;
+
+use churn::config::Settings;
+use churn::startup::{Application, Services};
+use secrecy::SecretString;
+use serde_json::Value;
+
+const TOKEN: &str = "airflow-test-token";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_pipeline_dag_generates_builds_and_trains_through_the_admin_api() {
+    let airflow = std::env::var("CHURN_TEST_AIRFLOW_BIN")
+        .unwrap_or_else(|_| "/var/tmp/churn-venv-airflow/bin/airflow".into());
+    let home = std::env::var("CHURN_TEST_AIRFLOW_HOME")
+        .unwrap_or_else(|_| "/var/tmp/churn-airflow/home".into());
+    assert!(
+        std::path::Path::new(&airflow).exists(),
+        "{airflow} missing: run scripts/airflow.sh"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..Settings::default()
+    };
+    s.server.admin_token = SecretString::from(TOKEN.to_string());
+    s.server.registry_poll_secs = 0;
+    s.schedule.enabled = false;
+    let services = Services::build(s).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = Application::build_with_listener(services.clone(), listener)
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(stop.clone()));
+    assert!(services.registry.list().await.unwrap().is_empty());
+
+    // Midnight-anchored data: the same events (and model) on every run.
+    let end = churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60;
+    let conf = serde_json::json!({
+        "users": 1000,
+        "seed": 2,
+        "days": 120,
+        "end": churn::domain::time::format_rfc3339(end),
+        "poll_seconds": 0.5,
+        "timeout_seconds": 300,
+    });
+    let dags = concat!(env!("CARGO_MANIFEST_DIR"), "/airflow/dags");
+    let conn = base.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(airflow)
+            .args([
+                "dags",
+                "test",
+                "churn_pipeline",
+                "--conf",
+                &conf.to_string(),
+            ])
+            .env("AIRFLOW_HOME", home)
+            .env("AIRFLOW__CORE__DAGS_FOLDER", dags)
+            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+            .env("AIRFLOW_CONN_CHURN_API", conn)
+            .env("AIRFLOW_VAR_CHURN_ADMIN_TOKEN", TOKEN)
+            .env("CHURN_DAG_MODE", "api")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "airflow dags test failed:\n{log}");
+    for task in ["generate_events", "build_user_features", "train_model"] {
+        assert!(log.contains(task), "{task} did not run:\n{log}");
+    }
+
+    // The server did the work: events stored, a snapshot, a registered version.
+    let stats = services.events.stats().await.unwrap();
+    assert!(stats.events > 100_000, "{stats:?}");
+    let versions = services.registry.list().await.unwrap();
+    assert_eq!(versions.len(), 1, "one training run registered one version");
+    let latest = services.registry.alias("latest").await.unwrap().unwrap();
+    assert_eq!(latest.version, 1);
+    if let Some(production) = services.registry.alias("production").await.unwrap() {
+        // Promoted (the gate passed): the hot-swapped model serves.
+        let r = reqwest::Client::new()
+            .post(format!("{base}/predict?user_id=5"))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body["model_version"],
+            production.version.to_string(),
+            "{body}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}

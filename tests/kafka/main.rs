@@ -1,0 +1,500 @@
+//! Kafka ingestion against real Kafka-protocol brokers (scripts/kafka.sh
+//! starts noida-db and tansu on 127.0.0.1; each test runs against both,
+//! since each broker has its own protocol quirks). A missing broker fails
+//! these tests loudly: they never skip.
+//!
+//! - consume → stored → features, with poison messages dead-lettered (with
+//!   reasons and source positions in headers) while good ones flow;
+//! - `kill -9` of the consuming server mid-stream, restart: ClickHouse
+//!   holds exactly the produced events (raw rows, no FINAL);
+//! - a store outage (ClickHouse behind a proxy that is cut) pauses
+//!   consumption, `/readyz` says why, `/predict` keeps serving, and after
+//!   recovery every event is stored once;
+//! - two replicas in one group split the partitions; when one leaves, the
+//!   other takes over with no loss; lag is exported per partition.
+
+mod support;
+
+use std::time::Duration;
+
+use churn::startup::{Application, Services};
+use serde_json::Value;
+use support::*;
+use tokio_util::sync::CancellationToken;
+
+struct Running {
+    base: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    services: Services,
+}
+
+async fn start(settings: churn::config::Settings) -> Running {
+    let services = Services::build(settings).await.expect("services");
+    start_with(services).await
+}
+
+async fn start_with(services: Services) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = Application::build_with_listener(services.clone(), listener)
+        .await
+        .expect("application");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+    Running {
+        base,
+        stop,
+        task,
+        services,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+
+    async fn stored(&self) -> u64 {
+        self.services
+            .events
+            .stats()
+            .await
+            .map(|s| s.events)
+            .unwrap_or(0)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_stores_and_dead_letters_poison_on_every_broker() {
+    for (name, brokers) in brokers() {
+        let topic = unique(&format!("ev_{name}"));
+        let k = kafka_settings(&brokers, &topic);
+        create_topics(&brokers, &[&topic, &k.dlq_topic], 3).await;
+        let events = events(150, 11);
+        let expected = distinct_ids(&events).len() as u64;
+        // Poison between good messages: the partition must keep flowing.
+        let (first, rest) = events.split_at(events.len() / 2);
+        produce(&k, &topic, first, None);
+        let poison: [&[u8]; 4] = [
+            b"not json at all",
+            br#"{"user_id":"seven","event_time":"2026-01-01 00:00:00","event_type":"login"}"#,
+            br#"{"event_time":"2026-01-01 00:00:00","event_type":"login"}"#,
+            br#"{"user_id":5,"event_time":"2999-01-01 00:00:00","event_type":"login"}"#,
+        ];
+        produce_raw(&k, &topic, &poison);
+        produce(&k, &topic, rest, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let app = start(server_settings(dir.path(), k.clone())).await;
+        let stored = eventually(
+            &format!("{name}: all events stored"),
+            Duration::from_secs(90),
+            || async {
+                let n = app.stored().await;
+                (n >= expected).then_some(n)
+            },
+        )
+        .await;
+        assert_eq!(
+            stored, expected,
+            "{name}: stored exactly the distinct events"
+        );
+
+        let dead = read_topic(&brokers, &k.dlq_topic, 4, Duration::from_secs(30)).await;
+        assert_eq!(dead.len(), 4, "{name}: every poison message dead-lettered");
+        let mut payloads: Vec<&[u8]> = dead.iter().map(|d| d.payload.as_slice()).collect();
+        payloads.sort();
+        let mut want = poison.to_vec();
+        want.sort();
+        assert_eq!(
+            payloads, want,
+            "{name}: dead letters keep the original bytes"
+        );
+        let mut fields: Vec<&str> = dead
+            .iter()
+            .filter_map(|d| d.header("churn.error_field"))
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            ["event_time", "json", "user_id", "user_id"],
+            "{name}"
+        );
+        for d in &dead {
+            assert_eq!(d.header("churn.source_topic"), Some(topic.as_str()));
+            assert!(
+                d.header("churn.source_offset")
+                    .is_some_and(|o| o.parse::<i64>().is_ok())
+            );
+            assert!(d.header("churn.error").is_some_and(|e| !e.is_empty()));
+        }
+
+        let (status, ready) = app.get("/readyz").await;
+        let ready: Value = serde_json::from_str(&ready).unwrap();
+        assert_eq!(ready["stream_consumer"], true, "{ready}");
+        assert_eq!(ready["stream_paused"], false, "{ready}");
+        assert_eq!(status, 503, "no model yet, so not ready: {ready}");
+        let (_, metrics) = app.get("/metrics").await;
+        assert!(
+            metric(&metrics, "churn_dead_letters_total").is_some_and(|v| v >= 4.0),
+            "{metrics}"
+        );
+        let lag = eventually(
+            &format!("{name}: lag metric"),
+            Duration::from_secs(20),
+            || async {
+                let (_, m) = app.get("/metrics").await;
+                m.lines()
+                    .find(|l| l.starts_with("churn_kafka_consumer_lag{") && l.contains(&topic))
+                    .map(str::to_string)
+            },
+        )
+        .await;
+        assert!(lag.contains("partition=\""), "{lag}");
+
+        // Stored events feed the feature build like any other ingestion.
+        let summary = app.services.build_features.run(None).await.unwrap();
+        assert!(summary.users > 100, "{name}: {summary:?}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_events_cli_produces_to_the_topic() {
+    let (_, brokers) = brokers().into_iter().next().expect("a broker");
+    let topic = unique("cli");
+    create_topics(&brokers, &[&topic], 1).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_churn"))
+        .args([
+            "generate-events",
+            "--to",
+            "kafka",
+            "--topic",
+            &topic,
+            "--users",
+            "20",
+            "--rate",
+            "5000",
+        ])
+        .env("CHURN_KAFKA__BROKERS", &brokers)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let produced: usize = stderr
+        .split("produced ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("report line in {stderr}"));
+    assert!(produced > 100, "{stderr}");
+    let read = read_topic(&brokers, &topic, produced, Duration::from_secs(30)).await;
+    assert_eq!(read.len(), produced);
+    assert!(
+        read.iter()
+            .all(|m| serde_json::from_slice::<Value>(&m.payload).is_ok())
+    );
+    // Without brokers the command says what to set.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_churn"))
+        .args(["generate-events", "--to", "kafka", "--users", "2"])
+        .env_remove("CHURN_KAFKA__BROKERS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kafka.brokers"));
+}
+
+/// Starts `churn serve` as a child process consuming `topic` into ClickHouse.
+fn spawn_server(
+    dir: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    db: &str,
+    log: &str,
+) -> std::process::Child {
+    let k = kafka_settings(brokers, topic);
+    let log = std::fs::File::create(dir.join(log)).expect("log file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_churn"))
+        .arg("serve")
+        .args(["--port", "0"])
+        .env("CHURN_DATA_DIR", dir)
+        .env("CHURN_STORE__TYPE", "clickhouse")
+        .env("CHURN_CLICKHOUSE__URL", clickhouse_url())
+        .env("CHURN_CLICKHOUSE__DATABASE", db)
+        .env("CHURN_CLICKHOUSE__VALIDATION", "false")
+        .env("CHURN_SCHEDULE__ENABLED", "false")
+        .env("CHURN_KAFKA__BROKERS", brokers)
+        .env("CHURN_KAFKA__TOPICS", format!("[\"{topic}\"]"))
+        .env("CHURN_KAFKA__GROUP_ID", &k.group_id)
+        .env("CHURN_KAFKA__DLQ_TOPIC", &k.dlq_topic)
+        .env("CHURN_KAFKA__BATCH_MAX_EVENTS", "1000")
+        .env("CHURN_KAFKA__BATCH_MAX_WAIT_MS", "100")
+        .env("CHURN_KAFKA__COMMIT_INTERVAL_MS", "1000")
+        .env("CHURN_KAFKA__SESSION_TIMEOUT_MS", "6000")
+        .env("CHURN_KAFKA__MAX_POLL_INTERVAL_MS", "10000")
+        // Static membership: the restarted replica reclaims its partitions
+        // at once. (Without it, noida-db never expires the killed member.)
+        .env("CHURN_KAFKA__GROUP_INSTANCE_ID", "replica-1")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("churn serve")
+}
+
+/// Kills the child on drop, so a failed assertion leaves no server behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Prints the servers' logs when the test fails (the temp dir goes away).
+struct DumpLogsOnPanic(std::path::PathBuf);
+
+impl Drop for DumpLogsOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for name in ["first.log", "second.log"] {
+                let text = std::fs::read_to_string(self.0.join(name)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- {name} (last lines, newest first)\n{}", tail.join("\n"));
+            }
+        }
+    }
+}
+
+async fn raw_counts(db: &str) -> (u64, u64) {
+    // No FINAL: the physical rows, so a duplicate would show. Before the
+    // server has migrated, the table does not exist yet: zero.
+    let body = try_clickhouse_query(&format!(
+        "SELECT count(), uniqExact(event_id) FROM {db}.events FORMAT TSV"
+    ))
+    .await
+    .unwrap_or_default();
+    let mut parts = body.split('\t').map(|v| v.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_stores_exactly_the_produced_events() {
+    for (name, brokers) in brokers() {
+        let topic = unique(&format!("kill_{name}"));
+        let k = kafka_settings(&brokers, &topic);
+        create_topics(&brokers, &[&topic, &k.dlq_topic], 3).await;
+        let db = unique(&format!("kill_{name}"));
+        let events = events(400, 5);
+        let expected = distinct_ids(&events).len() as u64;
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = KillOnDrop(spawn_server(dir.path(), &brokers, &topic, &db, "first.log"));
+        // Produce at a steady rate from another thread while it consumes.
+        let producer = {
+            let (k, topic, events) = (k.clone(), topic.clone(), events.clone());
+            std::thread::spawn(move || produce(&k, &topic, &events, Some(40_000.0)))
+        };
+        let before_kill = eventually(
+            &format!("{name}: a third stored"),
+            Duration::from_secs(90),
+            || async {
+                let (rows, _) = raw_counts(&db).await;
+                (rows >= expected / 3).then_some(rows)
+            },
+        )
+        .await;
+        server.0.kill().unwrap(); // SIGKILL: no shutdown hook runs
+        server.0.wait().unwrap();
+        producer.join().unwrap();
+        let (rows_at_kill, _) = raw_counts(&db).await;
+        assert!(
+            rows_at_kill < expected,
+            "{name}: killed mid-stream ({rows_at_kill} of {expected})"
+        );
+
+        let _server = KillOnDrop(spawn_server(
+            dir.path(),
+            &brokers,
+            &topic,
+            &db,
+            "second.log",
+        ));
+        let logs = dir.path().to_path_buf();
+        let _dump = DumpLogsOnPanic(logs);
+        eventually(
+            &format!("{name}: all events after restart"),
+            Duration::from_secs(120),
+            || async {
+                let (_, unique_ids) = raw_counts(&db).await;
+                (unique_ids >= expected).then_some(())
+            },
+        )
+        .await;
+        // Give any redelivered batch time to (not) land twice.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (rows, unique_ids) = raw_counts(&db).await;
+        eprintln!(
+            "{name}: {before_kill} rows seen before kill -9, {rows_at_kill} at kill, {rows} after restart"
+        );
+        assert_eq!(unique_ids, expected, "{name}: no loss");
+        assert_eq!(rows, expected, "{name}: no duplicates (raw rows, no FINAL)");
+        drop(_server);
+        clickhouse_query(&format!("DROP DATABASE IF EXISTS {db}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_pauses_consumption_and_resumes_without_loss() {
+    for (name, brokers) in brokers() {
+        let topic = unique(&format!("outage_{name}"));
+        let k = kafka_settings(&brokers, &topic);
+        create_topics(&brokers, &[&topic, &k.dlq_topic], 2).await;
+        let db = unique(&format!("outage_{name}"));
+        let upstream = clickhouse_url().trim_start_matches("http://").to_string();
+        let proxy = CuttableProxy::start(upstream).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = server_settings(dir.path(), k.clone());
+        use_clickhouse(&mut settings, &proxy.url, &db);
+        // A served model first: half the users, stored directly and trained.
+        let all = events(600, 8);
+        let (direct, streamed): (Vec<_>, Vec<_>) =
+            all.iter().cloned().partition(|e| e.user_id() % 2 == 0);
+        let services = Services::build(settings).await.unwrap();
+        for chunk in direct.chunks(20_000) {
+            services.ingest.store(chunk.to_vec()).await.unwrap();
+        }
+        services.build_features.run(None).await.unwrap();
+        let report = services.train.run().await.unwrap();
+        if !report.promoted {
+            // This test is about serving during an outage, not the gate.
+            services
+                .models
+                .promote(report.version, "test")
+                .await
+                .unwrap();
+        }
+        let app = start_with(services).await;
+        let expected = distinct_ids(&all).len() as u64;
+
+        proxy.set_up(false);
+        produce(&k, &topic, &streamed, None);
+        let ready: Value = eventually(
+            &format!("{name}: paused"),
+            Duration::from_secs(60),
+            || async {
+                let (_, body) = app.get("/readyz").await;
+                let v: Value = serde_json::from_str(&body).ok()?;
+                (v["stream_paused"] == true).then_some(v)
+            },
+        )
+        .await;
+        assert_eq!(ready["ready"], false, "{ready}");
+        assert!(
+            ready["problems"].to_string().contains("event store"),
+            "{ready}"
+        );
+        // Serving goes on from memory while the store is down.
+        let r = reqwest::Client::new()
+            .post(format!("{}/predict?user_id=2", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}: /predict during the outage");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.set_up(true);
+        eventually(
+            &format!("{name}: resumed and stored"),
+            Duration::from_secs(90),
+            || async {
+                let (_, unique_ids) = raw_counts(&db).await;
+                (unique_ids >= expected).then_some(())
+            },
+        )
+        .await;
+        let (rows, unique_ids) = raw_counts(&db).await;
+        assert_eq!(
+            (rows, unique_ids),
+            (expected, expected),
+            "{name}: no loss, no duplicates"
+        );
+        let (_, body) = app.get("/readyz").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["stream_paused"], false, "{v}");
+        let (_, metrics) = app.get("/metrics").await;
+        assert!(
+            metric(&metrics, "churn_stream_errors_total{stage=\"store\"}")
+                .is_some_and(|v| v >= 1.0),
+            "{metrics}"
+        );
+        app.stop().await;
+        clickhouse_query(&format!("DROP DATABASE IF EXISTS {db}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_partitions_and_one_takes_over() {
+    for (name, brokers) in brokers() {
+        let topic = unique(&format!("group_{name}"));
+        let k = kafka_settings(&brokers, &topic);
+        create_topics(&brokers, &[&topic, &k.dlq_topic], 4).await;
+        let db = unique(&format!("group_{name}"));
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // Both replicas write to one shared store, as in production.
+        let mut sa = server_settings(dir_a.path(), k.clone());
+        use_clickhouse(&mut sa, &clickhouse_url(), &db);
+        let mut sb = server_settings(dir_b.path(), k.clone());
+        use_clickhouse(&mut sb, &clickhouse_url(), &db);
+        let a = start(sa).await;
+        let b = start(sb).await;
+        let all = events(300, 9);
+        let (first, second) = all.split_at(all.len() / 2);
+        produce(&k, &topic, first, None);
+        let first_ids = distinct_ids(first).len() as u64;
+        eventually(
+            &format!("{name}: first half"),
+            Duration::from_secs(90),
+            || async {
+                let (_, u) = raw_counts(&db).await;
+                (u >= first_ids).then_some(())
+            },
+        )
+        .await;
+        a.stop().await; // leaves the group: b gets every partition
+        produce(&k, &topic, second, None);
+        let expected = distinct_ids(&all).len() as u64;
+        eventually(
+            &format!("{name}: second half via the survivor"),
+            Duration::from_secs(120),
+            || async {
+                let (_, u) = raw_counts(&db).await;
+                (u >= expected).then_some(())
+            },
+        )
+        .await;
+        let (rows, unique_ids) = raw_counts(&db).await;
+        assert_eq!(unique_ids, expected, "{name}: no loss across the rebalance");
+        assert_eq!(rows, expected, "{name}: no duplicates across the rebalance");
+        let (_, metrics) = b.get("/metrics").await;
+        assert!(
+            metrics.contains("churn_kafka_rebalances_total"),
+            "{metrics}"
+        );
+        b.stop().await;
+        clickhouse_query(&format!("DROP DATABASE IF EXISTS {db}")).await;
+    }
+}
