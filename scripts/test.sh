@@ -20,12 +20,20 @@ export CHURN_TEST_S3_ENDPOINT="${CHURN_TEST_S3_ENDPOINT:-http://127.0.0.1:19100}
 scripts/mlflow.sh
 export CHURN_TEST_MLFLOW_URI="${CHURN_TEST_MLFLOW_URI:-http://127.0.0.1:15000}"
 scripts/airflow.sh
+# The compose client validates docker-compose.yml without an engine.
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+  echo "installing Debian's docker-compose (to validate docker-compose.yml)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --release --all-targets --locked -- -D warnings
+
+echo "== cargo build (the same command the Dockerfile builds with)"
+cargo build --release --locked --bin churn
 
 echo "== cargo test"
 # Release mode: training-heavy tests are 10x faster and the build is shared

@@ -2,6 +2,9 @@
 //! on 127.0.0.1:15000; `CHURN_TEST_MLFLOW_URI` overrides). A missing server
 //! fails loudly. Everything is read back through MLflow's own REST API.
 
+#[path = "common/fixtures.rs"]
+mod fixtures;
+
 use std::time::Duration;
 
 use churn::config::Settings;
@@ -12,13 +15,7 @@ fn tracking_uri() -> String {
     std::env::var("CHURN_TEST_MLFLOW_URI").unwrap_or_else(|_| "http://127.0.0.1:15000".into())
 }
 
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{tag}_{}_{}", std::process::id(), nanos % 1_000_000_000_000)
-}
+use fixtures::unique;
 
 async fn get(path: &str) -> (u16, Value) {
     let r = reqwest::get(format!("{}/{path}", tracking_uri()))
@@ -43,19 +40,7 @@ fn settings(dir: &std::path::Path, uri: &str, experiment: &str, model: &str) -> 
 
 async fn seeded(s: Settings) -> Services {
     let services = Services::build_with(s, true).await.unwrap();
-    let mut events = Vec::new();
-    churn::application::generate::generate(
-        churn::application::generate::GeneratorOptions {
-            users: 1_000,
-            days: 120,
-            end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
-            seed: 2,
-            churn_share: 0.35,
-        },
-        |e| events.push(e),
-    );
-    services.ingest.store(events).await.unwrap();
-    services.build_features.run(None).await.unwrap();
+    fixtures::seed_store(&services, 1_000, 2).await;
     services
 }
 

@@ -10,6 +10,8 @@
 //! - a server whose S3 registry goes away keeps serving its loaded model
 //!   while `/readyz` says why, and starts (not ready) when S3 is down.
 
+#[path = "common/fixtures.rs"]
+mod fixtures;
 #[path = "common/proxy.rs"]
 mod proxy;
 
@@ -29,12 +31,9 @@ fn endpoint() -> String {
     std::env::var("CHURN_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:19100".into())
 }
 
+/// S3 prefixes read better with dashes.
 fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{tag}-{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+    fixtures::unique(tag).replace('_', "-")
 }
 
 fn s3_options(endpoint: &str, prefix: &str) -> S3Options {
@@ -375,27 +374,8 @@ async fn serving_survives_an_s3_outage_and_starts_without_s3() {
     let services = Services::build_with(s3_settings(dir.path(), &proxy.url, &prefix), true)
         .await
         .unwrap();
-    let mut events = Vec::new();
-    churn::application::generate::generate(
-        churn::application::generate::GeneratorOptions {
-            users: 1_000,
-            days: 120,
-            end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
-            seed: 4,
-            churn_share: 0.35,
-        },
-        |e| events.push(e),
-    );
-    services.ingest.store(events).await.unwrap();
-    services.build_features.run(None).await.unwrap();
-    let report = services.train.run().await.unwrap();
-    if !report.promoted {
-        services
-            .models
-            .promote(report.version, "test")
-            .await
-            .unwrap();
-    }
+    fixtures::seed_store(&services, 1_000, 4).await;
+    let version = fixtures::train_and_promote(&services).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = Application::build_with_listener(services, listener)
         .await
@@ -417,7 +397,7 @@ async fn serving_survives_an_s3_outage_and_starts_without_s3() {
     let r = predict().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["model_version"], report.version.to_string());
+    assert_eq!(body["model_version"], version.to_string());
     proxy.set_up(true);
     assert_eq!(ready(&base).await["ready"], true);
     stop.cancel();

@@ -379,15 +379,8 @@ async fn store_outage_pauses_consumption_and_resumes_without_loss() {
             services.ingest.store(chunk.to_vec()).await.unwrap();
         }
         services.build_features.run(None).await.unwrap();
-        let report = services.train.run().await.unwrap();
-        if !report.promoted {
-            // This test is about serving during an outage, not the gate.
-            services
-                .models
-                .promote(report.version, "test")
-                .await
-                .unwrap();
-        }
+        // A served model (the gate is not under test here).
+        train_and_promote(&services).await;
         let app = start_with(services).await;
         let expected = distinct_ids(&all).len() as u64;
 

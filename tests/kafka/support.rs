@@ -1,14 +1,16 @@
 //! Shared pieces of the Kafka suite: the brokers under test, topic
 //! creation, a plain consumer to read topics back, event fixtures.
 
+#[path = "../common/fixtures.rs"]
+mod fixtures;
 #[path = "../common/proxy.rs"]
 mod proxy;
+pub use fixtures::{events, train_and_promote, unique};
 pub use proxy::CuttableProxy;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use churn::application::generate::{GeneratorOptions, generate};
 use churn::config::{KafkaSettings, Settings, StoreKind};
 use churn::domain::event::Event;
 use churn::infrastructure::kafka::producer::EventProducer;
@@ -38,19 +40,6 @@ pub fn brokers() -> Vec<(String, String)> {
 
 pub fn clickhouse_url() -> String {
     std::env::var("CHURN_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
-/// A name no other test run uses.
-pub fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "churn_{tag}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000
-    )
 }
 
 /// Kafka settings for a test: its own topic, dead-letter topic and group,
@@ -118,22 +107,6 @@ pub async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
             panic!("creating topic {name} on {brokers}: {code}");
         }
     }
-}
-
-/// Generated events (midnight-anchored, so the data is deterministic).
-pub fn events(users: u64, seed: u64) -> Vec<Event> {
-    let mut out = Vec::new();
-    generate(
-        GeneratorOptions {
-            users,
-            days: 120,
-            end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
-            seed,
-            churn_share: 0.35,
-        },
-        |e| out.push(e),
-    );
-    out
 }
 
 pub fn distinct_ids(events: &[Event]) -> HashSet<i64> {

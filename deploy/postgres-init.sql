@@ -1,0 +1,2 @@
+-- A second database for Airflow's metadata beside MLflow's.
+CREATE DATABASE airflow;
