@@ -9,7 +9,7 @@
 //!
 //! Each figure includes the consumer-group join (reported separately for
 //! the ceiling run). `cargo bench --bench kafka`; env `BENCH_EVENTS`
-//! (default 500000), `CHURN_TEST_KAFKA_BROKERS` (`name=host:port,...`, as
+//! (default 500000), `BENCH_BATCH_EVENTS`, `CHURN_TEST_KAFKA_BROKERS` (`name=host:port,...`, as
 //! the tests), `CHURN_TEST_CLICKHOUSE_URL`, `BENCH_SKIP_CLICKHOUSE=1`.
 //! Needs scripts/kafka.sh (and scripts/clickhouse.sh). Prints figures only.
 
@@ -36,12 +36,18 @@ use tokio_util::sync::CancellationToken;
 const PARTITIONS: i32 = 3;
 
 fn settings(brokers: &str, topic: &str, group: &str) -> KafkaSettings {
+    let defaults = KafkaSettings::default();
     KafkaSettings {
         brokers: brokers.to_string(),
         group_id: group.to_string(),
         topics: vec![topic.to_string()],
         dlq_topic: format!("{topic}_dlq"),
-        ..KafkaSettings::default()
+        // BENCH_BATCH_EVENTS: compare batch sizes (default: the config default).
+        batch_max_events: std::env::var("BENCH_BATCH_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.batch_max_events),
+        ..defaults
     }
 }
 

@@ -301,6 +301,12 @@ impl Application {
         let s = &services.settings;
         validate_cron("schedule.features_cron", &s.schedule.features_cron)?;
         validate_cron("schedule.retrain_cron", &s.schedule.retrain_cron)?;
+        // A registry problem (missing bucket, wrong credentials, endpoint
+        // down) is reported now, by name; the server still starts, serves
+        // what it can, and /readyz says what is wrong until it recovers.
+        if let Err(e) = services.registry.ping().await {
+            tracing::error!(error = %e, "model registry unreachable: check registry.url and registry.s3_* / AWS_*");
+        }
         let state = ServingState::new(services.spec.clone());
         match state.reload_features(&*services.features).await {
             Ok(Some(_)) => {}
