@@ -1,8 +1,8 @@
 //! The Airflow DAG `churn_pipeline` (airflow/dags/) run by a real Airflow
-//! 3.3.2 (`airflow dags test`, venv and metadata DB from scripts/airflow.sh)
-//! against a running churn server: every task succeeds and the server ends
-//! with a new registered version serving predictions. A missing Airflow
-//! fails loudly.
+//! 3.3.2 (`airflow dags test`, venv and metadata DB from scripts/airflow.sh):
+//! in API mode against a running churn server (every task succeeds and the
+//! server ends with a new registered version serving predictions), and in
+//! CLI mode running the `churn` binary. A missing Airflow fails loudly.
 
 use std::time::Duration;
 
@@ -13,8 +13,7 @@ use serde_json::Value;
 
 const TOKEN: &str = "airflow-test-token";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn churn_pipeline_dag_generates_builds_and_trains_through_the_admin_api() {
+fn airflow() -> (String, String) {
     let airflow = std::env::var("CHURN_TEST_AIRFLOW_BIN")
         .unwrap_or_else(|_| "/var/tmp/churn-venv-airflow/bin/airflow".into());
     let home = std::env::var("CHURN_TEST_AIRFLOW_HOME")
@@ -23,7 +22,51 @@ async fn churn_pipeline_dag_generates_builds_and_trains_through_the_admin_api() 
         std::path::Path::new(&airflow).exists(),
         "{airflow} missing: run scripts/airflow.sh"
     );
+    (airflow, home)
+}
 
+/// DAG params: midnight-anchored data, so the same events (and model) on
+/// every run of a day.
+fn conf() -> String {
+    let end = churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60;
+    serde_json::json!({
+        "users": 1000,
+        "seed": 2,
+        "days": 120,
+        "end": churn::domain::time::format_rfc3339(end),
+        "poll_seconds": 0.5,
+        "timeout_seconds": 300,
+    })
+    .to_string()
+}
+
+/// Runs `airflow dags test churn_pipeline` with `envs`; (success, log).
+/// Every task must have run either way.
+fn dag_test(envs: &[(&str, String)]) -> (bool, String) {
+    let (airflow, home) = airflow();
+    let dags = concat!(env!("CARGO_MANIFEST_DIR"), "/airflow/dags");
+    let mut cmd = std::process::Command::new(airflow);
+    cmd.args(["dags", "test", "churn_pipeline", "--conf", &conf()])
+        .env("AIRFLOW_HOME", home)
+        .env("AIRFLOW__CORE__DAGS_FOLDER", dags)
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let run = cmd.output().unwrap();
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for task in ["generate_events", "build_user_features", "train_model"] {
+        assert!(log.contains(task), "{task} did not run:\n{log}");
+    }
+    (run.status.success(), log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_pipeline_dag_generates_builds_and_trains_through_the_admin_api() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Settings {
         data_dir: dir.path().to_path_buf(),
@@ -42,47 +85,17 @@ async fn churn_pipeline_dag_generates_builds_and_trains_through_the_admin_api() 
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
     assert!(services.registry.list().await.unwrap().is_empty());
 
-    // Midnight-anchored data: the same events (and model) on every run.
-    let end = churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60;
-    let conf = serde_json::json!({
-        "users": 1000,
-        "seed": 2,
-        "days": 120,
-        "end": churn::domain::time::format_rfc3339(end),
-        "poll_seconds": 0.5,
-        "timeout_seconds": 300,
-    });
-    let dags = concat!(env!("CARGO_MANIFEST_DIR"), "/airflow/dags");
     let conn = base.clone();
-    let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(airflow)
-            .args([
-                "dags",
-                "test",
-                "churn_pipeline",
-                "--conf",
-                &conf.to_string(),
-            ])
-            .env("AIRFLOW_HOME", home)
-            .env("AIRFLOW__CORE__DAGS_FOLDER", dags)
-            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-            .env("AIRFLOW_CONN_CHURN_API", conn)
-            .env("AIRFLOW_VAR_CHURN_ADMIN_TOKEN", TOKEN)
-            .env("CHURN_DAG_MODE", "api")
-            .output()
-            .unwrap()
+    let (ok, log) = tokio::task::spawn_blocking(move || {
+        dag_test(&[
+            ("AIRFLOW_CONN_CHURN_API", conn),
+            ("AIRFLOW_VAR_CHURN_ADMIN_TOKEN", TOKEN.into()),
+            ("CHURN_DAG_MODE", "api".into()),
+        ])
     })
     .await
     .unwrap();
-    let log = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(run.status.success(), "airflow dags test failed:\n{log}");
-    for task in ["generate_events", "build_user_features", "train_model"] {
-        assert!(log.contains(task), "{task} did not run:\n{log}");
-    }
+    assert!(ok, "airflow dags test failed:\n{log}");
 
     // The server did the work: events stored, a snapshot, a registered version.
     let stats = services.events.stats().await.unwrap();
@@ -108,4 +121,21 @@ async fn churn_pipeline_dag_generates_builds_and_trains_through_the_admin_api() 
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// CLI mode: the tasks run the `churn` binary on the worker with its own
+/// configuration (here a fresh data directory).
+#[test]
+fn churn_pipeline_dag_runs_the_cli_in_cli_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, log) = dag_test(&[
+        ("CHURN_DAG_MODE", "cli".into()),
+        ("CHURN_BIN", env!("CARGO_BIN_EXE_churn").into()),
+        ("CHURN_DATA_DIR", dir.path().display().to_string()),
+    ]);
+    assert!(ok, "airflow dags test (cli mode) failed:\n{log}");
+    let version = dir
+        .path()
+        .join("registry/churn_model/versions/00000001/metadata.json");
+    assert!(version.exists(), "no version registered by the CLI:\n{log}");
 }
