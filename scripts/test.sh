@@ -23,6 +23,7 @@ scripts/airflow.sh
 # The compose client validates docker-compose.yml without an engine.
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
   echo "installing Debian's docker-compose (to validate docker-compose.yml)"
+  apt-get update -qq >/dev/null 2>&1 || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 fi
 
