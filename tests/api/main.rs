@@ -494,3 +494,55 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         .unwrap();
     assert_eq!(app.services.events.stats().await.unwrap().events, 1);
 }
+
+#[tokio::test]
+async fn admin_generate_events_validates_and_stores_idempotently() {
+    let app = spawn_app(Seed::Nothing).await;
+    let post = |body: Value| {
+        app.client
+            .post(app.url("/admin/events/generate"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    // Bad input: a JSON error naming what is wrong, nothing stored.
+    let e = error_body(post(json!({"users": 0})).await.unwrap(), 400, "bad_request").await;
+    assert!(e.to_string().contains("users"), "{e}");
+    error_body(post(json!({"days": 3})).await.unwrap(), 400, "bad_request").await;
+    error_body(
+        post(json!({"end": "yesterday"})).await.unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    let r = post(json!({"users": 5, "colour": "red"})).await.unwrap();
+    assert!(
+        r.status().is_client_error(),
+        "unknown fields are refused: {}",
+        r.status()
+    );
+    assert_eq!(app.services.events.stats().await.unwrap().events, 0);
+    // Unauthenticated: refused.
+    let r = app
+        .client
+        .post(app.url("/admin/events/generate"))
+        .json(&json!({"users": 5}))
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 401, "unauthorized").await;
+
+    // Good input, twice with the same seed and end: the second run only
+    // finds duplicates (event identity), so nothing is counted twice.
+    let body = json!({"users": 30, "seed": 7, "end": "2026-06-01T00:00:00Z"});
+    let first: Value = post(body.clone()).await.unwrap().json().await.unwrap();
+    assert!(first["inserted"].as_u64().unwrap() > 100, "{first}");
+    let second: Value = post(body).await.unwrap().json().await.unwrap();
+    assert_eq!(second["inserted"], 0, "{second}");
+    assert_eq!(second["duplicates"], first["read"], "{second}");
+    assert_eq!(
+        app.services.events.stats().await.unwrap().events,
+        first["inserted"].as_u64().unwrap()
+    );
+    app.stop().await;
+}
