@@ -13,7 +13,9 @@ NOIDA_PORT="${NOIDA_PORT:-19092}"
 TANSU_PORT="${TANSU_PORT:-19093}"
 mkdir -p "$DIR"
 
-stop_pid() { [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null || true; rm -f "$1"; }
+# setsid made each broker a process-group leader: stop the whole group
+# (the noida-db launcher runs the broker as a child).
+stop_pid() { [ -f "$1" ] && kill -- "-$(cat "$1")" 2>/dev/null || true; rm -f "$1"; }
 if [ "${1:-start}" = stop ]; then
   stop_pid "$DIR/noida.pid"; stop_pid "$DIR/tansu.pid"; exit 0
 fi
