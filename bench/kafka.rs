@@ -121,8 +121,8 @@ async fn end_to_end(
         retry_initial: Duration::from_millis(k.retry_initial_ms),
         retry_max: Duration::from_millis(k.retry_max_ms),
     };
-    let stream = Box::new(KafkaStream::subscribe(k)?);
-    let mut dlq: Box<dyn DeadLetterSink> = Box::new(KafkaDeadLetters::new(k)?);
+    let stream = Box::new(KafkaStream::subscribe(&churn::startup::kafka_options(k))?);
+    let mut dlq: Box<dyn DeadLetterSink> = Box::new(KafkaDeadLetters::new(&churn::startup::kafka_options(k))?);
     let stop = CancellationToken::new();
     let t = Instant::now();
     let task = {
@@ -211,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
 
         let k = settings(addr, &topic, "unused");
         let t = Instant::now();
-        let mut producer = EventProducer::new(&k, &topic, None)?;
+        let mut producer = EventProducer::new(&churn::startup::kafka_options(&k), &topic, None)?;
         for (key, payload) in &payloads {
             producer.send(key.as_bytes(), payload.as_bytes())?;
         }

@@ -8,12 +8,12 @@
 # Usage: bench/serve.sh   (env: DURATION=10s CONNECTIONS=64 USERS=5000 RSS_USERS=1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/churn-target}"
+. scripts/lib.sh
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 USERS="${USERS:-5000}"
 RSS_USERS="${RSS_USERS:-1000000}"
-OHA="${OHA:-/var/tmp/churn-tools/bin/oha}"
+OHA="${OHA:-$CHURN_TOOLS/bin/oha}"
 
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --locked --bin churn --example hello_server 2>&1 | tail -1
@@ -75,7 +75,7 @@ PY
   done
   done
 else
-  echo "== oha not found at $OHA: skipped the fixed-rate run (cargo install oha --root /var/tmp/churn-tools)"
+  echo "== oha not found at $OHA: skipped the fixed-rate run (cargo install oha --root $CHURN_TOOLS)"
 fi
 
 for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done

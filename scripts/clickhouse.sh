@@ -1,23 +1,17 @@
 #!/usr/bin/env bash
 # Installs (apt, idempotent) and starts a ClickHouse server on 127.0.0.1:8123
-# with its own data directory, unless one already answers /ping there.
+# with its own data directory under $CHURN_CACHE_DIR/clickhouse.
 # Debian ships clickhouse-server 18.16, the only server installable here.
-# Usage: scripts/clickhouse.sh [start|stop]    env: CLICKHOUSE_DIR, CLICKHOUSE_HTTP_PORT
+# Usage: scripts/clickhouse.sh [start|stop]    env: CLICKHOUSE_HTTP_PORT, CLICKHOUSE_TCP_PORT
 set -euo pipefail
-DIR="${CLICKHOUSE_DIR:-/var/tmp/churn-clickhouse}"
+. "$(dirname "$0")/lib.sh"
+DIR="$CHURN_CACHE_DIR/clickhouse"
 HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
 TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
 URL="http://127.0.0.1:$HTTP_PORT"
 
-if [ "${1:-start}" = stop ]; then
-  [ -f "$DIR/server.pid" ] && kill "$(cat "$DIR/server.pid")" 2>/dev/null || true
-  exit 0
-fi
-
-if curl -sf "$URL/ping" >/dev/null 2>&1; then
-  echo "clickhouse: already running at $URL"
-  exit 0
-fi
+if [ "${1:-start}" = stop ]; then stop_group "$DIR/server.pid"; exit 0; fi
+need_start "$HTTP_PORT" "$DIR/server.pid" clickhouse || exit 0
 
 if [ ! -x /usr/sbin/clickhouse-server ]; then
   echo "clickhouse: installing clickhouse-server from Debian"
@@ -60,9 +54,9 @@ cat > "$DIR/config.xml" <<XML
 </yandex>
 XML
 echo "clickhouse: starting on $URL (data in $DIR)"
-nohup /usr/sbin/clickhouse-server --config-file="$DIR/config.xml" > "$DIR/log/stdout.log" 2>&1 &
+setsid nohup /usr/sbin/clickhouse-server --config-file="$DIR/config.xml" > "$DIR/log/stdout.log" 2>&1 < /dev/null &
 echo $! > "$DIR/server.pid"
-for _ in $(seq 1 100); do
+for _ in $(seq 1 150); do
   if curl -sf "$URL/ping" >/dev/null 2>&1; then echo "clickhouse: ready"; exit 0; fi
   sleep 0.2
 done

@@ -4,25 +4,18 @@
 # and a local artifact root behind its artifact proxy. Job execution is off
 # (0.5 GB RSS instead of 2.3 GB). 3.18.0's pinned skinny package is missing
 # from the index, hence the pin. Ready after 30-50 s on this machine.
-# Usage: scripts/mlflow.sh [start|stop]    env: MLFLOW_DIR, MLFLOW_VENV, MLFLOW_PORT
+# Usage: scripts/mlflow.sh [start|stop|install]    env: MLFLOW_PORT
 set -euo pipefail
-DIR="${MLFLOW_DIR:-/var/tmp/churn-mlflow}"
-VENV="${MLFLOW_VENV:-/var/tmp/churn-venv-mlflow}"
+. "$(dirname "$0")/lib.sh"
+DIR="$CHURN_CACHE_DIR/mlflow"
+VENV="$CHURN_CACHE_DIR/venv-mlflow"
 PORT="${MLFLOW_PORT:-15000}"
 URL="http://127.0.0.1:$PORT"
 
-if [ "${1:-start}" = stop ]; then
-  [ -f "$DIR/mlflow.pid" ] && kill -- "-$(cat "$DIR/mlflow.pid")" 2>/dev/null || true
-  rm -f "$DIR/mlflow.pid"; exit 0
-fi
-if curl -sf "$URL/health" >/dev/null 2>&1; then
-  echo "mlflow: already running at $URL"; exit 0
-fi
-if [ ! -x "$VENV/bin/mlflow" ]; then
-  echo "mlflow: installing mlflow==3.17.2 into $VENV (several minutes, once)"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check mlflow==3.17.2
-fi
+if [ "${1:-start}" = stop ]; then stop_group "$DIR/mlflow.pid"; exit 0; fi
+venv "$VENV" mlflow==3.17.2
+if [ "${1:-start}" = install ]; then exit 0; fi
+need_start "$PORT" "$DIR/mlflow.pid" mlflow || exit 0
 mkdir -p "$DIR/artifacts"
 # setsid: the server forks workers; the pid file holds the group leader.
 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid nohup "$VENV/bin/mlflow" server \

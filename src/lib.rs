@@ -10,17 +10,26 @@
 //! `domain`; only [`startup`] names concrete adapters.
 //!
 //! - [`domain`]: pure types and rules — events, the feature spec and its
-//!   evaluator, the churn label, models, metrics. No I/O.
-//! - [`application`]: use cases (`IngestEvents`, `BuildFeatures`,
-//!   `TrainModel`, `ManageModels`) and the ports (traits) they need.
-//! - [`infrastructure`]: adapters — embedded SQLite store, object-store
-//!   registry, forust/smartcore trainers, NDJSON files.
-//! - [`config`]: settings from `config.toml` + `CHURN_*` env, validated.
+//!   evaluator, the churn label, snapshots, models, metrics, the training
+//!   and promotion policy. No I/O.
+//! - [`application`]: use cases (`IngestEvents`, `StreamIngest`,
+//!   `BuildFeatures`, `TrainModel`, `ManageModels`, `PredictChurn`, jobs,
+//!   the registry poll, task supervision) and the ports (traits) they need.
+//! - [`infrastructure`]: adapters — the embedded SQLite store and the
+//!   ClickHouse store, the object-store registry (local or S3/MinIO), Kafka
+//!   consumer and producers, the MLflow exporter, forust/smartcore trainers,
+//!   NDJSON files, the cron scheduler.
+//! - [`testing`]: in-memory fakes of every port, for unit tests of use
+//!   cases and the contract suites (never wired by [`startup`]).
+//! - [`config`]: settings from `config.toml` + `CHURN_*` env, validated;
+//!   it maps into domain types and nothing else.
 //! - [`http`]: the axum API (predict, events, health, metrics, admin, OpenAPI).
-//! - [`startup`]: builds the services and the server from settings.
+//! - [`startup`]: builds the services and the server from settings; the
+//!   only place that names adapters.
 //! - [`shutdown`]: SIGTERM/Ctrl-C → cancellation token.
-//! - [`cli`]: the `churn` command line.
-//! - [`telemetry`]: logging and metric names.
+//! - [`cli`]: the `churn` command line, one file per command.
+//! - [`demo`]: the main job (`churn demo`).
+//! - [`telemetry`]: logging, the metrics recorder and metric names.
 
 pub mod application;
 pub mod cli;
@@ -32,3 +41,4 @@ pub mod infrastructure;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod testing;

@@ -11,26 +11,30 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use crate::application::build_features::BuildFeatures;
-use crate::application::ingest::{IngestEvents, IngestReport};
+use crate::application::ingest::IngestEvents;
 use crate::application::jobs::Jobs;
 use crate::application::models::ManageModels;
-use crate::application::ports::{
-    DeadLetterSink, EventStore, EventStream, FeatureStore, ModelRegistry, ModelTrainer,
-};
+use crate::application::ports::{EventStore, FeatureStore, ModelRegistry, ModelTrainer};
 use crate::application::predict::PredictChurn;
+use crate::application::registry_poll::follow_production;
 use crate::application::serving_state::{ReloadOutcome, ServingState};
 use crate::application::stream_ingest::{IngestHealth, StreamIngest, StreamOptions};
+use crate::application::supervisor::{RestartPolicy, TaskFailed, TaskHealth, supervise};
 use crate::application::train::{TrainModel, TrainingOptions};
-use crate::config::{Settings, StoreKind};
+use crate::config::{KafkaSettings, Settings, StoreKind};
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
+use crate::domain::training::PromotionPolicy;
 use crate::http::{AppContext, Limits};
+use crate::infrastructure::file_source::{NdjsonSource, RejectsFile};
+use crate::infrastructure::kafka::KafkaOptions;
+use crate::infrastructure::kafka::producer::EventProducer;
 use crate::infrastructure::kafka::consumer::KafkaStream;
 use crate::infrastructure::kafka::dead_letters::KafkaDeadLetters;
 use crate::infrastructure::mlflow::{MlflowExporter, MlflowOptions};
 use crate::infrastructure::models::CrateTrainer;
 use crate::infrastructure::registry::{ObjectStoreRegistry, S3Options};
-use crate::infrastructure::scheduler::{poll_registry, start_schedule, validate_cron};
+use crate::infrastructure::scheduler::{run_schedule, validate_cron};
 use crate::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use crate::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
 
@@ -67,7 +71,7 @@ impl Services {
         settings.validate()?;
         // Metrics are process-wide: install the recorder before any use case
         // records, so nothing recorded before the server starts is lost.
-        crate::http::metrics::prometheus();
+        crate::telemetry::recorder::install();
         let spec = Arc::new(FeatureSpec::standard());
         let (events, features): (Arc<dyn EventStore>, Arc<dyn FeatureStore>) =
             match settings.store.kind {
@@ -102,15 +106,14 @@ impl Services {
         let build_features = BuildFeatures::new(features.clone(), spec.clone());
         let options = TrainingOptions {
             model_name: settings.registry.model_name.clone(),
-            policy: LabelPolicy {
-                horizon_days: settings.training.horizon_days,
-                lookback_days: settings.training.lookback_days,
-            },
+            policy: label_policy(&settings),
             validation_cutoff: settings.validation_cutoff(),
             train_snapshots: settings.training.train_snapshots,
             snapshot_step_days: settings.training.snapshot_step_days,
-            promotion_tolerance: settings.training.promotion_tolerance,
-            force_promote,
+            promotion: PromotionPolicy {
+                tolerance: settings.training.promotion_tolerance,
+                force: force_promote,
+            },
             selection: settings.training.model_selection,
         };
         let mut models = ManageModels::new(registry.clone(), trainer.clone());
@@ -130,12 +133,11 @@ impl Services {
         let train = TrainModel::new(
             events.clone(),
             features.clone(),
-            registry.clone(),
+            models.clone(),
             trainer.clone(),
             spec.clone(),
             options,
-        )
-        .with_models(models.clone());
+        );
         Ok(Self {
             settings: Arc::new(settings),
             spec,
@@ -194,6 +196,78 @@ pub fn open_registry(settings: &Settings) -> anyhow::Result<ObjectStoreRegistry>
         .with_context(|| format!("opening the model registry (registry.url = {})", r.url))
 }
 
+/// The NDJSON file (or stdin for `-`) of `churn ingest`.
+///
+/// # Errors
+/// The file cannot be opened.
+pub async fn ndjson_source(path: &std::path::Path) -> anyhow::Result<NdjsonSource> {
+    Ok(NdjsonSource::open(path).await?)
+}
+
+/// The rejects file of `churn ingest` (dead letters of a file source).
+pub fn rejects_file(path: std::path::PathBuf) -> RejectsFile {
+    RejectsFile::new(path)
+}
+
+/// The Kafka producer of `churn generate-events --to kafka`.
+///
+/// # Errors
+/// Kafka not configured, or an invalid producer configuration.
+pub fn event_producer(
+    settings: &Settings,
+    topic: &str,
+    rate: Option<f64>,
+) -> anyhow::Result<EventProducer> {
+    if !settings.kafka.enabled() {
+        anyhow::bail!("--to kafka needs kafka.brokers (CHURN_KAFKA__BROKERS=host:9092)");
+    }
+    Ok(EventProducer::new(
+        &kafka_options(&settings.kafka),
+        topic,
+        rate,
+    )?)
+}
+
+/// What `churn render-sql` prints: the migrations, snapshot build and
+/// training-set SQL the ClickHouse adapter would run for database `db`.
+///
+/// # Errors
+/// Unsafe identifiers.
+pub fn render_clickhouse_sql(
+    settings: &Settings,
+    db: &str,
+    as_of: i64,
+    cutoff: i64,
+) -> anyhow::Result<serde_json::Value> {
+    use crate::infrastructure::store::{clickhouse, clickhouse_sql};
+    let spec = FeatureSpec::standard();
+    let migrations: Vec<_> = clickhouse::MIGRATIONS
+        .iter()
+        .map(|(v, name, sql)| {
+            serde_json::json!({
+                "version": v,
+                "name": name,
+                "sql": clickhouse::migration_ddl(sql, db),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "database": db,
+        "feature_names": spec.names(),
+        "migrations": migrations,
+        "build_snapshot": clickhouse_sql::build_snapshot(&spec, db, as_of)?,
+        "training_set": clickhouse_sql::training_set(&spec, db, label_policy(settings), cutoff)?,
+    }))
+}
+
+/// The label rule of `[training]`.
+pub fn label_policy(settings: &Settings) -> LabelPolicy {
+    LabelPolicy {
+        horizon_days: settings.training.horizon_days,
+        lookback_days: settings.training.lookback_days,
+    }
+}
+
 /// The ClickHouse store of the settings, migrated if configured to be.
 ///
 /// # Errors
@@ -228,14 +302,49 @@ pub struct Application {
     jobs: Jobs,
     app: axum::Router,
     consumer: Option<KafkaConsumer>,
+    tasks: TaskHealth,
+    restart: RestartPolicy,
 }
 
-/// The Kafka ingestion task of `churn serve`, built before the server
-/// starts so a bad Kafka configuration fails start-up.
+/// The adapters' view of `[kafka]`.
+pub fn kafka_options(k: &KafkaSettings) -> KafkaOptions {
+    KafkaOptions {
+        brokers: k.brokers.clone(),
+        client_id: k.client_id.clone(),
+        security_protocol: k.security_protocol.clone(),
+        sasl_mechanism: k.sasl_mechanism.clone(),
+        sasl_username: k.sasl_username.clone(),
+        sasl_password: k.sasl_password.clone(),
+        group_id: k.group_id.clone(),
+        topics: k.topics.clone(),
+        dlq_topic: k.dlq_topic.clone(),
+        auto_offset_reset: k.auto_offset_reset.clone(),
+        commit_interval_ms: k.commit_interval_ms,
+        session_timeout_ms: k.session_timeout_ms,
+        max_poll_interval_ms: k.max_poll_interval_ms,
+        queued_max_kbytes: k.queued_max_kbytes,
+        statistics_interval_ms: k.statistics_interval_ms,
+        group_instance_id: k.group_instance_id.clone(),
+        compression: k.compression.clone(),
+    }
+}
+
+type KafkaClients = (KafkaStream, KafkaDeadLetters);
+
+/// The Kafka ingestion task of `churn serve`. Its clients are created when
+/// the server is built, so a bad Kafka configuration fails start-up; a
+/// restart after an unexpected end creates new ones.
+#[derive(Clone)]
 pub struct KafkaConsumer {
     ingest: StreamIngest,
-    stream: Box<dyn EventStream>,
-    dead_letters: Box<dyn DeadLetterSink>,
+    options: Arc<KafkaOptions>,
+    first: Arc<std::sync::Mutex<Option<KafkaClients>>>,
+}
+
+fn kafka_clients(options: &KafkaOptions) -> anyhow::Result<KafkaClients> {
+    let stream = KafkaStream::subscribe(options).context("kafka consumer (kafka.*)")?;
+    let dead_letters = KafkaDeadLetters::new(options).context("kafka dead-letter producer")?;
+    Ok((stream, dead_letters))
 }
 
 impl KafkaConsumer {
@@ -243,26 +352,37 @@ impl KafkaConsumer {
     /// Invalid Kafka client configuration.
     pub fn new(services: &Services, health: IngestHealth) -> anyhow::Result<Self> {
         let k = &services.settings.kafka;
-        let stream = KafkaStream::subscribe(k).context("kafka consumer (kafka.*)")?;
-        let dead_letters = KafkaDeadLetters::new(k).context("kafka dead-letter producer")?;
-        let options = StreamOptions {
+        let options = kafka_options(k);
+        let first = kafka_clients(&options)?;
+        let stream_options = StreamOptions {
             batch_max_events: k.batch_max_events,
             batch_max_wait: Duration::from_millis(k.batch_max_wait_ms),
             retry_initial: Duration::from_millis(k.retry_initial_ms),
             retry_max: Duration::from_millis(k.retry_max_ms),
         };
         Ok(Self {
-            ingest: StreamIngest::new(services.ingest.clone(), options, health),
-            stream: Box::new(stream),
-            dead_letters: Box::new(dead_letters),
+            ingest: StreamIngest::new(services.ingest.clone(), stream_options, health),
+            options: Arc::new(options),
+            first: Arc::new(std::sync::Mutex::new(Some(first))),
         })
     }
 
-    /// Consumes until `shutdown`; returns the run's totals.
-    pub async fn run(mut self, shutdown: CancellationToken) -> IngestReport {
-        self.ingest
-            .run(self.stream, &mut *self.dead_letters, shutdown)
-            .await
+    /// Consumes until `shutdown` (one supervised run).
+    ///
+    /// # Errors
+    /// The Kafka clients cannot be created again after a restart.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (stream, mut dead_letters) = match first {
+            Some(c) => c,
+            None => kafka_clients(&self.options).map_err(|e| format!("{e:#}"))?,
+        };
+        let report = self
+            .ingest
+            .run(Box::new(stream), &mut dead_letters, shutdown)
+            .await;
+        tracing::info!(?report, "kafka consumer closed");
+        Ok(())
     }
 }
 
@@ -296,8 +416,8 @@ impl Application {
         services: Services,
         listener: tokio::net::TcpListener,
     ) -> anyhow::Result<Self> {
-        // Install the recorder before anything records (the first swap does).
-        let prometheus = crate::http::metrics::prometheus();
+        // Installed by Services::build already; this returns the handle.
+        let prometheus = crate::telemetry::recorder::install();
         let s = &services.settings;
         validate_cron("schedule.features_cron", &s.schedule.features_cron)?;
         validate_cron("schedule.retrain_cron", &s.schedule.retrain_cron)?;
@@ -330,6 +450,7 @@ impl Application {
             state.clone(),
         );
         let stream_health = IngestHealth::default();
+        let tasks = TaskHealth::default();
         let consumer = if s.kafka.enabled() {
             Some(KafkaConsumer::new(&services, stream_health.clone())?)
         } else {
@@ -357,6 +478,7 @@ impl Application {
                 s.server.max_concurrent_requests,
             )),
             stream_health: stream_health.clone(),
+            tasks: tasks.clone(),
         });
         let app = crate::http::router(app_state);
         Ok(Self {
@@ -366,7 +488,15 @@ impl Application {
             jobs,
             app,
             consumer,
+            tasks,
+            restart: RestartPolicy::default(),
         })
+    }
+
+    /// How supervised tasks are restarted (tests shorten the backoff).
+    pub fn with_restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
     }
 
     /// The bound port (useful with port 0).
@@ -383,38 +513,89 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets
-    /// in-flight requests finish (up to `server.shutdown_grace_secs`) and
-    /// returns.
+    /// in-flight requests and the supervised tasks finish (each wait bounded
+    /// by `server.shutdown_grace_secs`) and returns.
     ///
     /// # Errors
-    /// The scheduler cannot start or the server fails.
+    /// The server fails, or a supervised task (consumer, registry poll,
+    /// scheduler) kept ending unexpectedly: the caller exits non-zero.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let s = self.services.settings.clone();
+        // A failed task stops everything; the caller's token stays untouched.
+        let stop = shutdown.child_token();
+        let mut supervisors = tokio::task::JoinSet::new();
         if s.schedule.enabled {
-            start_schedule(
+            let (jobs, features, retrain) = (
                 self.jobs.clone(),
-                &s.schedule.features_cron,
-                &s.schedule.retrain_cron,
-                shutdown.clone(),
-            )
-            .await?;
-        }
-        if s.server.registry_poll_secs > 0 {
-            tokio::spawn(poll_registry(
-                self.state.clone(),
-                self.services.models.clone(),
-                Duration::from_secs(s.server.registry_poll_secs),
-                shutdown.clone(),
+                s.schedule.features_cron.clone(),
+                s.schedule.retrain_cron.clone(),
+            );
+            let token = stop.clone();
+            supervisors.spawn(supervise(
+                "scheduler",
+                self.tasks.clone(),
+                self.restart,
+                stop.clone(),
+                move || {
+                    let (jobs, f, r, token) =
+                        (jobs.clone(), features.clone(), retrain.clone(), token.clone());
+                    async move {
+                        run_schedule(jobs, &f, &r, token)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                },
             ));
         }
-        let consumer = self.consumer.map(|c| tokio::spawn(c.run(shutdown.clone())));
+        if s.server.registry_poll_secs > 0 {
+            let (state, models) = (self.state.clone(), self.services.models.clone());
+            let interval = Duration::from_secs(s.server.registry_poll_secs);
+            let token = stop.clone();
+            supervisors.spawn(supervise(
+                "registry_poll",
+                self.tasks.clone(),
+                self.restart,
+                stop.clone(),
+                move || {
+                    let poll = follow_production(state.clone(), models.clone(), interval, token.clone());
+                    async move {
+                        poll.await;
+                        Ok(())
+                    }
+                },
+            ));
+        }
+        if let Some(consumer) = self.consumer {
+            let token = stop.clone();
+            supervisors.spawn(supervise(
+                "kafka_consumer",
+                self.tasks.clone(),
+                self.restart,
+                stop.clone(),
+                move || consumer.clone().run(token.clone()),
+            ));
+        }
         let grace = Duration::from_secs(s.server.shutdown_grace_secs);
-        let stop = shutdown.clone();
+        let server_stop = stop.clone();
         let server = axum::serve(self.listener, self.app).with_graceful_shutdown(async move {
-            stop.cancelled().await;
+            server_stop.cancelled().await;
         });
         let server = tokio::spawn(async move { server.await });
-        shutdown.cancelled().await;
+
+        let mut failure: Option<TaskFailed> = None;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                Some(ended) = supervisors.join_next() => {
+                    if let Ok(Err(failed)) = ended {
+                        tracing::error!(error = %failed, "stopping the server");
+                        failure = Some(failed);
+                        stop.cancel();
+                        break;
+                    }
+                }
+            }
+        }
         match tokio::time::timeout(grace, server).await {
             Ok(joined) => joined
                 .context("server task failed")?
@@ -424,16 +605,20 @@ impl Application {
                 "in-flight requests did not finish within the grace period"
             ),
         }
-        if let Some(consumer) = consumer {
-            // The consumer stops at its next await point; closing commits
-            // the offsets of stored batches and leaves the group.
-            match tokio::time::timeout(grace, consumer).await {
-                Ok(Ok(report)) => tracing::info!(?report, "kafka consumer closed"),
-                Ok(Err(e)) => tracing::error!(error = %e, "kafka consumer task failed"),
-                Err(_) => tracing::warn!("kafka consumer did not close within the grace period"),
-            }
+        // The consumer stops at its next await point; closing commits the
+        // offsets of stored batches and leaves the group.
+        let drained = tokio::time::timeout(grace, async {
+            while supervisors.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(?grace, "background tasks did not stop within the grace period");
+            supervisors.abort_all();
         }
         tracing::info!("server stopped");
-        Ok(())
+        match failure {
+            Some(f) => Err(f.into()),
+            None => Ok(()),
+        }
     }
 }

@@ -13,15 +13,29 @@ use serde_json::Value;
 
 const TOKEN: &str = "airflow-test-token";
 
-fn airflow() -> (String, String) {
-    let airflow = std::env::var("CHURN_TEST_AIRFLOW_BIN")
-        .unwrap_or_else(|_| "/var/tmp/churn-venv-airflow/bin/airflow".into());
-    let home = std::env::var("CHURN_TEST_AIRFLOW_HOME")
-        .unwrap_or_else(|_| "/var/tmp/churn-airflow/home".into());
+/// The Airflow binary, and a private copy of the prepared AIRFLOW_HOME
+/// (migrated, DAG bundles synced by scripts/airflow.sh): two `dags test`
+/// runs never share one SQLite metadata DB, so they cannot race on it.
+fn airflow() -> (String, tempfile::TempDir) {
+    let var = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} unset: run through scripts/test.sh"))
+    };
+    let airflow = var("CHURN_TEST_AIRFLOW_BIN");
+    let prepared = std::path::PathBuf::from(var("CHURN_TEST_AIRFLOW_HOME"));
     assert!(
         std::path::Path::new(&airflow).exists(),
         "{airflow} missing: run scripts/airflow.sh"
     );
+    let home = tempfile::tempdir().unwrap();
+    let db = prepared.join("airflow.db");
+    assert!(db.exists(), "{} missing: run scripts/airflow.sh", db.display());
+    std::fs::copy(&db, home.path().join("airflow.db")).unwrap();
+    // Airflow writes a default airflow.cfg on first use; copy it if there.
+    let cfg = prepared.join("airflow.cfg");
+    if cfg.exists() {
+        std::fs::copy(&cfg, home.path().join("airflow.cfg")).unwrap();
+    }
     (airflow, home)
 }
 
@@ -46,8 +60,11 @@ fn dag_test(envs: &[(&str, String)]) -> (bool, String) {
     let (airflow, home) = airflow();
     let dags = concat!(env!("CARGO_MANIFEST_DIR"), "/airflow/dags");
     let mut cmd = std::process::Command::new(airflow);
+    // The copied airflow.cfg still names the prepared DB: point at the copy.
+    let db = format!("sqlite:///{}/airflow.db", home.path().display());
     cmd.args(["dags", "test", "churn_pipeline", "--conf", &conf()])
-        .env("AIRFLOW_HOME", home)
+        .env("AIRFLOW_HOME", home.path())
+        .env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", db)
         .env("AIRFLOW__CORE__DAGS_FOLDER", dags)
         .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False");
     for (k, v) in envs {

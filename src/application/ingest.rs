@@ -1,9 +1,18 @@
-//! `IngestEvents`: validate raw records, append the valid ones to the event
-//! store in batches, and send each invalid one to a dead-letter sink with its
-//! reason. A bad record never stops the good ones around it.
+//! `IngestEvents`: the one ingestion pipeline every source goes through —
+//! NDJSON files (`churn ingest`), HTTP bodies (`POST /events`), the Kafka
+//! stream and generated demo events:
+//!
+//! validate → store (idempotent) → count → dead-letter → (caller) acknowledge
+//!
+//! A bad record never stops the good ones around it: it goes to the
+//! source's dead-letter sink with its reason. The stages are public so the
+//! stream loop can retry one stage without redoing the others; [`IngestEvents::process`]
+//! runs them all for sources that do not retry.
 
+use std::ops::AddAssign;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::application::ports::{
@@ -21,8 +30,8 @@ pub struct IngestReport {
     pub rejected: u64,
 }
 
-impl IngestReport {
-    fn add(&mut self, other: IngestReport) {
+impl AddAssign for IngestReport {
+    fn add_assign(&mut self, other: Self) {
         self.read += other.read;
         self.inserted += other.inserted;
         self.duplicates += other.duplicates;
@@ -39,10 +48,25 @@ pub enum IngestError {
     Source(#[from] SourceError),
 }
 
-/// Validation outcome of a batch of records, before storing.
-pub struct Validated {
+/// A batch after validation: the events to store and the records to
+/// dead-letter, with how many records came in.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub read: u64,
     pub events: Vec<Event>,
     pub rejects: Vec<(RawRecord, EventError)>,
+}
+
+impl Batch {
+    /// The batch's counts once its events were stored with `stored`.
+    pub fn report(&self, stored: IngestReport) -> IngestReport {
+        IngestReport {
+            read: self.read,
+            inserted: stored.inserted,
+            duplicates: stored.duplicates,
+            rejected: self.rejects.len() as u64,
+        }
+    }
 }
 
 /// The ingestion use case.
@@ -62,6 +86,11 @@ impl IngestEvents {
         }
     }
 
+    /// Events per store write (`ingest.batch_size`).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     fn policy(&self) -> TimePolicy {
         TimePolicy {
             now: chrono::Utc::now().timestamp(),
@@ -69,21 +98,29 @@ impl IngestEvents {
         }
     }
 
-    /// Parses and validates records; pure apart from reading the clock.
-    pub fn validate(&self, records: Vec<RawRecord>) -> Validated {
+    /// Stage 1: parses and validates records, counting rejects by the field
+    /// at fault. Pure apart from reading the clock and the counters.
+    pub fn validate(&self, records: Vec<RawRecord>) -> Batch {
         let policy = self.policy();
-        let mut events = Vec::with_capacity(records.len());
-        let mut rejects = Vec::new();
+        let mut batch = Batch {
+            read: records.len() as u64,
+            events: Vec::with_capacity(records.len()),
+            rejects: Vec::new(),
+        };
         for record in records {
             match parse_event_json(&record.payload, policy) {
-                Ok(e) => events.push(e),
-                Err(err) => rejects.push((record, err)),
+                Ok(e) => batch.events.push(e),
+                Err(err) => {
+                    metrics::counter!(names::EVENTS_REJECTED_TOTAL, "field" => err.field())
+                        .increment(1);
+                    batch.rejects.push((record, err));
+                }
             }
         }
-        Validated { events, rejects }
+        batch
     }
 
-    /// Stores already-validated events and records the metrics.
+    /// Stage 2: stores valid events (all or nothing) and counts them.
     ///
     /// # Errors
     /// [`StoreError`] when the batch could not be written (nothing was).
@@ -100,17 +137,70 @@ impl IngestEvents {
         })
     }
 
-    /// Counts rejected records in the metrics, by the field at fault.
-    pub fn count_rejects(rejects: &[(RawRecord, EventError)]) {
-        for (_, err) in rejects {
-            metrics::counter!(names::EVENTS_REJECTED_TOTAL, "field" => err.field()).increment(1);
+    /// Stores already-valid events (generated ones) in `ingest.batch_size`
+    /// writes.
+    ///
+    /// # Errors
+    /// [`StoreError`]; the writes before the failing one stay stored.
+    pub async fn store_all(&self, events: Vec<Event>) -> Result<IngestReport, StoreError> {
+        let mut total = IngestReport::default();
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<Event> = events.by_ref().take(self.batch_size).collect();
+            total += self.store(chunk).await?;
         }
+        Ok(total)
     }
 
-    /// Drains a source: validate, store each batch, dead-letter the rejects,
-    /// then commit the source (so a crash before the commit redelivers, and
-    /// the idempotent store absorbs the repeats). `progress` is called after
-    /// every batch with the running totals.
+    /// Stage 3: hands every reject to `sink` and flushes it.
+    ///
+    /// # Errors
+    /// [`SourceError`] when the sink fails; retrying resends every reject.
+    pub async fn dead_letter(
+        &self,
+        rejects: &[(RawRecord, EventError)],
+        sink: &mut dyn DeadLetterSink,
+    ) -> Result<(), SourceError> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        for (record, error) in rejects {
+            sink.reject(record, error).await?;
+        }
+        sink.flush().await?;
+        metrics::counter!(names::DEAD_LETTERS_TOTAL).increment(rejects.len() as u64);
+        Ok(())
+    }
+
+    /// Stages 1–3 for one batch of a source that does not retry (files,
+    /// HTTP). The caller acknowledges its source afterwards.
+    ///
+    /// # Errors
+    /// [`IngestError`] if the store or the sink fails.
+    pub async fn process(
+        &self,
+        records: Vec<RawRecord>,
+        dead_letters: &mut dyn DeadLetterSink,
+    ) -> Result<IngestReport, IngestError> {
+        let Batch {
+            read,
+            events,
+            rejects,
+        } = self.validate(records);
+        let stored = self.store(events).await?;
+        self.dead_letter(&rejects, dead_letters).await?;
+        Ok(IngestReport {
+            read,
+            inserted: stored.inserted,
+            duplicates: stored.duplicates,
+            rejected: rejects.len() as u64,
+        })
+    }
+
+    /// Drains a source batch by batch through [`IngestEvents::process`],
+    /// committing the source after each (so a crash before the commit
+    /// redelivers, and the idempotent store absorbs the repeats).
+    /// `progress` is called after every batch with the running totals.
     ///
     /// # Errors
     /// [`IngestError`] if the store or the source fails; batches stored
@@ -127,20 +217,58 @@ impl IngestEvents {
             if records.is_empty() {
                 break;
             }
-            let n = records.len() as u64;
-            let Validated { events, rejects } = self.validate(records);
-            let mut batch = self.store(events).await?;
-            Self::count_rejects(&rejects);
-            for (record, err) in &rejects {
-                dead_letters.reject(record, err).await?;
-            }
-            dead_letters.flush().await?;
+            total += self.process(records, dead_letters).await?;
             source.commit().await?;
-            batch.read = n;
-            batch.rejected = rejects.len() as u64;
-            total.add(batch);
             progress(&total);
         }
         Ok(total)
+    }
+}
+
+/// A rejected record as a client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RejectNote {
+    /// Where the record came from (array index, line number, offset).
+    pub origin: String,
+    pub field: &'static str,
+    pub error: String,
+}
+
+/// A dead-letter sink for sources that answer a client directly (HTTP):
+/// keeps the first `limit` reasons and counts all rejects, so a body of a
+/// million bad lines costs a bounded answer.
+#[derive(Debug)]
+pub struct CollectRejects {
+    limit: usize,
+    pub notes: Vec<RejectNote>,
+    pub total: u64,
+}
+
+impl CollectRejects {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            notes: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+#[async_trait]
+impl DeadLetterSink for CollectRejects {
+    async fn reject(&mut self, record: &RawRecord, error: &EventError) -> Result<(), SourceError> {
+        self.total += 1;
+        if self.notes.len() < self.limit {
+            self.notes.push(RejectNote {
+                origin: record.origin.clone(),
+                field: error.field(),
+                error: error.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SourceError> {
+        Ok(())
     }
 }

@@ -12,5 +12,7 @@ pub mod models;
 pub mod ports;
 pub mod predict;
 pub mod serving_state;
+pub mod registry_poll;
 pub mod stream_ingest;
+pub mod supervisor;
 pub mod train;

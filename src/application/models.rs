@@ -103,6 +103,25 @@ impl ManageModels {
             .increment(1);
     }
 
+    /// Registers a new version, mirrors it to the exporter (if any) and
+    /// moves `latest` to it. Returns the stored metadata (number and
+    /// checksum filled in) and the exporter's receipt.
+    ///
+    /// # Errors
+    /// [`ModelsError::Registry`] when the version cannot be stored or
+    /// `latest` cannot move; exporter failures are never returned.
+    pub async fn register(
+        &self,
+        metadata: ModelMetadata,
+        model: Vec<u8>,
+    ) -> Result<(ModelMetadata, Option<String>), ModelsError> {
+        let registered = self.registry.register(metadata, model.clone()).await?;
+        let export = self.export_version(&registered, &model).await;
+        self.move_alias(LATEST, registered.version, "newly registered")
+            .await?;
+        Ok((registered, export))
+    }
+
     pub fn registry(&self) -> &Arc<dyn ModelRegistry> {
         &self.registry
     }

@@ -29,6 +29,12 @@ pub enum StoreError {
     Insufficient(String),
 }
 
+impl From<crate::domain::snapshot::SnapshotError> for StoreError {
+    fn from(e: crate::domain::snapshot::SnapshotError) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
 /// What one append did: idempotent stores count redeliveries separately.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AppendOutcome {
@@ -65,12 +71,27 @@ pub struct SnapshotSummary {
     pub fingerprint: String,
 }
 
+impl From<crate::domain::snapshot::SnapshotHeader> for SnapshotSummary {
+    fn from(h: crate::domain::snapshot::SnapshotHeader) -> Self {
+        Self {
+            as_of: h.as_of,
+            users: h.users,
+            features: h.feature_names.len(),
+            fingerprint: h.fingerprint,
+        }
+    }
+}
+
 /// Computes features from stored events with the shared spec, persists dated
 /// snapshots and builds point-in-time training sets.
+///
+/// Every adapter keeps the newest `retention` snapshots (rows and headers,
+/// [`crate::domain::snapshot::retained`]); a snapshot becomes visible when
+/// its header is written, after its rows.
 #[async_trait]
 pub trait FeatureStore: Send + Sync {
     /// Computes every user's features as of `as_of` (events `<= as_of` only)
-    /// and stores them as a snapshot.
+    /// and stores them as a snapshot, replacing one with the same `as_of`.
     async fn build_snapshot(
         &self,
         spec: &FeatureSpec,
@@ -78,6 +99,8 @@ pub trait FeatureStore: Send + Sync {
     ) -> Result<SnapshotSummary, StoreError>;
     /// The newest stored snapshot, loaded for serving.
     async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError>;
+    /// The stored snapshots' summaries, newest first.
+    async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError>;
     /// Features as of `cutoff` and churn labels over `(cutoff, cutoff + H]`
     /// for users eligible at `cutoff`, ordered by user id.
     async fn training_set(

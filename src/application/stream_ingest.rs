@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::application::ingest::{IngestEvents, IngestReport, Validated};
+use crate::application::ingest::{IngestEvents, IngestReport};
 use crate::application::ports::{DeadLetterSink, EventStream};
 use crate::telemetry::names;
 
@@ -138,14 +138,8 @@ impl StreamIngest {
         self.health.set_running(true);
         let mut total = IngestReport::default();
         while !shutdown.is_cancelled() {
-            match self.one_batch(&mut *stream, dead_letters, &shutdown).await {
-                Some(report) => {
-                    total.read += report.read;
-                    total.inserted += report.inserted;
-                    total.duplicates += report.duplicates;
-                    total.rejected += report.rejected;
-                }
-                None => continue,
+            if let Some(report) = self.one_batch(&mut *stream, dead_letters, &shutdown).await {
+                total += report;
             }
         }
         stream.close().await;
@@ -179,16 +173,15 @@ impl StreamIngest {
                 return None;
             }
         };
-        let read = records.len() as u64;
-        metrics::counter!(names::STREAM_RECORDS_TOTAL).increment(read);
-        let Validated { events, rejects } = self.ingest.validate(records);
+        metrics::counter!(names::STREAM_RECORDS_TOTAL).increment(records.len() as u64);
+        let batch = self.ingest.validate(records);
 
         let mut backoff = Backoff::new(&self.options);
         let mut paused = false;
         let stored = loop {
             // A clone per attempt: the store takes ownership, and on failure
             // the same batch must be retried.
-            match self.ingest.store(events.clone()).await {
+            match self.ingest.store(batch.events.clone()).await {
                 Ok(report) => break report,
                 Err(e) => {
                     if !self
@@ -200,9 +193,8 @@ impl StreamIngest {
                 }
             }
         };
-        IngestEvents::count_rejects(&rejects);
         loop {
-            match self.dead_letter(dead_letters, &rejects).await {
+            match self.ingest.dead_letter(&batch.rejects, dead_letters).await {
                 Ok(()) => break,
                 Err(e) => {
                     if !self
@@ -233,31 +225,7 @@ impl StreamIngest {
             metrics::counter!(names::STREAM_ERRORS_TOTAL, "stage" => "commit").increment(1);
             tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
         }
-        Some(IngestReport {
-            read,
-            inserted: stored.inserted,
-            duplicates: stored.duplicates,
-            rejected: rejects.len() as u64,
-        })
-    }
-
-    async fn dead_letter(
-        &self,
-        sink: &mut dyn DeadLetterSink,
-        rejects: &[(
-            crate::application::ports::RawRecord,
-            crate::domain::event::EventError,
-        )],
-    ) -> Result<(), crate::application::ports::SourceError> {
-        if rejects.is_empty() {
-            return Ok(());
-        }
-        for (record, error) in rejects {
-            sink.reject(record, error).await?;
-        }
-        sink.flush().await?;
-        metrics::counter!(names::DEAD_LETTERS_TOTAL).increment(rejects.len() as u64);
-        Ok(())
+        Some(batch.report(stored))
     }
 
     /// After a failed write: pause the stream (first time), report, and wait

@@ -7,10 +7,11 @@
 //! 2. Builds point-in-time training sets through the feature store.
 //! 3. Fits the GBDT and the logistic baseline off the async runtime.
 //! 4. Evaluates both, plus the recency-only rule, on the T2 set.
-//! 5. Registers the GBDT as a new immutable version and moves `latest`.
+//! 5. Registers the chosen candidate through [`ManageModels`] (which also
+//!    exports it and moves `latest`).
 //! 6. Champion/challenger: the current production model is re-scored on the
-//!    same T2 set; `production` moves only if the challenger is not worse by
-//!    more than the tolerance and beats the recency rule.
+//!    same T2 set and [`decide_promotion`] (pure, in the domain) says
+//!    whether `production` moves.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,10 +19,8 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::application::models::{LATEST, ManageModels, ModelsError};
-use crate::application::ports::{
-    EventStore, FeatureStore, ModelRegistry, ModelTrainer, RegistryError, StoreError,
-};
+use crate::application::models::{LATEST, ManageModels, ModelsError, PRODUCTION};
+use crate::application::ports::{EventStore, FeatureStore, ModelTrainer, StoreError};
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::domain::metrics::{Evaluation, MetricError, evaluate, roc_auc};
@@ -29,6 +28,9 @@ use crate::domain::model::{
     Classifier, Dataset, ModelError, ModelKind, ModelMetadata, ModelMetrics,
 };
 use crate::domain::time::{DAY_SECS, floor_day, format_rfc3339};
+use crate::domain::training::{
+    Champion, ModelSelection, PromotionDecision, PromotionPolicy, decide_promotion,
+};
 use crate::telemetry::names;
 
 /// The feature the recency-only baseline ranks by.
@@ -43,24 +45,8 @@ pub struct TrainingOptions {
     pub validation_cutoff: Option<i64>,
     pub train_snapshots: u32,
     pub snapshot_step_days: u32,
-    /// How much lower than production's AUC a challenger may be and still
-    /// be promoted (absolute AUC points).
-    pub promotion_tolerance: f64,
-    /// Promote without the champion/challenger comparison (first deploys,
-    /// demos); the recency gate still applies.
-    pub force_promote: bool,
+    pub promotion: PromotionPolicy,
     pub selection: ModelSelection,
-}
-
-/// Which candidate becomes the registered version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelSelection {
-    /// The GBDT unless the logistic baseline scores a higher validation AUC
-    /// (small or near-linear data): serve whichever is better.
-    Best,
-    /// Always the GBDT (the baseline is only reported).
-    Gbdt,
 }
 
 /// Failures of a training run.
@@ -76,8 +62,6 @@ pub enum TrainError {
     Metric(#[from] MetricError),
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
     #[error(transparent)]
     Models(#[from] ModelsError),
     #[error("training task failed: {0}")]
@@ -100,7 +84,9 @@ pub struct TrainReport {
     pub gbdt_metrics: Evaluation,
     pub aliases: Vec<String>,
     pub promoted: bool,
+    /// The gate's verdict in words (`promotion` has the figures).
     pub decision: String,
+    pub promotion: PromotionDecision,
     pub production_version: Option<u64>,
     pub previous_production_version: Option<u64>,
     pub metrics: ModelMetrics,
@@ -119,7 +105,6 @@ pub struct TrainReport {
 pub struct TrainModel {
     events: Arc<dyn EventStore>,
     features: Arc<dyn FeatureStore>,
-    registry: Arc<dyn ModelRegistry>,
     trainer: Arc<dyn ModelTrainer>,
     models: ManageModels,
     spec: Arc<FeatureSpec>,
@@ -127,42 +112,52 @@ pub struct TrainModel {
     running: Arc<Mutex<()>>,
 }
 
+/// Both fitted candidates and their validation figures.
 struct Fitted {
     gbdt: Arc<dyn Classifier>,
     baseline: Arc<dyn Classifier>,
     gbdt_eval: Evaluation,
     baseline_eval: Evaluation,
     recency_auc: f64,
+    train_rows: usize,
+    train_churn_rate: f64,
     secs: f64,
+}
+
+/// The candidate that becomes the registered version.
+struct Chosen {
+    kind: ModelKind,
+    classifier: Arc<dyn Classifier>,
+    metrics: ModelMetrics,
+    selection: String,
+}
+
+/// Point-in-time training and validation rows of one run.
+struct Sets {
+    train_cutoffs: Vec<i64>,
+    validation_cutoff: i64,
+    train: Arc<Dataset>,
+    validation: Arc<Dataset>,
 }
 
 impl TrainModel {
     pub fn new(
         events: Arc<dyn EventStore>,
         features: Arc<dyn FeatureStore>,
-        registry: Arc<dyn ModelRegistry>,
+        models: ManageModels,
         trainer: Arc<dyn ModelTrainer>,
         spec: Arc<FeatureSpec>,
         options: TrainingOptions,
     ) -> Self {
-        let models = ManageModels::new(registry.clone(), trainer.clone());
         Self {
             events,
             features,
-            registry,
             trainer,
             models,
             spec,
             options,
             running: Arc::new(Mutex::new(())),
         }
-    }
-
-    /// Uses `models` (e.g. one with an MLflow exporter) for registration
-    /// side effects and alias moves.
-    pub fn with_models(mut self, models: ManageModels) -> Self {
-        self.models = models;
-        self
     }
 
     /// Whether a run is in progress (for 409 answers before queueing).
@@ -239,6 +234,57 @@ impl TrainModel {
     }
 
     async fn run_locked(&self) -> Result<TrainReport, TrainError> {
+        let sets = self.build_sets().await?;
+        let fitted = self.fit(&sets).await?;
+        let chosen = self.choose(&fitted);
+        let metadata = self.metadata(&sets, &fitted, &chosen);
+        let bytes = chosen.classifier.to_bytes()?;
+        let (registered, export) = self.models.register(metadata, bytes).await?;
+        let version = registered.version;
+
+        let champion = self.champion(&sets.validation).await?;
+        let decision = decide_promotion(
+            chosen.metrics.auc,
+            chosen.metrics.recency_auc,
+            champion,
+            self.options.promotion,
+        );
+        let promoted = decision.promotes();
+        if promoted {
+            self.models.promote(version, &decision.to_string()).await?;
+            metrics::gauge!(names::MODEL_VALIDATION_AUC).set(chosen.metrics.auc);
+        }
+        let previous = champion.map(|c| c.version);
+        let mut aliases = vec![LATEST.to_string()];
+        if promoted {
+            aliases.push(PRODUCTION.to_string());
+        }
+        Ok(TrainReport {
+            model_name: self.options.model_name.clone(),
+            version,
+            model_kind: chosen.kind,
+            selection: chosen.selection,
+            gbdt_metrics: fitted.gbdt_eval,
+            aliases,
+            promoted,
+            decision: decision.to_string(),
+            promotion: decision,
+            production_version: if promoted { Some(version) } else { previous },
+            previous_production_version: previous,
+            metrics: chosen.metrics,
+            baseline_metrics: fitted.baseline_eval,
+            previous_production_auc: champion.map(|c| c.auc),
+            train_cutoffs: registered.train_cutoffs.clone(),
+            validation_cutoff: registered.validation_cutoff.clone(),
+            train_rows: fitted.train_rows,
+            validation_rows: sets.validation.len(),
+            training_secs: fitted.secs,
+            export,
+        })
+    }
+
+    /// The stacked training set and the validation set, both point in time.
+    async fn build_sets(&self) -> Result<Sets, TrainError> {
         let (train_cutoffs, validation_cutoff) = self.plan_cutoffs().await?;
         let policy = self.options.policy;
         let mut train = Dataset::default();
@@ -255,23 +301,31 @@ impl TrainModel {
             .await?;
         check_set("training", &train)?;
         check_set("validation", &validation)?;
+        Ok(Sets {
+            train_cutoffs,
+            validation_cutoff,
+            train: Arc::new(train),
+            validation: Arc::new(validation),
+        })
+    }
+
+    /// Fits both candidates off the async runtime.
+    async fn fit(&self, sets: &Sets) -> Result<Fitted, TrainError> {
         let recency = self.spec.index_of(RECENCY_FEATURE).ok_or_else(|| {
             TrainError::Insufficient(format!("the feature spec lacks {RECENCY_FEATURE}"))
         })?;
-
         let trainer = self.trainer.clone();
-        let validation = Arc::new(validation);
-        let val = validation.clone();
-        let fitted = tokio::task::spawn_blocking(move || fit(&*trainer, &train, &val, recency))
+        let train = sets.train.clone();
+        let validation = sets.validation.clone();
+        tokio::task::spawn_blocking(move || fit(&*trainer, &train, &validation, recency))
             .await
-            .map_err(|e| TrainError::Join(e.to_string()))??;
-        let train_rows = fitted.0;
-        let train_rate = fitted.1;
-        let fitted = fitted.2;
+            .map_err(|e| TrainError::Join(e.to_string()))?
+    }
 
+    fn choose(&self, fitted: &Fitted) -> Chosen {
         let logistic_wins = self.options.selection == ModelSelection::Best
             && fitted.baseline_eval.auc > fitted.gbdt_eval.auc;
-        let (kind, chosen, chosen_eval) = if logistic_wins {
+        let (kind, classifier, eval) = if logistic_wins {
             (
                 ModelKind::Logistic,
                 fitted.baseline.clone(),
@@ -280,134 +334,78 @@ impl TrainModel {
         } else {
             (ModelKind::Gbdt, fitted.gbdt.clone(), fitted.gbdt_eval)
         };
-        let selection = format!(
-            "selected {} (validation AUC gbdt {:.4}, logistic {:.4})",
-            kind.as_str(),
-            fitted.gbdt_eval.auc,
-            fitted.baseline_eval.auc
-        );
-        let metrics = ModelMetrics::from_evaluation(chosen_eval, fitted.recency_auc);
-        let metadata = ModelMetadata {
+        Chosen {
+            kind,
+            classifier,
+            metrics: ModelMetrics::from_evaluation(eval, fitted.recency_auc),
+            selection: format!(
+                "selected {} (validation AUC gbdt {:.4}, logistic {:.4})",
+                kind.as_str(),
+                fitted.gbdt_eval.auc,
+                fitted.baseline_eval.auc
+            ),
+        }
+    }
+
+    fn metadata(&self, sets: &Sets, fitted: &Fitted, chosen: &Chosen) -> ModelMetadata {
+        let policy = self.options.policy;
+        ModelMetadata {
             name: self.options.model_name.clone(),
             version: 0,
-            kind,
+            kind: chosen.kind,
             feature_names: self.spec.names(),
             feature_fingerprint: self.spec.fingerprint(),
-            train_cutoffs: train_cutoffs.iter().map(|t| format_rfc3339(*t)).collect(),
-            validation_cutoff: format_rfc3339(validation_cutoff),
+            train_cutoffs: sets
+                .train_cutoffs
+                .iter()
+                .map(|t| format_rfc3339(*t))
+                .collect(),
+            validation_cutoff: format_rfc3339(sets.validation_cutoff),
             horizon_days: policy.horizon_days,
             lookback_days: policy.lookback_days,
-            train_rows,
-            validation_rows: validation.len(),
-            train_churn_rate: train_rate,
-            validation_churn_rate: validation.positive_rate(),
-            metrics,
+            train_rows: fitted.train_rows,
+            validation_rows: sets.validation.len(),
+            train_churn_rate: fitted.train_churn_rate,
+            validation_churn_rate: sets.validation.positive_rate(),
+            metrics: chosen.metrics,
             baseline_metrics: Some(fitted.baseline_eval),
-            hyperparameters: self.trainer.hyperparameters(kind),
+            hyperparameters: self.trainer.hyperparameters(chosen.kind),
             trained_at: chrono::Utc::now().to_rfc3339(),
             training_secs: fitted.secs,
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             checksum_sha256: String::new(),
-        };
-        let bytes = chosen.to_bytes()?;
-        let registered = self.registry.register(metadata, bytes.clone()).await?;
-        let version = registered.version;
-        let export = self.models.export_version(&registered, &bytes).await;
-        self.models
-            .move_alias(LATEST, version, "newly registered")
-            .await?;
+        }
+    }
 
-        // Champion/challenger on the same validation rows.
-        let champion = self.models.load_production().await;
-        let (previous_version, previous_auc) = match champion {
-            Ok(Some(champion)) => {
-                let auc = if champion.metadata.feature_fingerprint == self.spec.fingerprint() {
-                    let c = champion.classifier.clone();
-                    let val = validation.clone();
-                    tokio::task::spawn_blocking(move || -> Result<f64, TrainError> {
-                        let scores = c.predict_proba(&val.rows)?;
-                        Ok(roc_auc(&scores, &val.labels)?)
-                    })
-                    .await
-                    .map_err(|e| TrainError::Join(e.to_string()))??
-                } else {
-                    // Different features: only the recorded figure is comparable.
-                    champion.metadata.metrics.auc
-                };
-                (Some(champion.metadata.version), Some(auc))
-            }
-            Ok(None) => (None, None),
+    /// The production model re-scored on the validation rows. A champion
+    /// that cannot be loaded is treated as absent: a broken champion must
+    /// not block a healthy challenger.
+    async fn champion(&self, validation: &Arc<Dataset>) -> Result<Option<Champion>, TrainError> {
+        let champion = match self.models.load_production().await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(None),
             Err(e) => {
-                // A broken champion must not block a healthy challenger.
                 tracing::warn!(error = %e, "current production model cannot be loaded; treating as absent");
-                (None, None)
+                return Ok(None);
             }
         };
-        let tol = self.options.promotion_tolerance;
-        let (promote, decision) = if metrics.auc <= metrics.recency_auc {
-            (
-                false,
-                format!(
-                    "not promoted: AUC {:.4} does not beat the recency rule's {:.4}",
-                    metrics.auc, metrics.recency_auc
-                ),
-            )
-        } else {
-            match (previous_version, previous_auc) {
-                (None, _) | (_, None) => (true, "promoted: no production model yet".to_string()),
-                (Some(v), Some(_)) if self.options.force_promote => {
-                    (true, format!("promoted over version {v}: forced"))
-                }
-                (Some(v), Some(prev)) if metrics.auc >= prev - tol => (
-                    true,
-                    format!(
-                        "promoted: AUC {:.4} vs production v{v}'s {prev:.4} on the same validation set (tolerance {tol})",
-                        metrics.auc
-                    ),
-                ),
-                (Some(v), Some(prev)) => (
-                    false,
-                    format!(
-                        "not promoted: AUC {:.4} is worse than production v{v}'s {prev:.4} by more than {tol}",
-                        metrics.auc
-                    ),
-                ),
-            }
-        };
-        if promote {
-            self.models.promote(version, &decision).await?;
-            metrics::gauge!(names::MODEL_VALIDATION_AUC).set(metrics.auc);
+        let version = champion.metadata.version;
+        if champion.metadata.feature_fingerprint != self.spec.fingerprint() {
+            // Different features: only the recorded figure is comparable.
+            return Ok(Some(Champion {
+                version,
+                auc: champion.metadata.metrics.auc,
+            }));
         }
-        let production_version = if promote {
-            Some(version)
-        } else {
-            previous_version
-        };
-        let mut aliases = vec![LATEST.to_string()];
-        if promote {
-            aliases.push(crate::application::models::PRODUCTION.to_string());
-        }
-        Ok(TrainReport {
-            model_name: self.options.model_name.clone(),
-            version,
-            model_kind: kind,
-            selection,
-            gbdt_metrics: fitted.gbdt_eval,
-            aliases,
-            promoted: promote,
-            decision,
-            production_version,
-            previous_production_version: previous_version,
-            metrics,
-            baseline_metrics: fitted.baseline_eval,
-            previous_production_auc: previous_auc,
-            train_cutoffs: registered.train_cutoffs.clone(),
-            validation_cutoff: registered.validation_cutoff.clone(),
-            train_rows,
-            validation_rows: validation.len(),
-            training_secs: fitted.secs,
-            export,
+        let classifier = champion.classifier.clone();
+        let val = validation.clone();
+        let auc = tokio::task::spawn_blocking(move || -> Result<f64, TrainError> {
+            let scores = classifier.predict_proba(&val.rows)?;
+            Ok(roc_auc(&scores, &val.labels)?)
         })
+        .await
+        .map_err(|e| TrainError::Join(e.to_string()))??;
+        Ok(Some(Champion { version, auc }))
     }
 }
 
@@ -423,14 +421,14 @@ fn check_set(which: &str, d: &Dataset) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Fits both models and evaluates them; returns (train rows, train churn
-/// rate, results).
+/// Fits both models and evaluates them, plus the recency rule, on the
+/// validation rows.
 fn fit(
     trainer: &dyn ModelTrainer,
     train: &Dataset,
     validation: &Dataset,
     recency: usize,
-) -> Result<(usize, f64, Fitted), TrainError> {
+) -> Result<Fitted, TrainError> {
     let started = Instant::now();
     let gbdt = trainer.train(ModelKind::Gbdt, train)?;
     let secs = started.elapsed().as_secs_f64();
@@ -442,16 +440,14 @@ fn fit(
     )?;
     // More days since the last event = more likely churned.
     let recency_auc = roc_auc(&validation.column(recency), &validation.labels)?;
-    Ok((
-        train.len(),
-        train.positive_rate(),
-        Fitted {
-            gbdt,
-            baseline,
-            gbdt_eval,
-            baseline_eval,
-            recency_auc,
-            secs,
-        },
-    ))
+    Ok(Fitted {
+        gbdt,
+        baseline,
+        gbdt_eval,
+        baseline_eval,
+        recency_auc,
+        train_rows: train.len(),
+        train_churn_rate: train.positive_rate(),
+        secs,
+    })
 }

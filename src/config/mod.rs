@@ -10,9 +10,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::application::train::ModelSelection;
+use crate::domain::names::is_identifier;
 use crate::domain::time::parse_timestamp;
-use crate::infrastructure::models::GbdtParams;
+use crate::domain::training::{GbdtParams, ModelSelection};
 
 mod kafka;
 mod mlflow;
@@ -356,7 +356,7 @@ impl Settings {
                     "must start with http:// or https://",
                 ));
             }
-            if crate::infrastructure::store::clickhouse_sql::identifier(&c.database).is_err() {
+            if !is_identifier(&c.database) {
                 return Err(invalid(
                     "clickhouse.database",
                     "letters, digits and '_' only",

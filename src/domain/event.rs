@@ -249,19 +249,6 @@ pub fn parse_event_json(input: &[u8], policy: TimePolicy) -> Result<Event, Event
     event_from_raw(raw, policy)
 }
 
-/// Validates an already-parsed JSON value (used for JSON-array bodies).
-///
-/// # Errors
-/// [`EventError`] naming the field and the reason.
-pub fn event_from_value(value: Value, policy: TimePolicy) -> Result<Event, EventError> {
-    if !value.is_object() {
-        return Err(EventError::MalformedJson("expected a JSON object".into()));
-    }
-    let raw: RawEvent =
-        serde_json::from_value(value).map_err(|e| EventError::MalformedJson(e.to_string()))?;
-    event_from_raw(raw, policy)
-}
-
 fn event_from_raw(raw: RawEvent, policy: TimePolicy) -> Result<Event, EventError> {
     let user_id = match raw.user_id {
         None | Some(Value::Null) => return Err(EventError::Missing("user_id")),

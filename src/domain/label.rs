@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 use super::features::UserEvent;
 use super::time::DAY_SECS;
 
+/// A half-open time window `(after, until]`, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub after: i64,
+    pub until: i64,
+}
+
 /// Horizon and eligibility window of the label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabelPolicy {
@@ -27,19 +34,36 @@ impl LabelPolicy {
         i64::from(self.lookback_days) * DAY_SECS
     }
 
+    /// The eligibility window `(start, end]` at `cutoff`: a user with an
+    /// event in it is eligible. Every store evaluates the rule through these
+    /// bounds (the embedded one in [`LabelPolicy::label`], ClickHouse in SQL).
+    pub fn eligibility_window(&self, cutoff: i64) -> Window {
+        Window {
+            after: cutoff - self.lookback_secs(),
+            until: cutoff,
+        }
+    }
+
+    /// The horizon `(start, end]` at `cutoff`: an eligible user with no
+    /// event in it churned.
+    pub fn horizon_window(&self, cutoff: i64) -> Window {
+        Window {
+            after: cutoff,
+            until: cutoff + self.horizon_secs(),
+        }
+    }
+
     /// The label of one user at `cutoff` from their time-sorted events:
     /// `None` if not eligible, `Some(true)` if churned.
     pub fn label(&self, events: &[UserEvent], cutoff: i64) -> Option<bool> {
-        let after_lookback_start =
-            events.partition_point(|e| e.time <= cutoff - self.lookback_secs());
-        let after_cutoff = events.partition_point(|e| e.time <= cutoff);
-        if after_cutoff == after_lookback_start {
+        let in_window = |w: Window| {
+            let start = events.partition_point(|e| e.time <= w.after);
+            events.get(start).is_some_and(|e| e.time <= w.until)
+        };
+        if !in_window(self.eligibility_window(cutoff)) {
             return None;
         }
-        let active_in_horizon = events
-            .get(after_cutoff)
-            .is_some_and(|e| e.time <= cutoff + self.horizon_secs());
-        Some(!active_in_horizon)
+        Some(!in_window(self.horizon_window(cutoff)))
     }
 }
 

@@ -11,5 +11,7 @@ pub mod features;
 pub mod label;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod snapshot;
 pub mod time;
+pub mod training;

@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::Evaluation;
+use super::snapshot::quantize;
 
 /// The algorithm behind a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +111,25 @@ impl Dataset {
         self.user_ids.extend(other.user_ids);
         self.rows.extend(other.rows);
         self.labels.extend(other.labels);
+    }
+    /// An empty dataset with these columns.
+    pub fn with_columns(feature_names: Vec<String>) -> Self {
+        Self {
+            feature_names,
+            ..Self::default()
+        }
+    }
+    /// Appends one labelled row, rounded as serving snapshots store values
+    /// ([`quantize`]) so the model learns on exactly the numbers it will be
+    /// served. `false` (nothing appended) for a row of the wrong width.
+    pub fn push(&mut self, user_id: u64, values: &[f64], churned: bool) -> bool {
+        if values.len() != self.n_features() {
+            return false;
+        }
+        self.user_ids.push(user_id);
+        self.rows.extend(values.iter().map(|v| quantize(*v)));
+        self.labels.push(churned);
+        true
     }
     /// One column, e.g. the recency feature for the recency baseline.
     pub fn column(&self, j: usize) -> Vec<f64> {

@@ -1,5 +1,6 @@
-//! A dated feature snapshot held in memory for serving: every known user's
-//! feature vector as of one time.
+//! A dated feature snapshot held in memory for serving (every known user's
+//! feature vector as of one time), and the rules every feature store
+//! applies to stored snapshots: the header, retention and row width.
 //!
 //! Values are kept as `f32` (half the memory of `f64`: about 200 bytes per
 //! user with the standard spec). Training rows go through the same
@@ -11,6 +12,73 @@ use std::collections::HashMap;
 /// and serving feed identical numbers to the model.
 pub fn quantize(v: f64) -> f64 {
     f64::from(v as f32)
+}
+
+/// What a store records about one snapshot, written after its rows so a
+/// snapshot becomes visible only once complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotHeader {
+    pub as_of: i64,
+    pub created_at: i64,
+    pub fingerprint: String,
+    pub feature_names: Vec<String>,
+    pub users: u64,
+}
+
+/// Why a stored snapshot cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot header names are not a JSON list of identifiers: {0}")]
+    Names(String),
+    #[error("user {user} has {got} features in snapshot {as_of}, expected {expected}")]
+    RowWidth {
+        user: u64,
+        got: usize,
+        expected: usize,
+        as_of: i64,
+    },
+}
+
+impl SnapshotHeader {
+    /// The stored form of the feature names (a JSON list).
+    pub fn names_json(&self) -> String {
+        serde_json::to_string(&self.feature_names).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Parses stored names; every one must be an identifier (they become
+    /// SQL column names and model inputs).
+    ///
+    /// # Errors
+    /// [`SnapshotError::Names`] for anything else.
+    pub fn parse_names(json: &str) -> Result<Vec<String>, SnapshotError> {
+        let names: Vec<String> =
+            serde_json::from_str(json).map_err(|e| SnapshotError::Names(e.to_string()))?;
+        if let Some(bad) = names.iter().find(|n| !super::names::is_identifier(n)) {
+            return Err(SnapshotError::Names(format!("{bad:?}")));
+        }
+        Ok(names)
+    }
+
+    /// An empty in-memory snapshot for this header's rows.
+    pub fn empty_snapshot(&self) -> FeatureSnapshot {
+        let mut s = FeatureSnapshot::new(
+            self.as_of,
+            self.created_at,
+            self.feature_names.clone(),
+            self.fingerprint.clone(),
+        );
+        s.reserve(self.users as usize);
+        s
+    }
+}
+
+/// The `as_of` times a store keeps, newest first: the newest `retention`
+/// (at least one). Everything else is deleted, headers and rows alike.
+pub fn retained(mut as_ofs: Vec<i64>, retention: usize) -> Vec<i64> {
+    as_ofs.sort_unstable_by(|a, b| b.cmp(a));
+    as_ofs.dedup();
+    as_ofs.truncate(retention.max(1));
+    as_ofs
 }
 
 /// Every user's features as of `as_of`, with O(1) lookup by user id.
@@ -70,6 +138,34 @@ impl FeatureSnapshot {
             }
         }
         true
+    }
+
+    /// Adds a stored row (already `f32`: no conversion on the way in).
+    ///
+    /// # Errors
+    /// [`SnapshotError::RowWidth`] for a row of the wrong width.
+    pub fn insert_stored(&mut self, user_id: u64, row: &[f32]) -> Result<(), SnapshotError> {
+        let n = self.feature_names.len();
+        if row.len() != n {
+            return Err(SnapshotError::RowWidth {
+                user: user_id,
+                got: row.len(),
+                expected: n,
+                as_of: self.as_of,
+            });
+        }
+        match self.index.get(&user_id) {
+            Some(&i) => {
+                let start = i as usize * n;
+                self.values[start..start + n].copy_from_slice(row);
+            }
+            None => {
+                let i = (self.values.len() / n.max(1)) as u32;
+                self.values.extend_from_slice(row);
+                self.index.insert(user_id, i);
+            }
+        }
+        Ok(())
     }
 
     /// A user's features widened to `f64` (the models' input type).
@@ -132,10 +228,6 @@ impl FeatureSnapshot {
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
-    /// Approximate heap size in bytes (reported as a metric).
-    pub fn heap_bytes(&self) -> usize {
-        self.values.capacity() * 4 + self.index.capacity() * 16
-    }
 }
 
 #[cfg(test)]
@@ -154,5 +246,28 @@ mod tests {
         assert_eq!(s.features(9), Some(vec![3.0, 4.0]));
         assert_eq!(s.features(8), None);
         assert_eq!(quantize(0.1), f64::from(0.1f32));
+        assert!(s.insert_stored(9, &[7.0, 8.0]).is_ok());
+        assert_eq!(s.features(9), Some(vec![7.0, 8.0]));
+        assert!(matches!(
+            s.insert_stored(9, &[1.0]),
+            Err(SnapshotError::RowWidth { got: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_at_least_one() {
+        assert_eq!(retained(vec![3, 1, 5, 4, 5], 3), vec![5, 4, 3]);
+        assert_eq!(retained(vec![3, 1], 0), vec![3]);
+        assert!(retained(vec![], 2).is_empty());
+    }
+
+    #[test]
+    fn header_names_must_be_identifiers() {
+        assert_eq!(
+            SnapshotHeader::parse_names(r#"["a","b_2"]"#).unwrap(),
+            vec!["a".to_string(), "b_2".into()]
+        );
+        assert!(SnapshotHeader::parse_names(r#"["a; DROP"]"#).is_err());
+        assert!(SnapshotHeader::parse_names("not json").is_err());
     }
 }

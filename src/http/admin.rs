@@ -2,6 +2,7 @@
 //! back models. Guarded by a bearer token compared in constant time.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -51,6 +52,10 @@ pub async fn require_token(
             }
         }
     }
+}
+
+fn integer_path(what: &str, e: &PathRejection) -> ApiError {
+    ApiError::bad_request(format!("{what} must be an integer: {}", e.body_text()))
 }
 
 fn start(state: &AppState, kind: JobKind) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
@@ -105,11 +110,9 @@ pub async fn rebuild_features(
 )]
 pub async fn job(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("job id must be an integer, got {id:?}")))?;
+    let Path(id) = id.map_err(|e| integer_path("job id", &e))?;
     state.jobs.get(id).map(Json).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -146,11 +149,9 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Vec<ModelSumma
 )]
 pub async fn promote(
     State(state): State<AppState>,
-    Path(version): Path<String>,
+    version: Result<Path<u64>, PathRejection>,
 ) -> Result<Json<AliasRecord>, ApiError> {
-    let version: u64 = version.parse().map_err(|_| {
-        ApiError::bad_request(format!("version must be an integer, got {version:?}"))
-    })?;
+    let Path(version) = version.map_err(|e| integer_path("version", &e))?;
     let record = state
         .models
         .promote(version, "promoted through the admin API")

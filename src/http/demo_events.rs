@@ -93,12 +93,5 @@ pub async fn generate_events(
             e.to_string(),
         )
     })?;
-    let mut total = IngestReport::default();
-    for chunk in events.chunks(20_000) {
-        let r = state.ingest.store(chunk.to_vec()).await?;
-        total.read += r.read;
-        total.inserted += r.inserted;
-        total.duplicates += r.duplicates;
-    }
-    Ok(Json(total))
+    Ok(Json(state.ingest.store_all(events).await?))
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::application::ingest::{IngestEvents, Validated};
+use crate::application::ingest::{CollectRejects, IngestError};
 use crate::application::ports::RawRecord;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
@@ -41,12 +41,14 @@ const MAX_REPORTED_ERRORS: usize = 1_000;
 fn split_body(body: &[u8]) -> Result<Vec<RawRecord>, ApiError> {
     let trimmed = body.trim_ascii_start();
     if trimmed.first() == Some(&b'[') {
-        let values: Vec<serde_json::Value> = serde_json::from_slice(trimmed)
+        // Only the array's structure is parsed here: each element stays raw
+        // text, parsed once by the event parser, as NDJSON lines are.
+        let values: Vec<&serde_json::value::RawValue> = serde_json::from_slice(trimmed)
             .map_err(|e| ApiError::bad_request(format!("body is not a JSON array: {e}")))?;
         Ok(values
             .into_iter()
             .enumerate()
-            .map(|(i, v)| RawRecord::new(v.to_string().into_bytes(), i.to_string()))
+            .map(|(i, v)| RawRecord::new(v.get().as_bytes().to_vec(), i.to_string()))
             .collect())
     } else {
         Ok(body
@@ -86,16 +88,27 @@ pub async fn post_events(
         }
     })?;
     let records = split_body(&body)?;
-    let Validated { events, rejects } = state.ingest.validate(records);
-    IngestEvents::count_rejects(&rejects);
-    let report = state.ingest.store(events).await?;
+    let mut rejects = CollectRejects::new(MAX_REPORTED_ERRORS);
+    let report = state
+        .ingest
+        .process(records, &mut rejects)
+        .await
+        .map_err(|e| match e {
+            IngestError::Store(e) => ApiError::from(e),
+            // CollectRejects never fails; keep the mapping total anyway.
+            IngestError::Source(e) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            ),
+        })?;
     let errors = rejects
-        .iter()
-        .take(MAX_REPORTED_ERRORS)
-        .map(|(r, e)| RejectedEvent {
-            index: r.origin.parse().unwrap_or(0),
-            field: e.field(),
-            error: e.to_string(),
+        .notes
+        .into_iter()
+        .map(|n| RejectedEvent {
+            index: n.origin.parse().unwrap_or(0),
+            field: n.field,
+            error: n.error,
         })
         .collect();
     Ok((
@@ -103,7 +116,7 @@ pub async fn post_events(
         Json(IngestResponse {
             accepted: report.inserted,
             duplicates: report.duplicates,
-            rejected: rejects.len() as u64,
+            rejected: report.rejected,
             errors,
         }),
     ))

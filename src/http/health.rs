@@ -34,6 +34,10 @@ pub struct Readiness {
     pub stream_consumer: bool,
     /// The consumer is paused because writes keep failing (see `problems`).
     pub stream_paused: bool,
+    /// Supervised background tasks by name (consumer, registry poll,
+    /// scheduler); any not running makes the server unready.
+    #[schema(value_type = Object)]
+    pub tasks: std::collections::BTreeMap<&'static str, crate::application::supervisor::TaskState>,
     pub problems: Vec<String>,
 }
 
@@ -75,6 +79,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         }
         None => false,
     };
+    problems.extend(state.tasks.problems());
     let ready = problems.is_empty();
     let body = Readiness {
         ready,
@@ -86,6 +91,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         registry_reachable,
         stream_consumer: state.stream_health.running(),
         stream_paused,
+        tasks: state.tasks.snapshot(),
         problems,
     };
     let status = if ready {

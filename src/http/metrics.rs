@@ -1,5 +1,5 @@
-//! Prometheus: the recorder (installed once per process), the request
-//! metrics middleware and `GET /metrics`.
+//! The request metrics middleware and `GET /metrics` (the recorder itself
+//! is installed by [`crate::telemetry::recorder`]).
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
@@ -10,42 +10,9 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::http::AppState;
 use crate::telemetry::names;
-
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// The process-wide Prometheus recorder (several apps in one test process
-/// share it).
-///
-/// # Panics
-/// Never in practice: bucket lists are non-empty constants.
-pub fn prometheus() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(names::HTTP_REQUEST_DURATION_SECONDS.into()),
-                    names::HTTP_BUCKETS,
-                )
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Suffix("_duration_seconds".into()),
-                        names::JOB_BUCKETS,
-                    )
-                })
-                .expect("non-empty bucket lists");
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (embedding apps):
-            // then ours just renders what it records itself.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
-}
 
 /// Metric handles per (route, method, status), created once: building
 /// labelled keys on every request (strings, hashing, a registry lookup) cost

@@ -32,6 +32,7 @@ use crate::application::models::ManageModels;
 use crate::application::ports::EventStore;
 use crate::application::predict::PredictChurn;
 use crate::application::stream_ingest::IngestHealth;
+use crate::application::supervisor::TaskHealth;
 use crate::http::error::ApiError;
 
 /// Request limits from the settings.
@@ -59,6 +60,8 @@ pub struct AppContext {
     pub in_flight: Arc<Semaphore>,
     /// State of the Kafka consumer, if one runs, for `/readyz`.
     pub stream_health: IngestHealth,
+    /// Supervised background tasks, for `/readyz`.
+    pub tasks: TaskHealth,
 }
 
 /// The shared state handlers extract.

@@ -1,9 +1,7 @@
 //! `POST /predict?user_id=N` and `POST /predict/batch`.
 
-use std::collections::HashMap;
-
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,13 +10,10 @@ use crate::application::predict::Prediction;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 
-fn parse_user_id(raw: Option<&String>) -> Result<u64, ApiError> {
-    let raw = raw.ok_or_else(|| ApiError::bad_request("query parameter user_id is required"))?;
-    raw.trim().parse::<u64>().map_err(|_| {
-        ApiError::bad_request(format!(
-            "user_id must be a non-negative integer, got {raw:?}"
-        ))
-    })
+/// Query of `POST /predict`.
+#[derive(Debug, Deserialize)]
+pub struct PredictParams {
+    pub user_id: u64,
 }
 
 /// Churn probability of one user.
@@ -36,10 +31,15 @@ fn parse_user_id(raw: Option<&String>) -> Result<u64, ApiError> {
 )]
 pub async fn predict(
     State(state): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
+    params: Result<Query<PredictParams>, QueryRejection>,
 ) -> Result<Json<Prediction>, ApiError> {
-    let user_id = parse_user_id(params.get("user_id"))?;
-    Ok(Json(state.predict.predict(user_id)?))
+    let Query(params) = params.map_err(|e| {
+        ApiError::bad_request(format!(
+            "user_id must be given as a non-negative integer: {}",
+            e.body_text()
+        ))
+    })?;
+    Ok(Json(state.predict.predict(params.user_id)?))
 }
 
 /// Body of `POST /predict/batch`.

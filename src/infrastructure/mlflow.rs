@@ -67,6 +67,7 @@ impl MlflowExporter {
         &self,
         method: reqwest::Method,
         path: &str,
+        query: &[(&str, &str)],
         body: Option<Value>,
     ) -> Result<(u16, Value), ExportError> {
         let mut last = String::new();
@@ -74,7 +75,7 @@ impl MlflowExporter {
             if attempt > 0 {
                 tokio::time::sleep(self.options.retry_delay * 2u32.pow(attempt - 1)).await;
             }
-            let mut request = self.http.request(method.clone(), self.url(path));
+            let mut request = self.http.request(method.clone(), self.url(path)).query(query);
             if let Some(b) = &body {
                 request = request.json(b);
             }
@@ -100,9 +101,10 @@ impl MlflowExporter {
         &self,
         method: reqwest::Method,
         path: &str,
+        query: &[(&str, &str)],
         body: Option<Value>,
     ) -> Result<Value, ExportError> {
-        match self.call(method, path, body).await? {
+        match self.call(method, path, query, body).await? {
             (200..=299, v) => Ok(v),
             (status, v) => Err(ExportError::Rejected(format!(
                 "mlflow {path}: HTTP {status}: {}",
@@ -113,11 +115,9 @@ impl MlflowExporter {
 
     async fn experiment_id(&self) -> Result<String, ExportError> {
         let name = &self.options.experiment;
-        let path = format!(
-            "api/2.0/mlflow/experiments/get-by-name?experiment_name={}",
-            urlencode(name)
-        );
-        match self.call(reqwest::Method::GET, &path, None).await? {
+        let path = "api/2.0/mlflow/experiments/get-by-name";
+        let query = [("experiment_name", name.as_str())];
+        match self.call(reqwest::Method::GET, path, &query, None).await? {
             (200, v) => return id_at(&v, &["experiment", "experiment_id"]),
             (404, _) => {}
             (status, v) => {
@@ -130,6 +130,7 @@ impl MlflowExporter {
             .call(
                 reqwest::Method::POST,
                 "api/2.0/mlflow/experiments/create",
+                &[],
                 Some(json!({ "name": name })),
             )
             .await?
@@ -137,7 +138,7 @@ impl MlflowExporter {
             (200, v) => id_at(&v, &["experiment_id"]),
             // Created concurrently by another replica: read it back.
             (400 | 409, _) => {
-                let v = self.ok(reqwest::Method::GET, &path, None).await?;
+                let v = self.ok(reqwest::Method::GET, path, &query, None).await?;
                 id_at(&v, &["experiment", "experiment_id"])
             }
             (status, v) => Err(ExportError::Rejected(format!(
@@ -189,11 +190,14 @@ impl MlflowExporter {
             "name='{}' and tags.churn_version='{version}'",
             self.options.registered_model
         );
-        let path = format!(
-            "api/2.0/mlflow/model-versions/search?filter={}",
-            urlencode(&filter)
-        );
-        let v = self.ok(reqwest::Method::GET, &path, None).await?;
+        let v = self
+            .ok(
+                reqwest::Method::GET,
+                "api/2.0/mlflow/model-versions/search",
+                &[("filter", filter.as_str())],
+                None,
+            )
+            .await?;
         Ok(v.get("model_versions")
             .and_then(Value::as_array)
             .and_then(|a| a.first())
@@ -213,19 +217,6 @@ fn id_at(v: &Value, path: &[&str]) -> Result<String, ExportError> {
     cur.as_str()
         .map(str::to_string)
         .ok_or_else(|| ExportError::Rejected(format!("mlflow answer: {v}")))
-}
-
-/// Percent-encoding of a query value (RFC 3986 unreserved kept).
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn millis(rfc3339: &str) -> i64 {
@@ -274,6 +265,7 @@ impl ModelExporter for MlflowExporter {
             .ok(
                 reqwest::Method::POST,
                 "api/2.0/mlflow/runs/create",
+                &[],
                 Some(json!({
                     "experiment_id": experiment_id,
                     "run_name": format!("{}-v{}", m.name, m.version),
@@ -311,6 +303,7 @@ impl ModelExporter for MlflowExporter {
         self.ok(
             reqwest::Method::POST,
             "api/2.0/mlflow/runs/log-batch",
+            &[],
             Some(json!({ "run_id": run_id, "params": params(m), "metrics": metrics })),
         )
         .await?;
@@ -322,6 +315,7 @@ impl ModelExporter for MlflowExporter {
         self.ok(
             reqwest::Method::POST,
             "api/2.0/mlflow/runs/update",
+            &[],
             Some(json!({
                 "run_id": run_id,
                 "status": "FINISHED",
@@ -334,6 +328,7 @@ impl ModelExporter for MlflowExporter {
             .call(
                 reqwest::Method::POST,
                 "api/2.0/mlflow/registered-models/create",
+                &[],
                 Some(json!({ "name": name })),
             )
             .await?
@@ -352,6 +347,7 @@ impl ModelExporter for MlflowExporter {
             .ok(
                 reqwest::Method::POST,
                 "api/2.0/mlflow/model-versions/create",
+                &[],
                 Some(json!({
                     "name": name,
                     "source": format!("{artifact_uri}/model"),
@@ -379,6 +375,7 @@ impl ModelExporter for MlflowExporter {
         self.ok(
             reqwest::Method::POST,
             "api/2.0/mlflow/registered-models/alias",
+            &[],
             Some(json!({
                 "name": self.options.registered_model,
                 "alias": alias,
@@ -388,18 +385,5 @@ impl ModelExporter for MlflowExporter {
         )
         .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(
-            urlencode("name='churn_model' and tags.churn_version='3'"),
-            "name%3D%27churn_model%27%20and%20tags.churn_version%3D%273%27"
-        );
     }
 }

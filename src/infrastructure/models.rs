@@ -17,30 +17,7 @@ use crate::application::ports::ModelTrainer;
 use crate::domain::model::{
     Classifier, Dataset, LogisticModel, ModelError, ModelKind, row_count, sigmoid,
 };
-
-/// GBDT hyperparameters (`[training.gbdt]` in the config).
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct GbdtParams {
-    pub iterations: usize,
-    pub learning_rate: f32,
-    pub max_depth: usize,
-    pub min_leaf_weight: f32,
-    pub l2: f32,
-    pub seed: u64,
-}
-
-impl Default for GbdtParams {
-    fn default() -> Self {
-        Self {
-            iterations: 300,
-            learning_rate: 0.05,
-            max_depth: 3,
-            min_leaf_weight: 20.0,
-            l2: 1.0,
-            seed: 0,
-        }
-    }
-}
+use crate::domain::training::GbdtParams;
 
 /// L2 penalty of the logistic baseline (features are standardised first).
 const LOGISTIC_ALPHA: f64 = 1.0;

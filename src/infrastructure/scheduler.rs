@@ -1,17 +1,12 @@
-//! Cron-driven jobs inside `churn serve` (tokio-cron-scheduler) plus the
-//! registry poll loop that follows a `production` alias moved elsewhere.
+//! Cron-driven jobs inside `churn serve` (tokio-cron-scheduler).
 //!
 //! The scheduler only triggers: the work is `Jobs::run`, the same one-step
 //! entry the admin API and tests use, which also refuses overlapping runs.
-
-use std::time::Duration;
 
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::application::jobs::{JobKind, Jobs};
-use crate::application::models::ManageModels;
-use crate::application::serving_state::ServingState;
 
 /// Why the schedule could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -62,11 +57,12 @@ pub fn validate_cron(key: &'static str, expr: &str) -> Result<(), ScheduleError>
         })
 }
 
-/// Starts the cron jobs; they stop when `shutdown` is cancelled.
+/// Runs the cron jobs until `shutdown` is cancelled (a supervised task of
+/// `churn serve`).
 ///
 /// # Errors
 /// Invalid cron expressions or a scheduler that cannot start.
-pub async fn start_schedule(
+pub async fn run_schedule(
     jobs: Jobs,
     features_cron: &str,
     retrain_cron: &str,
@@ -93,34 +89,9 @@ pub async fn start_schedule(
         .await
         .map_err(err)?;
     scheduler.start().await.map_err(err)?;
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        if let Err(e) = scheduler.shutdown().await {
-            tracing::warn!(error = %e, "scheduler shutdown failed");
-        }
-    });
-    Ok(())
-}
-
-/// Re-reads the `production` alias every `interval` and swaps in a model
-/// moved by another replica or the CLI. Failures are logged and retried on
-/// the next tick; the loaded model keeps serving.
-pub async fn poll_registry(
-    state: ServingState,
-    models: ManageModels,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        if let Err(e) = state.reload_model(&models).await {
-            tracing::warn!(error = %e, "registry poll: production model not reloaded");
-        }
+    shutdown.cancelled().await;
+    if let Err(e) = scheduler.shutdown().await {
+        tracing::warn!(error = %e, "scheduler shutdown failed");
     }
+    Ok(())
 }

@@ -1,9 +1,11 @@
-//! Logging setup and the names of every exported metric.
+//! Logging setup, the metrics recorder and the names of every exported
+//! metric.
 //!
 //! Metric names follow `churn_<name>_<unit>[_total]` with low-cardinality
 //! labels and are defined only here, so dashboards have one place to look.
 
 pub mod names;
+pub mod recorder;
 
 use tracing_subscriber::EnvFilter;
 

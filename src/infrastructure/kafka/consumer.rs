@@ -18,7 +18,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::application::ports::{EventStream, LogPosition, RawRecord, SourceError};
-use crate::config::KafkaSettings;
+use super::KafkaOptions;
 use crate::infrastructure::kafka::client_config;
 use crate::infrastructure::kafka::context::ConsumerCallbacks;
 
@@ -58,7 +58,7 @@ impl KafkaStream {
     ///
     /// # Errors
     /// Invalid client configuration or subscription.
-    pub fn subscribe(settings: &KafkaSettings) -> Result<Self, SourceError> {
+    pub fn subscribe(settings: &KafkaOptions) -> Result<Self, SourceError> {
         let mut config = client_config(settings);
         config
             .set("group.id", &settings.group_id)

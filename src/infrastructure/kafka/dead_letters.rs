@@ -15,7 +15,7 @@ use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::application::ports::{DeadLetterSink, RawRecord, SourceError};
-use crate::config::KafkaSettings;
+use super::KafkaOptions;
 use crate::domain::event::EventError;
 use crate::infrastructure::kafka::producer_config;
 
@@ -30,7 +30,7 @@ pub struct KafkaDeadLetters {
 impl KafkaDeadLetters {
     /// # Errors
     /// Invalid producer configuration.
-    pub fn new(settings: &KafkaSettings) -> Result<Self, SourceError> {
+    pub fn new(settings: &KafkaOptions) -> Result<Self, SourceError> {
         let producer = producer_config(settings)
             .create()
             .map_err(|e| SourceError::Io(format!("kafka dead-letter producer: {e}")))?;

@@ -12,7 +12,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use crate::config::KafkaSettings;
+use super::KafkaOptions;
 use crate::infrastructure::kafka::producer_config;
 
 /// Acknowledged and failed deliveries, counted on librdkafka's thread.
@@ -82,7 +82,7 @@ impl EventProducer {
     /// # Errors
     /// Invalid producer configuration.
     pub fn new(
-        settings: &KafkaSettings,
+        settings: &KafkaOptions,
         topic: &str,
         rate: Option<f64>,
     ) -> Result<Self, ProduceError> {

@@ -28,7 +28,7 @@ use crate::domain::event::Event;
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::domain::model::Dataset;
-use crate::domain::snapshot::{FeatureSnapshot, quantize};
+use crate::domain::snapshot::{FeatureSnapshot, SnapshotHeader, retained};
 
 /// The numbered DDL files, in order.
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -96,7 +96,7 @@ struct StatsRow {
 }
 
 #[derive(Debug, Row, Deserialize)]
-struct SnapshotHeader {
+struct HeaderRow {
     as_of: u32,
     created_at: u32,
     fingerprint: String,
@@ -121,6 +121,12 @@ struct LabelledRow {
 struct AppliedRow {
     version: u32,
     checksum: String,
+}
+
+/// A migration's DDL for database `db` (the files name `churn.`); shared by
+/// `migrate` and `churn render-sql`.
+pub fn migration_ddl(sql: &str, db: &str) -> String {
+    sql.replace("churn.", &format!("{db}."))
 }
 
 /// What `migrate` did.
@@ -162,10 +168,6 @@ impl ClickHouseStore {
         &self.db
     }
 
-    /// The DDL of a migration with the `churn` database renamed to ours.
-    fn ddl(&self, sql: &str) -> String {
-        sql.replace("churn.", &format!("{}.", self.db))
-    }
 
     /// Creates the database and applies every migration not yet recorded.
     /// A recorded migration whose file changed is an error, not a re-run.
@@ -213,7 +215,7 @@ impl ClickHouseStore {
                 continue;
             }
             self.client
-                .query(&self.ddl(sql))
+                .query(&migration_ddl(sql, db))
                 .execute()
                 .await
                 .map_err(|e| unavailable(format!("{name}: {e}")))?;
@@ -376,86 +378,61 @@ impl FeatureStore for ClickHouseStore {
             .fetch_one()
             .await
             .map_err(unavailable)?;
-        let names =
-            serde_json::to_string(&spec.names()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let fingerprint = spec.fingerprint();
+        let header = SnapshotHeader {
+            as_of,
+            created_at: chrono::Utc::now().timestamp(),
+            fingerprint: spec.fingerprint(),
+            feature_names: spec.names(),
+            users,
+        };
         // The header makes the snapshot visible: written last.
         self.client
             .query(&format!(
                 "INSERT INTO {db}.feature_snapshots (as_of, created_at, fingerprint, feature_names, users) \
                  VALUES ({as_of}, {}, {}, {}, {users})",
-                chrono::Utc::now().timestamp(),
-                clickhouse_sql::quote(&fingerprint),
-                clickhouse_sql::quote(&names)
+                header.created_at,
+                clickhouse_sql::quote(&header.fingerprint),
+                clickhouse_sql::quote(&header.names_json())
             ))
             .execute()
             .await
             .map_err(unavailable)?;
-        // Retention: drop rows of snapshots older than the newest N
-        // (an asynchronous mutation; failures only cost disk).
-        let prune = format!(
-            "ALTER TABLE {db}.user_features DELETE WHERE as_of < \
-             (SELECT min(as_of) FROM (SELECT as_of FROM {db}.feature_snapshots FINAL ORDER BY as_of DESC LIMIT {}))",
-            self.retention
-        );
-        if let Err(e) = self.client.query(&prune).execute().await {
+        if let Err(e) = self.prune().await {
+            // Failures only cost disk; the next build prunes again.
             tracing::warn!(error = %e, "pruning old feature snapshots failed");
         }
-        Ok(SnapshotSummary {
-            as_of,
-            users,
-            features: spec.len(),
-            fingerprint,
-        })
+        Ok(header.into())
     }
 
     async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
         let db = &self.db;
-        let headers: Vec<SnapshotHeader> = self
-            .client
-            .query(&format!(
-                "SELECT toUInt32(as_of) AS as_of, toUInt32(created_at) AS created_at, fingerprint, \
-                 feature_names, users FROM {db}.feature_snapshots FINAL ORDER BY as_of DESC LIMIT 1"
-            ))
-            .fetch_all()
-            .await
-            .map_err(unavailable)?;
-        let Some(h) = headers.into_iter().next() else {
+        let Some(header) = self.headers(1).await?.into_iter().next() else {
             return Ok(None);
         };
-        let names: Vec<String> = serde_json::from_str(&h.feature_names)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        for n in &names {
-            identifier(n).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        }
-        let mut snapshot = FeatureSnapshot::new(
-            i64::from(h.as_of),
-            i64::from(h.created_at),
-            names.clone(),
-            h.fingerprint,
-        );
-        snapshot.reserve(h.users as usize);
+        let mut snapshot = header.empty_snapshot();
+        // Stored as Float32: read as such, no widening on the way.
         let mut cursor = self
             .client
             .query(&format!(
                 "SELECT user_id, [{}] AS features FROM {db}.user_features FINAL WHERE as_of = toDateTime({})",
-                names.join(", "),
-                h.as_of
+                header.feature_names.join(", "),
+                header.as_of
             ))
             .fetch::<FeatureRow>()
             .map_err(unavailable)?;
-        let mut row_buf = Vec::with_capacity(names.len());
         while let Some(row) = cursor.next().await.map_err(unavailable)? {
-            row_buf.clear();
-            row_buf.extend(row.features.iter().map(|v| f64::from(*v)));
-            if !snapshot.insert(row.user_id, &row_buf) {
-                return Err(StoreError::Corrupt(format!(
-                    "user {} has a malformed feature row",
-                    row.user_id
-                )));
-            }
+            snapshot.insert_stored(row.user_id, &row.features)?;
         }
         Ok(Some(snapshot))
+    }
+
+    async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError> {
+        Ok(self
+            .headers(u64::MAX)
+            .await?
+            .into_iter()
+            .map(SnapshotSummary::from)
+            .collect())
     }
 
     async fn training_set(
@@ -472,24 +449,91 @@ impl FeatureStore for ClickHouseStore {
             .fetch_all()
             .await
             .map_err(unavailable)?;
-        let mut data = Dataset {
-            feature_names: spec.names(),
-            ..Dataset::default()
-        };
+        let mut data = Dataset::with_columns(spec.names());
         data.rows.reserve(rows.len() * spec.len());
         for r in rows {
-            if r.features.len() != spec.len() {
+            if !data.push(r.user_id, &r.features, r.churned != 0) {
                 return Err(StoreError::Corrupt(format!(
-                    "user {} has {} features",
+                    "user {} has {} features, expected {}",
                     r.user_id,
-                    r.features.len()
+                    r.features.len(),
+                    spec.len()
                 )));
             }
-            data.user_ids.push(r.user_id);
-            // Same rounding as the embedded store and serving snapshots.
-            data.rows.extend(r.features.iter().map(|v| quantize(*v)));
-            data.labels.push(r.churned != 0);
         }
         Ok(data)
+    }
+}
+
+impl ClickHouseStore {
+    /// The newest `limit` snapshot headers, newest first.
+    async fn headers(&self, limit: u64) -> Result<Vec<SnapshotHeader>, StoreError> {
+        let rows: Vec<HeaderRow> = self
+            .client
+            .query(&format!(
+                "SELECT toUInt32(as_of) AS as_of, toUInt32(created_at) AS created_at, fingerprint, \
+                 feature_names, users FROM {}.feature_snapshots FINAL ORDER BY as_of DESC LIMIT {limit}",
+                self.db
+            ))
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|h| {
+                Ok(SnapshotHeader {
+                    as_of: i64::from(h.as_of),
+                    created_at: i64::from(h.created_at),
+                    fingerprint: h.fingerprint,
+                    feature_names: SnapshotHeader::parse_names(&h.feature_names)?,
+                    users: h.users,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes rows **and headers** of snapshots older than the newest
+    /// `retention`, and waits (bounded) for the mutations, so the next read
+    /// sees what every store keeps.
+    async fn prune(&self) -> Result<(), StoreError> {
+        let db = &self.db;
+        let stored: Vec<u32> = self
+            .client
+            .query(&format!("SELECT toUInt32(as_of) FROM {db}.feature_snapshots FINAL"))
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        let keep = retained(stored.iter().map(|t| i64::from(*t)).collect(), self.retention);
+        let (Some(oldest_kept), true) = (keep.last(), keep.len() < stored.len()) else {
+            return Ok(());
+        };
+        for table in ["user_features", "feature_snapshots"] {
+            self.client
+                .query(&format!(
+                    "ALTER TABLE {db}.{table} DELETE WHERE as_of < toDateTime({oldest_kept})"
+                ))
+                .execute()
+                .await
+                .map_err(unavailable)?;
+        }
+        // Mutations are asynchronous (18.16 has no `mutations_sync`).
+        for _ in 0..100 {
+            let pending: u64 = self
+                .client
+                .query(&format!(
+                    "SELECT count() FROM system.mutations WHERE database = {} AND is_done = 0 \
+                     AND table IN ('user_features', 'feature_snapshots')",
+                    clickhouse_sql::quote(db)
+                ))
+                .fetch_one()
+                .await
+                .map_err(unavailable)?;
+            if pending == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(StoreError::Unavailable(
+            "old snapshots still being deleted after 10 s".into(),
+        ))
     }
 }

@@ -25,10 +25,7 @@ pub enum SqlError {
 /// # Errors
 /// [`SqlError::Identifier`] for anything but `[A-Za-z0-9_]+` not starting with a digit.
 pub fn identifier(name: &str) -> Result<&str, SqlError> {
-    let ok = !name.is_empty()
-        && !name.as_bytes()[0].is_ascii_digit()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
+    if crate::domain::names::is_identifier(name) {
         Ok(name)
     } else {
         Err(SqlError::Identifier(name.to_string()))
@@ -206,13 +203,19 @@ pub fn training_set(
 ) -> Result<String, SqlError> {
     let db = identifier(db)?;
     let (mut inner, mut outer) = select_lists(spec, cutoff, true)?;
+    // The label rule's windows come from the domain, as the embedded
+    // store's evaluation does.
+    let (e, h) = (
+        policy.eligibility_window(cutoff),
+        policy.horizon_window(cutoff),
+    );
     inner.push(format!(
-        "countIf(t > {} AND t <= {cutoff}) AS a__eligible",
-        cutoff - policy.lookback_secs()
+        "countIf(t > {} AND t <= {}) AS a__eligible",
+        e.after, e.until
     ));
     inner.push(format!(
-        "countIf(t > {cutoff} AND t <= {}) AS a__after",
-        cutoff + policy.horizon_secs()
+        "countIf(t > {} AND t <= {}) AS a__after",
+        h.after, h.until
     ));
     outer.push("a__eligible".to_string());
     outer.push("toUInt8(a__after = 0) AS churned".to_string());
@@ -223,7 +226,7 @@ pub fn training_set(
         names = spec.names().join(", "),
         outer = outer.join(", "),
         inner = inner.join(", "),
-        src = events_source(db, cutoff + policy.horizon_secs()),
+        src = events_source(db, h.until),
     ))
 }
 

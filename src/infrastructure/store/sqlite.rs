@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 use crate::application::ports::{
     AppendOutcome, EventStats, EventStore, FeatureStore, SnapshotSummary, StoreError,
@@ -27,7 +27,7 @@ use crate::domain::event::Event;
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
 use crate::domain::label::LabelPolicy;
 use crate::domain::model::Dataset;
-use crate::domain::snapshot::{FeatureSnapshot, quantize};
+use crate::domain::snapshot::{FeatureSnapshot, SnapshotHeader, retained};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -212,11 +212,14 @@ impl SqliteStore {
                 rows.push((user, encode_row(&out)));
             }
         })?;
-        let names =
-            serde_json::to_string(&spec.names()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let fingerprint = spec.fingerprint();
-        let users = rows.len() as u64;
-        let retention = self.options.snapshot_retention.max(1) as i64;
+        let header = SnapshotHeader {
+            as_of,
+            created_at: chrono::Utc::now().timestamp(),
+            fingerprint: spec.fingerprint(),
+            feature_names: spec.names(),
+            users: rows.len() as u64,
+        };
+        let retention = self.options.snapshot_retention;
         self.with_writer(|conn| {
             let tx = conn.transaction()?;
             tx.execute("DELETE FROM user_features WHERE as_of = ?1", params![as_of])?;
@@ -232,61 +235,77 @@ impl SqliteStore {
             tx.execute(
                 "INSERT INTO feature_snapshots (as_of, created_at, fingerprint, feature_names, users)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![as_of, chrono::Utc::now().timestamp(), fingerprint, names, users as i64],
+                params![
+                    header.as_of,
+                    header.created_at,
+                    header.fingerprint,
+                    header.names_json(),
+                    header.users as i64
+                ],
             )?;
-            // Keep the newest `retention` snapshots.
-            tx.execute(
-                "DELETE FROM user_features WHERE as_of NOT IN
-                 (SELECT as_of FROM feature_snapshots ORDER BY as_of DESC LIMIT ?1)",
-                params![retention],
-            )?;
-            tx.execute(
-                "DELETE FROM feature_snapshots WHERE as_of NOT IN
-                 (SELECT as_of FROM feature_snapshots ORDER BY as_of DESC LIMIT ?1)",
-                params![retention],
-            )?;
+            let stored: Vec<i64> = tx
+                .prepare("SELECT as_of FROM feature_snapshots")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let keep = retained(stored.clone(), retention);
+            for old in stored.iter().filter(|t| !keep.contains(t)) {
+                tx.execute("DELETE FROM user_features WHERE as_of = ?1", params![old])?;
+                tx.execute("DELETE FROM feature_snapshots WHERE as_of = ?1", params![old])?;
+            }
             tx.commit()
         })?;
         Ok(SnapshotSummary {
             as_of,
-            users,
+            users: header.users,
             features: spec.len(),
-            fingerprint,
+            fingerprint: header.fingerprint,
         })
+    }
+
+    fn headers(conn: &Connection, limit: i64) -> Result<Vec<SnapshotHeader>, StoreError> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT as_of, created_at, fingerprint, feature_names, users FROM feature_snapshots
+                 ORDER BY as_of DESC LIMIT ?1",
+            )
+            .map_err(unavailable)?;
+        let raw = stmt
+            .query_map(params![limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(unavailable)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(unavailable)?;
+        raw.into_iter()
+            .map(|(as_of, created_at, fingerprint, names, users)| {
+                Ok(SnapshotHeader {
+                    as_of,
+                    created_at,
+                    fingerprint,
+                    feature_names: SnapshotHeader::parse_names(&names)?,
+                    users: users.max(0) as u64,
+                })
+            })
+            .collect()
     }
 
     fn latest_snapshot_blocking(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
         let conn = self.reader()?;
-        let header = conn
-            .query_row(
-                "SELECT as_of, created_at, fingerprint, feature_names, users FROM feature_snapshots
-                 ORDER BY as_of DESC LIMIT 1",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(unavailable)?;
-        let Some((as_of, created_at, fingerprint, names, users)) = header else {
+        let Some(header) = Self::headers(&conn, 1)?.into_iter().next() else {
             return Ok(None);
         };
-        let names: Vec<String> =
-            serde_json::from_str(&names).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let width = names.len();
-        let mut snapshot = FeatureSnapshot::new(as_of, created_at, names, fingerprint);
-        snapshot.reserve(users.max(0) as usize);
+        let mut snapshot = header.empty_snapshot();
         let mut stmt = conn
             .prepare("SELECT user_id, features FROM user_features WHERE as_of = ?1")
             .map_err(unavailable)?;
-        let mut rows = stmt.query(params![as_of]).map_err(unavailable)?;
-        let mut row_buf = Vec::with_capacity(width);
+        let mut rows = stmt.query(params![header.as_of]).map_err(unavailable)?;
+        let mut row_buf = Vec::with_capacity(header.feature_names.len());
         while let Some(row) = rows.next().map_err(unavailable)? {
             let user: i64 = row.get(0).map_err(unavailable)?;
             let blob = row.get_ref(1).map_err(unavailable)?;
@@ -294,12 +313,7 @@ impl SqliteStore {
                 .as_blob()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             decode_row(blob, &mut row_buf);
-            if !snapshot.insert(user as u64, &row_buf) {
-                return Err(StoreError::Corrupt(format!(
-                    "user {user} has {} features in snapshot {as_of}, expected {width}",
-                    row_buf.len()
-                )));
-            }
+            snapshot.insert_stored(user as u64, &row_buf)?;
         }
         Ok(Some(snapshot))
     }
@@ -310,18 +324,14 @@ impl SqliteStore {
         policy: LabelPolicy,
         cutoff: i64,
     ) -> Result<Dataset, StoreError> {
-        let mut data = Dataset {
-            feature_names: spec.names(),
-            ..Dataset::default()
-        };
+        let mut data = Dataset::with_columns(spec.names());
         let mut out = Vec::with_capacity(spec.len());
         self.scan_users(spec, cutoff + policy.horizon_secs(), |user, events| {
             if let Some(churned) = policy.label(events, cutoff)
                 && spec.evaluate(events, cutoff, &mut out)
             {
-                data.user_ids.push(user);
-                data.rows.extend(out.iter().map(|v| quantize(*v)));
-                data.labels.push(churned);
+                // The evaluator always yields one value per feature.
+                data.push(user, &out, churned);
             }
         })?;
         Ok(data)
@@ -336,11 +346,11 @@ fn encode_row(values: &[f64]) -> Vec<u8> {
         .collect()
 }
 
-fn decode_row(blob: &[u8], out: &mut Vec<f64>) {
+fn decode_row(blob: &[u8], out: &mut Vec<f32>) {
     out.clear();
     out.extend(
         blob.chunks_exact(4)
-            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
     );
 }
 
@@ -445,6 +455,14 @@ impl FeatureStore for SqliteStore {
 
     async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
         self.blocking(|s| s.latest_snapshot_blocking()).await
+    }
+
+    async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError> {
+        self.blocking(|s| {
+            let headers = Self::headers(&s.reader()?, i64::MAX)?;
+            Ok(headers.into_iter().map(SnapshotSummary::from).collect())
+        })
+        .await
     }
 
     async fn training_set(

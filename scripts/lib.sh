@@ -1,0 +1,73 @@
+# Sourced by every script under scripts/ (and bench/): one root for every
+# cache, venv, built tool, service data directory and the cargo target, so
+# the fresh-machine path can be run on demand:
+#
+#   scripts/services.sh stop                      # the warm services, if any
+#   CHURN_CACHE_DIR=$(mktemp -d) scripts/test.sh  # as on a new machine
+#
+# Debian packages (clickhouse-server, docker-compose, ...) stay system-wide:
+# apt has no per-directory install.
+#
+# Layout under $CHURN_CACHE_DIR (default /var/tmp/churn):
+#   target/        cargo target dir (CARGO_TARGET_DIR wins when set)
+#   cargo/         CARGO_HOME: the crates.io registry cache
+#   pip/           pip's download cache
+#   venv-<name>/   Python venvs (kafka brokers, mlflow, airflow, chdb)
+#   tools/         binaries built with `cargo install` (s3s-fs, oha)
+#   <service>/     data, logs and pid files of each started service
+
+CHURN_CACHE_DIR="${CHURN_CACHE_DIR:-/var/tmp/churn}"
+mkdir -p "$CHURN_CACHE_DIR"
+CHURN_CACHE_DIR="$(cd "$CHURN_CACHE_DIR" && pwd)"
+export CHURN_CACHE_DIR
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CHURN_CACHE_DIR/target}"
+# rustup's proxies find the toolchain through RUSTUP_HOME, so a fresh
+# CARGO_HOME only means a fresh registry cache (crates.io is reachable).
+export CARGO_HOME="$CHURN_CACHE_DIR/cargo"
+export PIP_CACHE_DIR="$CHURN_CACHE_DIR/pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+CHURN_TOOLS="$CHURN_CACHE_DIR/tools"
+
+# True when something accepts connections on 127.0.0.1:$1.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Whether the service with pid file $2 should be started on port $1:
+# returns 1 when our own instance (pid file of this cache dir, process
+# alive) already listens, 0 when the port is free, and exits when a process
+# that this cache dir did not start holds the port: reusing it would hide
+# first-run bugs of a fresh cache dir.
+need_start() { # port pidfile name
+  if ! listening "$1"; then
+    rm -f "$2"
+    return 0
+  fi
+  if [ -f "$2" ] && kill -0 "$(cat "$2")" 2>/dev/null; then
+    echo "$3: already running on 127.0.0.1:$1 (started from $CHURN_CACHE_DIR)"
+    return 1
+  fi
+  echo "$3: 127.0.0.1:$1 is held by a process not started from $CHURN_CACHE_DIR;" >&2
+  echo "  stop it (scripts/services.sh stop, with the CHURN_CACHE_DIR it was started with) or pick another port" >&2
+  exit 1
+}
+
+# Stops the process group recorded in pid file $1 (services run under
+# setsid, so the group holds their children too) and waits for it to end.
+stop_group() {
+  [ -f "$1" ] || return 0
+  local pid; pid="$(cat "$1")"
+  kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$1"
+}
+
+# A Python venv with the pinned packages, rebuilt when the pins change.
+venv() { # dir package...
+  local dir="$1"; shift
+  local want="$*"
+  if [ ! -f "$dir/.installed" ] || [ "$(cat "$dir/.installed")" != "$want" ]; then
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q "$@"
+    echo "$want" > "$dir/.installed"
+  fi
+}

@@ -1,0 +1,110 @@
+//! The `churn` command line: a thin edge over the use cases, one file per
+//! command (each parses its arguments, calls use cases through
+//! [`crate::startup::Services`], and prints through [`output`]). Wiring
+//! stays in [`crate::startup`]. Every command prints human-readable text by
+//! default and one JSON document with `--json` where scripts need it;
+//! errors go to stderr with a non-zero exit code.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Settings;
+
+mod build_features;
+mod check_config;
+mod demo;
+mod generate;
+mod ingest;
+mod migrate;
+mod models;
+pub mod output;
+mod render_sql;
+mod serve;
+mod stats;
+mod train;
+
+/// Churn prediction: events → features → model → registry → predictions.
+#[derive(Debug, Parser)]
+#[command(name = "churn", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: ./config.toml when present).
+    #[arg(long, global = true, env = "CHURN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store and local registry (overrides `data_dir`).
+    #[arg(long, global = true, env = "CHURN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write seeded, realistic demo events as NDJSON.
+    GenerateEvents(generate::GenerateArgs),
+    /// Validate and store events from an NDJSON file (`-` = stdin).
+    Ingest(ingest::IngestArgs),
+    /// Compute every user's features as of a time and store the snapshot.
+    BuildFeatures(build_features::BuildFeaturesArgs),
+    /// Train, evaluate, register and (if it wins) promote a model.
+    Train(train::TrainArgs),
+    /// List, promote and roll back model versions.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Show what the event store holds.
+    Stats(JsonFlag),
+    /// Apply pending ClickHouse migrations (store.type = "clickhouse").
+    Migrate(JsonFlag),
+    /// Print, as JSON, the ClickHouse SQL generated from the feature spec
+    /// (migrations, snapshot build, training set) for review or other engines.
+    RenderSql(render_sql::RenderSqlArgs),
+    /// Validate the configuration and print it (secrets redacted).
+    CheckConfig,
+    /// Serve predictions, ingestion, metrics and admin on existing state.
+    Serve(serve::ServeArgs),
+    /// The main job: generate → ingest → features → train → register → serve.
+    Demo(demo::DemoArgs),
+}
+
+/// `--json` for commands that have nothing else.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Loads and overrides the settings from the global flags.
+///
+/// # Errors
+/// Unreadable or invalid configuration.
+pub fn load_settings(cli: &Cli) -> Result<Settings> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.data_dir {
+        settings.data_dir = dir.clone();
+    }
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Any failure, with context naming what was being done.
+pub async fn run(cli: Cli) -> Result<()> {
+    let settings = load_settings(&cli)?;
+    match cli.command {
+        Command::Serve(args) => serve::run(settings, &args).await,
+        Command::Demo(args) => demo::run(settings, args).await,
+        Command::GenerateEvents(args) => generate::run(&settings, args),
+        Command::CheckConfig => check_config::run(&settings),
+        Command::Ingest(args) => ingest::run(settings, args).await,
+        Command::BuildFeatures(args) => build_features::run(settings, args).await,
+        Command::Train(args) => train::run(settings, args).await,
+        Command::Migrate(flag) => migrate::run(settings, flag).await,
+        Command::RenderSql(args) => render_sql::run(&settings, args),
+        Command::Models(cmd) => models::run(settings, cmd).await,
+        Command::Stats(flag) => stats::run(settings, flag).await,
+    }
+}

@@ -1,0 +1,391 @@
+//! In-memory fakes of every port, for unit tests of the use cases and for
+//! the contract suites (`tests/contracts`), which run them next to the real
+//! adapters so a fake cannot drift from what it stands for. Never wired by
+//! `startup`: nothing here is durable.
+//!
+//! Each fake has an outage switch (`set_failing`) so tests can drive the
+//! retry and pause paths without a real server going down.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::application::ports::{
+    AliasRecord, AppendOutcome, DeadLetterSink, EventStats, EventStore, EventStream, FeatureStore,
+    ModelRegistry, RawRecord, RegistryError, SnapshotSummary, SourceError, StoreError,
+};
+use crate::domain::event::{Event, EventError};
+use crate::domain::features::{FeatureSpec, UserEvent, session_key};
+use crate::domain::label::LabelPolicy;
+use crate::domain::model::{Dataset, ModelMetadata};
+use crate::domain::snapshot::{FeatureSnapshot, SnapshotHeader, retained};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A switch shared by a fake and its test.
+#[derive(Debug, Clone, Default)]
+pub struct Outage(Arc<AtomicBool>);
+
+impl Outage {
+    pub fn set_failing(&self, failing: bool) {
+        self.0.store(failing, Ordering::SeqCst);
+    }
+    fn check(&self, what: &str) -> Result<(), StoreError> {
+        if self.0.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable(format!("{what}: simulated outage")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[derive(Default)]
+struct StoreState {
+    /// Keyed like the SQLite table: (user, time, event id).
+    events: BTreeMap<(u64, i64, i64), Event>,
+    snapshots: BTreeMap<i64, (SnapshotHeader, Vec<(u64, Vec<f32>)>)>,
+}
+
+/// Event and feature store in memory, evaluating the shared spec in Rust
+/// like the embedded store.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<StoreState>>,
+    retention: usize,
+    pub outage: Outage,
+}
+
+impl MemoryStore {
+    pub fn new(retention: usize) -> Self {
+        Self {
+            retention: retention.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Every user's time-ordered events with `time <= until`.
+    fn users(&self, spec: &FeatureSpec, until: i64) -> Vec<(u64, Vec<UserEvent>)> {
+        let state = lock(&self.state);
+        let mut out: Vec<(u64, Vec<UserEvent>)> = Vec::new();
+        for ((user, time, _), e) in state.events.iter() {
+            if *time > until {
+                continue;
+            }
+            if out.last().is_none_or(|(u, _)| u != user) {
+                out.push((*user, Vec::new()));
+            }
+            if let Some((_, events)) = out.last_mut() {
+                events.push(UserEvent {
+                    time: *time,
+                    type_idx: spec.type_index(e.event_type()),
+                    session: session_key(e.session_id()),
+                    amount: e.amount().unwrap_or(0.0),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(&self, events: Vec<Event>) -> Result<AppendOutcome, StoreError> {
+        self.outage.check("memory store")?;
+        let mut state = lock(&self.state);
+        let mut inserted = 0;
+        for e in &events {
+            let key = (e.user_id(), e.event_time(), e.event_id());
+            if state.events.insert(key, e.clone()).is_none() {
+                inserted += 1;
+            }
+        }
+        Ok(AppendOutcome {
+            inserted,
+            duplicates: events.len() as u64 - inserted,
+        })
+    }
+
+    async fn stats(&self) -> Result<EventStats, StoreError> {
+        self.outage.check("memory store")?;
+        let state = lock(&self.state);
+        let mut users: Vec<u64> = state.events.keys().map(|k| k.0).collect();
+        users.dedup();
+        Ok(EventStats {
+            events: state.events.len() as u64,
+            users: users.len() as u64,
+            first_event_time: state.events.keys().map(|k| k.1).min(),
+            last_event_time: state.events.keys().map(|k| k.1).max(),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.outage.check("memory store")
+    }
+}
+
+#[async_trait]
+impl FeatureStore for MemoryStore {
+    async fn build_snapshot(
+        &self,
+        spec: &FeatureSpec,
+        as_of: i64,
+    ) -> Result<SnapshotSummary, StoreError> {
+        self.outage.check("memory store")?;
+        let mut rows = Vec::new();
+        let mut out = Vec::new();
+        for (user, events) in self.users(spec, as_of) {
+            if spec.evaluate(&events, as_of, &mut out) {
+                rows.push((user, out.iter().map(|v| *v as f32).collect()));
+            }
+        }
+        let header = SnapshotHeader {
+            as_of,
+            created_at: chrono::Utc::now().timestamp(),
+            fingerprint: spec.fingerprint(),
+            feature_names: spec.names(),
+            users: rows.len() as u64,
+        };
+        let mut state = lock(&self.state);
+        state.snapshots.insert(as_of, (header.clone(), rows));
+        let keep = retained(state.snapshots.keys().copied().collect(), self.retention);
+        state.snapshots.retain(|t, _| keep.contains(t));
+        Ok(header.into())
+    }
+
+    async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
+        self.outage.check("memory store")?;
+        let state = lock(&self.state);
+        let Some((header, rows)) = state.snapshots.values().next_back() else {
+            return Ok(None);
+        };
+        let mut snapshot = header.empty_snapshot();
+        for (user, row) in rows {
+            snapshot.insert_stored(*user, row)?;
+        }
+        Ok(Some(snapshot))
+    }
+
+    async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError> {
+        self.outage.check("memory store")?;
+        let state = lock(&self.state);
+        Ok(state
+            .snapshots
+            .values()
+            .rev()
+            .map(|(h, _)| h.clone().into())
+            .collect())
+    }
+
+    async fn training_set(
+        &self,
+        spec: &FeatureSpec,
+        policy: LabelPolicy,
+        cutoff: i64,
+    ) -> Result<Dataset, StoreError> {
+        self.outage.check("memory store")?;
+        let mut data = Dataset::with_columns(spec.names());
+        let mut out = Vec::new();
+        for (user, events) in self.users(spec, cutoff + policy.horizon_secs()) {
+            if let Some(churned) = policy.label(&events, cutoff)
+                && spec.evaluate(&events, cutoff, &mut out)
+            {
+                data.push(user, &out, churned);
+            }
+        }
+        Ok(data)
+    }
+}
+
+#[derive(Default)]
+struct RegistryState {
+    versions: Vec<(ModelMetadata, Vec<u8>)>,
+    aliases: HashMap<String, AliasRecord>,
+}
+
+/// A model registry in memory. Clones share one registry (like replicas
+/// sharing a bucket); alias moves are compare-and-swap.
+#[derive(Clone, Default)]
+pub struct MemoryRegistry {
+    state: Arc<Mutex<RegistryState>>,
+    pub outage: Outage,
+}
+
+impl MemoryRegistry {
+    fn check(&self) -> Result<(), RegistryError> {
+        self.outage
+            .check("memory registry")
+            .map_err(|e| RegistryError::Backend(e.to_string()))
+    }
+}
+
+fn checksum(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[async_trait]
+impl ModelRegistry for MemoryRegistry {
+    async fn register(
+        &self,
+        mut metadata: ModelMetadata,
+        model: Vec<u8>,
+    ) -> Result<ModelMetadata, RegistryError> {
+        self.check()?;
+        let mut state = lock(&self.state);
+        metadata.version = state.versions.len() as u64 + 1;
+        metadata.checksum_sha256 = checksum(&model);
+        state.versions.push((metadata.clone(), model));
+        Ok(metadata)
+    }
+
+    async fn list(&self) -> Result<Vec<ModelMetadata>, RegistryError> {
+        self.check()?;
+        Ok(lock(&self.state)
+            .versions
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect())
+    }
+
+    async fn load(&self, version: u64) -> Result<(ModelMetadata, Vec<u8>), RegistryError> {
+        self.check()?;
+        let state = lock(&self.state);
+        let (metadata, bytes) = version
+            .checked_sub(1)
+            .and_then(|i| state.versions.get(i as usize))
+            .ok_or(RegistryError::UnknownVersion(version))?;
+        let found = checksum(bytes);
+        if found != metadata.checksum_sha256 {
+            return Err(RegistryError::Checksum {
+                version,
+                expected: metadata.checksum_sha256.clone(),
+                found,
+            });
+        }
+        Ok((metadata.clone(), bytes.clone()))
+    }
+
+    async fn alias(&self, alias: &str) -> Result<Option<AliasRecord>, RegistryError> {
+        self.check()?;
+        Ok(lock(&self.state).aliases.get(alias).cloned())
+    }
+
+    async fn set_alias(
+        &self,
+        alias: &str,
+        record: AliasRecord,
+        expected: Option<&AliasRecord>,
+    ) -> Result<(), RegistryError> {
+        self.check()?;
+        let mut state = lock(&self.state);
+        if record.version == 0 || record.version as usize > state.versions.len() {
+            return Err(RegistryError::UnknownVersion(record.version));
+        }
+        if state.aliases.get(alias) != expected {
+            return Err(RegistryError::Conflict {
+                alias: alias.to_string(),
+            });
+        }
+        state.aliases.insert(alias.to_string(), record);
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), RegistryError> {
+        self.check()
+    }
+}
+
+/// What a [`ScriptedStream`] was asked to do, for assertions.
+#[derive(Debug, Default)]
+pub struct StreamLog {
+    pub fetched: usize,
+    pub commits: usize,
+    pub pauses: usize,
+    pub resumes: usize,
+    pub closed: bool,
+}
+
+/// An event stream that hands out scripted batches, then nothing.
+pub struct ScriptedStream {
+    batches: VecDeque<Vec<RawRecord>>,
+    pub log: Arc<Mutex<StreamLog>>,
+}
+
+impl ScriptedStream {
+    pub fn new(batches: Vec<Vec<RawRecord>>) -> Self {
+        Self {
+            batches: batches.into(),
+            log: Arc::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl EventStream for ScriptedStream {
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<RawRecord>, SourceError> {
+        match self.batches.pop_front() {
+            Some(mut b) => {
+                if b.len() > max {
+                    let rest = b.split_off(max);
+                    self.batches.push_front(rest);
+                }
+                lock(&self.log).fetched += b.len();
+                Ok(b)
+            }
+            None => {
+                tokio::time::sleep(wait).await;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> Result<(), SourceError> {
+        lock(&self.log).commits += 1;
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Result<(), SourceError> {
+        lock(&self.log).pauses += 1;
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), SourceError> {
+        lock(&self.log).resumes += 1;
+        Ok(())
+    }
+
+    async fn idle(&mut self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    async fn close(self: Box<Self>) {
+        lock(&self.log).closed = true;
+    }
+}
+
+/// A dead-letter sink keeping what it was given.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryDeadLetters {
+    pub rejected: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+#[async_trait]
+impl DeadLetterSink for MemoryDeadLetters {
+    async fn reject(&mut self, record: &RawRecord, error: &EventError) -> Result<(), SourceError> {
+        lock(&self.rejected).push((record.origin.clone(), error.to_string()));
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
