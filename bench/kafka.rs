@@ -122,7 +122,8 @@ async fn end_to_end(
         retry_max: Duration::from_millis(k.retry_max_ms),
     };
     let stream = Box::new(KafkaStream::subscribe(&churn::startup::kafka_options(k))?);
-    let mut dlq: Box<dyn DeadLetterSink> = Box::new(KafkaDeadLetters::new(&churn::startup::kafka_options(k))?);
+    let mut dlq: Box<dyn DeadLetterSink> =
+        Box::new(KafkaDeadLetters::new(&churn::startup::kafka_options(k))?);
     let stop = CancellationToken::new();
     let t = Instant::now();
     let task = {

@@ -28,9 +28,9 @@ use crate::domain::training::PromotionPolicy;
 use crate::http::{AppContext, Limits};
 use crate::infrastructure::file_source::{NdjsonSource, RejectsFile};
 use crate::infrastructure::kafka::KafkaOptions;
-use crate::infrastructure::kafka::producer::EventProducer;
 use crate::infrastructure::kafka::consumer::KafkaStream;
 use crate::infrastructure::kafka::dead_letters::KafkaDeadLetters;
+use crate::infrastructure::kafka::producer::EventProducer;
 use crate::infrastructure::mlflow::{MlflowExporter, MlflowOptions};
 use crate::infrastructure::models::CrateTrainer;
 use crate::infrastructure::registry::{ObjectStoreRegistry, S3Options};
@@ -537,8 +537,12 @@ impl Application {
                 self.restart,
                 stop.clone(),
                 move || {
-                    let (jobs, f, r, token) =
-                        (jobs.clone(), features.clone(), retrain.clone(), token.clone());
+                    let (jobs, f, r, token) = (
+                        jobs.clone(),
+                        features.clone(),
+                        retrain.clone(),
+                        token.clone(),
+                    );
                     async move {
                         run_schedule(jobs, &f, &r, token)
                             .await
@@ -557,7 +561,8 @@ impl Application {
                 self.restart,
                 stop.clone(),
                 move || {
-                    let poll = follow_production(state.clone(), models.clone(), interval, token.clone());
+                    let poll =
+                        follow_production(state.clone(), models.clone(), interval, token.clone());
                     async move {
                         poll.await;
                         Ok(())
@@ -612,7 +617,10 @@ impl Application {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(?grace, "background tasks did not stop within the grace period");
+            tracing::warn!(
+                ?grace,
+                "background tasks did not stop within the grace period"
+            );
             supervisors.abort_all();
         }
         tracing::info!("server stopped");

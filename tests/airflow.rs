@@ -18,8 +18,7 @@ const TOKEN: &str = "airflow-test-token";
 /// runs never share one SQLite metadata DB, so they cannot race on it.
 fn airflow() -> (String, tempfile::TempDir) {
     let var = |name: &str| {
-        std::env::var(name)
-            .unwrap_or_else(|_| panic!("{name} unset: run through scripts/test.sh"))
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} unset: run through scripts/test.sh"))
     };
     let airflow = var("CHURN_TEST_AIRFLOW_BIN");
     let prepared = std::path::PathBuf::from(var("CHURN_TEST_AIRFLOW_HOME"));
@@ -29,7 +28,11 @@ fn airflow() -> (String, tempfile::TempDir) {
     );
     let home = tempfile::tempdir().unwrap();
     let db = prepared.join("airflow.db");
-    assert!(db.exists(), "{} missing: run scripts/airflow.sh", db.display());
+    assert!(
+        db.exists(),
+        "{} missing: run scripts/airflow.sh",
+        db.display()
+    );
     std::fs::copy(&db, home.path().join("airflow.db")).unwrap();
     // Airflow writes a default airflow.cfg on first use; copy it if there.
     let cfg = prepared.join("airflow.cfg");

@@ -272,3 +272,81 @@ impl DeadLetterSink for CollectRejects {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MemoryDeadLetters, MemoryStore};
+
+    fn records() -> Vec<RawRecord> {
+        [
+            r#"{"user_id":1,"event_time":"2026-01-01 10:00:00","event_type":"login"}"#,
+            r#"{"user_id":1,"event_time":"2026-01-01 10:05:00"}"#,
+            r#"{"user_id":2,"event_time":"2026-01-01 11:00:00","event_type":"view"}"#,
+            "not json",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| RawRecord::new(l.as_bytes().to_vec(), format!("f:{}", i + 1)))
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn good_records_are_stored_and_bad_ones_dead_lettered_with_reasons() {
+        let store = MemoryStore::new(3);
+        let ingest = IngestEvents::new(Arc::new(store.clone()), 86_400, 2);
+        let mut dlq = MemoryDeadLetters::default();
+        let report = ingest.process(records(), &mut dlq).await.unwrap();
+        assert_eq!(
+            report,
+            IngestReport {
+                read: 4,
+                inserted: 2,
+                duplicates: 0,
+                rejected: 2
+            }
+        );
+        let rejected = dlq.rejected.lock().unwrap().clone();
+        assert_eq!(rejected.len(), 2);
+        assert_eq!(rejected[0].0, "f:2");
+        assert!(rejected[0].1.contains("event_type"), "{rejected:?}");
+        // Redelivery: duplicates, not new events.
+        let again = ingest.process(records(), &mut dlq).await.unwrap();
+        assert_eq!((again.inserted, again.duplicates), (0, 2));
+        assert_eq!(store.stats().await.unwrap().events, 2);
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_fails_the_batch_before_anything_is_dead_lettered() {
+        let store = MemoryStore::new(3);
+        store.outage.set_failing(true);
+        let ingest = IngestEvents::new(Arc::new(store.clone()), 86_400, 2);
+        let mut dlq = MemoryDeadLetters::default();
+        let err = ingest.process(records(), &mut dlq).await.unwrap_err();
+        assert!(matches!(
+            err,
+            IngestError::Store(StoreError::Unavailable(_))
+        ));
+        assert!(dlq.rejected.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn store_all_writes_in_batch_size_chunks_and_sums_once() {
+        let store = MemoryStore::new(3);
+        let ingest = IngestEvents::new(Arc::new(store.clone()), 86_400, 3);
+        let batch = ingest.validate(records());
+        let events: Vec<Event> = batch.events.iter().cycle().take(7).cloned().collect();
+        let total = ingest.store_all(events).await.unwrap();
+        assert_eq!((total.read, total.inserted, total.duplicates), (7, 2, 5));
+    }
+
+    #[tokio::test]
+    async fn collected_rejects_are_bounded_but_all_counted() {
+        let mut sink = CollectRejects::new(1);
+        let store = MemoryStore::new(3);
+        let ingest = IngestEvents::new(Arc::new(store), 86_400, 10);
+        let report = ingest.process(records(), &mut sink).await.unwrap();
+        assert_eq!((report.rejected, sink.total, sink.notes.len()), (2, 2, 1));
+        assert_eq!(sink.notes[0].origin, "f:2");
+    }
+}

@@ -30,3 +30,111 @@ pub async fn follow_production(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::application::models::PRODUCTION;
+    use crate::application::ports::{AliasRecord, ModelRegistry};
+    use crate::domain::features::FeatureSpec;
+    use crate::domain::model::{LogisticModel, ModelKind, ModelMetadata, ModelMetrics};
+    use crate::testing::{GradientTrainer, MemoryRegistry};
+
+    fn metadata(spec: &FeatureSpec) -> ModelMetadata {
+        let m = ModelMetrics {
+            auc: 0.8,
+            pr_auc: 0.5,
+            logloss: 0.5,
+            brier: 0.2,
+            recency_auc: 0.7,
+        };
+        ModelMetadata {
+            name: String::new(),
+            version: 0,
+            kind: ModelKind::Logistic,
+            feature_names: spec.names(),
+            feature_fingerprint: spec.fingerprint(),
+            train_cutoffs: vec![],
+            validation_cutoff: String::new(),
+            horizon_days: 30,
+            lookback_days: 30,
+            train_rows: 0,
+            validation_rows: 0,
+            train_churn_rate: 0.0,
+            validation_churn_rate: 0.0,
+            metrics: m,
+            baseline_metrics: None,
+            hyperparameters: serde_json::Value::Null,
+            trained_at: String::new(),
+            training_secs: 0.0,
+            crate_version: String::new(),
+            checksum_sha256: String::new(),
+        }
+    }
+
+    /// Paused time: an alias moved by "another replica" is served one poll
+    /// interval later, not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_moved_alias_is_followed_on_the_next_tick() {
+        let spec = Arc::new(FeatureSpec::standard());
+        let registry = MemoryRegistry::default();
+        let model = LogisticModel {
+            coefficients: vec![0.0; spec.len()],
+            intercept: 0.0,
+            means: vec![0.0; spec.len()],
+            scales: vec![1.0; spec.len()],
+        };
+        let bytes = serde_json::to_vec(&model).unwrap();
+        for _ in 0..2 {
+            registry
+                .register(metadata(&spec), bytes.clone())
+                .await
+                .unwrap();
+        }
+        let record = |v: u64| AliasRecord {
+            version: v,
+            history: vec![],
+            updated_at: String::new(),
+            reason: String::new(),
+        };
+        registry
+            .set_alias(PRODUCTION, record(1), None)
+            .await
+            .unwrap();
+        let models = ManageModels::new(
+            Arc::new(registry.clone()),
+            Arc::new(GradientTrainer::default()),
+        );
+        let state = ServingState::new(spec);
+        state.reload_model(&models).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let poll = tokio::spawn(follow_production(
+            state.clone(),
+            models,
+            Duration::from_secs(30),
+            shutdown.clone(),
+        ));
+        let current = registry.alias(PRODUCTION).await.unwrap();
+        registry
+            .set_alias(PRODUCTION, record(2), current.as_ref())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert_eq!(state.model().unwrap().metadata.version, 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The reload decodes on the blocking pool (real threads): give it
+        // a moment of real time.
+        for _ in 0..500 {
+            if state.model().unwrap().metadata.version == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(state.model().unwrap().metadata.version, 2);
+        shutdown.cancel();
+        poll.await.unwrap();
+    }
+}

@@ -294,4 +294,75 @@ mod tests {
         h.resume();
         assert_eq!(h.paused_because(), None);
     }
+
+    /// Paused time: a store outage pauses the stream and retries the same
+    /// batch with doubling delays; once the store is back the batch is
+    /// stored exactly once, committed, and the stream resumed.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_outage_pauses_retries_with_backoff_and_loses_nothing() {
+        use crate::application::ports::{EventStore, RawRecord};
+        use crate::testing::{MemoryDeadLetters, MemoryStore, ScriptedStream};
+
+        let store = MemoryStore::new(3);
+        store.outage.set_failing(true);
+        let ingest = IngestEvents::new(Arc::new(store.clone()), 86_400, 100);
+        let line = |u: u64| {
+            RawRecord::new(
+                format!(
+                    r#"{{"user_id":{u},"event_time":"2026-01-01 10:00:00","event_type":"login"}}"#
+                )
+                .into_bytes(),
+                format!("events/0@{u}"),
+            )
+        };
+        let stream = ScriptedStream::new(vec![vec![
+            line(1),
+            line(2),
+            RawRecord::new(b"{".to_vec(), "events/0@3"),
+        ]]);
+        let log = stream.log.clone();
+        let health = IngestHealth::default();
+        let consumer = StreamIngest::new(
+            ingest,
+            StreamOptions {
+                batch_max_events: 10,
+                batch_max_wait: Duration::from_millis(50),
+                retry_initial: Duration::from_millis(100),
+                retry_max: Duration::from_millis(400),
+            },
+            health.clone(),
+        );
+        let shutdown = CancellationToken::new();
+        let mut dlq = MemoryDeadLetters::default();
+        let rejected = dlq.rejected.clone();
+        let stop = shutdown.clone();
+        let task =
+            tokio::spawn(async move { consumer.run(Box::new(stream), &mut dlq, stop).await });
+        // Retries at 100, 200, 400, 400 ms: still failing at 1 s.
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert!(
+            health
+                .paused_because()
+                .is_some_and(|p| p.contains("simulated outage"))
+        );
+        assert_eq!(log.lock().unwrap().pauses, 1, "paused once, not per retry");
+        assert_eq!(
+            log.lock().unwrap().commits,
+            0,
+            "nothing committed while failing"
+        );
+        store.outage.set_failing(false);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(health.paused_because(), None);
+        {
+            let log = log.lock().unwrap();
+            assert_eq!((log.resumes, log.commits), (1, 1));
+        }
+        shutdown.cancel();
+        let total = task.await.unwrap();
+        assert_eq!((total.read, total.inserted, total.rejected), (3, 2, 1));
+        assert_eq!(store.stats().await.unwrap().events, 2);
+        assert_eq!(rejected.lock().unwrap().len(), 1);
+        assert!(log.lock().unwrap().closed);
+    }
 }

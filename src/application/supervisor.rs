@@ -19,9 +19,15 @@ use tokio_util::sync::CancellationToken;
 pub enum TaskState {
     Running,
     /// Ended unexpectedly; restarts after a backoff.
-    Restarting { restarts: u32, last_error: String },
+    Restarting {
+        restarts: u32,
+        last_error: String,
+    },
     /// Ended unexpectedly too often; the process is stopping.
-    Failed { restarts: u32, last_error: String },
+    Failed {
+        restarts: u32,
+        last_error: String,
+    },
 }
 
 /// The state of every supervised task, for `/readyz`. Cheap to clone.

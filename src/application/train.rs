@@ -451,3 +451,98 @@ fn fit(
         secs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::application::generate::{GeneratorOptions, generate};
+    use crate::application::ports::ModelRegistry;
+    use crate::testing::{GradientTrainer, MemoryRegistry, MemoryStore};
+
+    async fn setup() -> (TrainModel, MemoryRegistry, ManageModels) {
+        let store = MemoryStore::new(3);
+        let mut events = Vec::new();
+        generate(
+            GeneratorOptions {
+                users: 300,
+                days: 120,
+                end: 1_780_000_000,
+                seed: 3,
+                churn_share: 0.35,
+            },
+            |e| events.push(e),
+        );
+        store.append(events).await.unwrap();
+        let registry = MemoryRegistry::default();
+        let trainer: Arc<dyn ModelTrainer> = Arc::new(GradientTrainer::default());
+        let models = ManageModels::new(Arc::new(registry.clone()), trainer.clone());
+        let train = TrainModel::new(
+            Arc::new(store.clone()),
+            Arc::new(store),
+            models.clone(),
+            trainer,
+            Arc::new(FeatureSpec::standard()),
+            TrainingOptions {
+                model_name: "churn_model".into(),
+                policy: LabelPolicy {
+                    horizon_days: 30,
+                    lookback_days: 30,
+                },
+                validation_cutoff: None,
+                train_snapshots: 2,
+                snapshot_step_days: 7,
+                promotion: PromotionPolicy {
+                    tolerance: 0.01,
+                    force: false,
+                },
+                selection: ModelSelection::Best,
+            },
+        );
+        (train, registry, models)
+    }
+
+    #[tokio::test]
+    async fn registers_through_manage_models_and_gates_promotion() {
+        let (train, registry, _models) = setup().await;
+        let first = train.run().await.unwrap();
+        assert_eq!(first.version, 1);
+        assert!(first.metrics.auc > first.metrics.recency_auc, "{first:?}");
+        assert_eq!(first.promotion, PromotionDecision::FirstModel);
+        assert!(first.promoted);
+        assert_eq!(registry.alias(LATEST).await.unwrap().unwrap().version, 1);
+        assert_eq!(
+            registry.alias(PRODUCTION).await.unwrap().unwrap().version,
+            1
+        );
+        // Same data, same trainer: the challenger ties the champion, which
+        // is within the tolerance.
+        let second = train.run().await.unwrap();
+        assert_eq!(second.version, 2);
+        assert!(
+            matches!(
+                second.promotion,
+                PromotionDecision::BeatsChampion { over: 1, .. }
+            ),
+            "{:?}",
+            second.promotion
+        );
+        assert_eq!(second.previous_production_version, Some(1));
+        assert!((second.previous_production_auc.unwrap() - first.metrics.auc).abs() < 1e-9);
+        assert_eq!(
+            registry.alias(PRODUCTION).await.unwrap().unwrap().history,
+            vec![1]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_registers_nothing_and_says_so() {
+        let (train, registry, _models) = setup().await;
+        registry.outage.set_failing(true);
+        let err = train.run().await.unwrap_err();
+        assert!(matches!(err, TrainError::Models(_)), "{err}");
+        registry.outage.set_failing(false);
+        assert!(registry.list().await.unwrap().is_empty());
+        // And the lock was released: the next run works.
+        assert_eq!(train.run().await.unwrap().version, 1);
+    }
+}

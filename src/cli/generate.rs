@@ -155,4 +155,3 @@ fn generate_to_kafka(
     );
     Ok(())
 }
-

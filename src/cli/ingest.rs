@@ -60,8 +60,10 @@ pub async fn run(settings: Settings, args: IngestArgs) -> Result<()> {
         report.read as f64 / secs.max(1e-9)
     ))?;
     if report.rejected > 0 {
-        print_line(&format!("rejected lines and reasons: {}", rejects_path.display()))?;
+        print_line(&format!(
+            "rejected lines and reasons: {}",
+            rejects_path.display()
+        ))?;
     }
     Ok(())
 }
-

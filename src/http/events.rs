@@ -96,11 +96,9 @@ pub async fn post_events(
         .map_err(|e| match e {
             IngestError::Store(e) => ApiError::from(e),
             // CollectRejects never fails; keep the mapping total anyway.
-            IngestError::Source(e) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                e.to_string(),
-            ),
+            IngestError::Source(e) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
         })?;
     let errors = rejects
         .notes

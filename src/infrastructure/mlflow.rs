@@ -75,7 +75,10 @@ impl MlflowExporter {
             if attempt > 0 {
                 tokio::time::sleep(self.options.retry_delay * 2u32.pow(attempt - 1)).await;
             }
-            let mut request = self.http.request(method.clone(), self.url(path)).query(query);
+            let mut request = self
+                .http
+                .request(method.clone(), self.url(path))
+                .query(query);
             if let Some(b) = &body {
                 request = request.json(b);
             }

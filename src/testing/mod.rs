@@ -44,11 +44,14 @@ impl Outage {
     }
 }
 
+/// A stored snapshot: its header and every user's stored row.
+type StoredSnapshot = (SnapshotHeader, Vec<(u64, Vec<f32>)>);
+
 #[derive(Default)]
 struct StoreState {
     /// Keyed like the SQLite table: (user, time, event id).
     events: BTreeMap<(u64, i64, i64), Event>,
-    snapshots: BTreeMap<i64, (SnapshotHeader, Vec<(u64, Vec<f32>)>)>,
+    snapshots: BTreeMap<i64, StoredSnapshot>,
 }
 
 /// Event and feature store in memory, evaluating the shared spec in Rust
@@ -209,13 +212,29 @@ struct RegistryState {
 
 /// A model registry in memory. Clones share one registry (like replicas
 /// sharing a bucket); alias moves are compare-and-swap.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryRegistry {
     state: Arc<Mutex<RegistryState>>,
+    model_name: Arc<str>,
     pub outage: Outage,
 }
 
+impl Default for MemoryRegistry {
+    fn default() -> Self {
+        Self::new("churn_model")
+    }
+}
+
 impl MemoryRegistry {
+    /// An empty registry whose versions are named `model_name`.
+    pub fn new(model_name: &str) -> Self {
+        Self {
+            state: Arc::default(),
+            model_name: model_name.into(),
+            outage: Outage::default(),
+        }
+    }
+
     fn check(&self) -> Result<(), RegistryError> {
         self.outage
             .check("memory registry")
@@ -237,6 +256,7 @@ impl ModelRegistry for MemoryRegistry {
     ) -> Result<ModelMetadata, RegistryError> {
         self.check()?;
         let mut state = lock(&self.state);
+        metadata.name = self.model_name.to_string();
         metadata.version = state.versions.len() as u64 + 1;
         metadata.checksum_sha256 = checksum(&model);
         state.versions.push((metadata.clone(), model));
@@ -283,9 +303,6 @@ impl ModelRegistry for MemoryRegistry {
     ) -> Result<(), RegistryError> {
         self.check()?;
         let mut state = lock(&self.state);
-        if record.version == 0 || record.version as usize > state.versions.len() {
-            return Err(RegistryError::UnknownVersion(record.version));
-        }
         if state.aliases.get(alias) != expected {
             return Err(RegistryError::Conflict {
                 alias: alias.to_string(),
@@ -387,5 +404,88 @@ impl DeadLetterSink for MemoryDeadLetters {
 
     async fn flush(&mut self) -> Result<(), SourceError> {
         Ok(())
+    }
+}
+
+/// A small, deterministic trainer for use-case tests: full-batch gradient
+/// descent of a standardised logistic regression (both kinds get one; the
+/// use cases only need a real, data-driven classifier, not forust's).
+#[derive(Debug, Clone, Copy)]
+pub struct GradientTrainer {
+    pub iterations: usize,
+}
+
+impl Default for GradientTrainer {
+    fn default() -> Self {
+        Self { iterations: 200 }
+    }
+}
+
+impl crate::application::ports::ModelTrainer for GradientTrainer {
+    fn train(
+        &self,
+        _kind: crate::domain::model::ModelKind,
+        data: &Dataset,
+    ) -> Result<Arc<dyn crate::domain::model::Classifier>, crate::domain::model::ModelError> {
+        use crate::domain::model::{LogisticModel, ModelError, sigmoid};
+        let (n, k) = (data.len(), data.n_features());
+        if n == 0 || k == 0 {
+            return Err(ModelError::Training("empty training set".into()));
+        }
+        let mut means = vec![0.0; k];
+        let mut scales = vec![0.0; k];
+        for i in 0..n {
+            for (j, x) in data.row(i).iter().enumerate() {
+                means[j] += x / n as f64;
+            }
+        }
+        for i in 0..n {
+            for (j, x) in data.row(i).iter().enumerate() {
+                scales[j] += (x - means[j]).powi(2) / n as f64;
+            }
+        }
+        let scales: Vec<f64> = scales
+            .into_iter()
+            .map(|v| if v > 0.0 { v.sqrt() } else { 1.0 })
+            .collect();
+        let mut w = vec![0.0; k];
+        let mut b = 0.0;
+        for _ in 0..self.iterations {
+            let mut gw = vec![0.0; k];
+            let mut gb = 0.0;
+            for i in 0..n {
+                let row = data.row(i);
+                let z: f64 = (0..k).map(|j| w[j] * (row[j] - means[j]) / scales[j]).sum();
+                let err = sigmoid(b + z) - f64::from(u8::from(data.labels[i]));
+                gb += err / n as f64;
+                for j in 0..k {
+                    gw[j] += err * (row[j] - means[j]) / scales[j] / n as f64;
+                }
+            }
+            b -= 0.5 * gb;
+            for j in 0..k {
+                w[j] -= 0.5 * (gw[j] + 1e-3 * w[j]);
+            }
+        }
+        Ok(Arc::new(LogisticModel {
+            coefficients: w,
+            intercept: b,
+            means,
+            scales,
+        }))
+    }
+
+    fn decode(
+        &self,
+        _kind: crate::domain::model::ModelKind,
+        bytes: &[u8],
+    ) -> Result<Arc<dyn crate::domain::model::Classifier>, crate::domain::model::ModelError> {
+        let model: crate::domain::model::LogisticModel = serde_json::from_slice(bytes)
+            .map_err(|e| crate::domain::model::ModelError::Codec(e.to_string()))?;
+        Ok(Arc::new(model))
+    }
+
+    fn hyperparameters(&self, _kind: crate::domain::model::ModelKind) -> serde_json::Value {
+        serde_json::json!({ "iterations": self.iterations })
     }
 }

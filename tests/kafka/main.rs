@@ -499,8 +499,9 @@ async fn two_replicas_share_partitions_and_one_takes_over() {
 /// is there. Uses its own tansu on a free port, so the shared brokers stay up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_starts_before_its_broker_and_consumes_once_it_is_up() {
-    let tansu = std::env::var("CHURN_TEST_TANSU_BIN")
-        .expect("CHURN_TEST_TANSU_BIN unset: run through scripts/test.sh (scripts/kafka.sh tansu-bin)");
+    let tansu = std::env::var("CHURN_TEST_TANSU_BIN").expect(
+        "CHURN_TEST_TANSU_BIN unset: run through scripts/test.sh (scripts/kafka.sh tansu-bin)",
+    );
     assert!(
         std::path::Path::new(&tansu).exists(),
         "{tansu} missing: run scripts/kafka.sh"

@@ -116,7 +116,8 @@ pub fn distinct_ids(events: &[Event]) -> HashSet<i64> {
 /// Produces events as JSON keyed by user (the library producer the CLI
 /// uses), failing the test on any unacknowledged message.
 pub fn produce(settings: &KafkaSettings, topic: &str, events: &[Event], rate: Option<f64>) {
-    let mut producer = EventProducer::new(&churn::startup::kafka_options(settings), topic, rate).expect("producer");
+    let mut producer = EventProducer::new(&churn::startup::kafka_options(settings), topic, rate)
+        .expect("producer");
     for e in events {
         let payload = e.to_json().to_string();
         producer
@@ -130,7 +131,8 @@ pub fn produce(settings: &KafkaSettings, topic: &str, events: &[Event], rate: Op
 
 /// Raw payloads produced as they are (poison messages).
 pub fn produce_raw(settings: &KafkaSettings, topic: &str, payloads: &[&[u8]]) {
-    let mut producer = EventProducer::new(&churn::startup::kafka_options(settings), topic, None).expect("producer");
+    let mut producer = EventProducer::new(&churn::startup::kafka_options(settings), topic, None)
+        .expect("producer");
     for p in payloads {
         producer.send(b"poison", p).expect("send");
     }

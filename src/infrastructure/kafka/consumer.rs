@@ -17,8 +17,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::application::ports::{EventStream, LogPosition, RawRecord, SourceError};
 use super::KafkaOptions;
+use crate::application::ports::{EventStream, LogPosition, RawRecord, SourceError};
 use crate::infrastructure::kafka::client_config;
 use crate::infrastructure::kafka::context::ConsumerCallbacks;
 

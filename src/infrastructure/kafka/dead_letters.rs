@@ -14,8 +14,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::application::ports::{DeadLetterSink, RawRecord, SourceError};
 use super::KafkaOptions;
+use crate::application::ports::{DeadLetterSink, RawRecord, SourceError};
 use crate::domain::event::EventError;
 use crate::infrastructure::kafka::producer_config;
 

@@ -168,7 +168,6 @@ impl ClickHouseStore {
         &self.db
     }
 
-
     /// Creates the database and applies every migration not yet recorded.
     /// A recorded migration whose file changed is an error, not a re-run.
     ///
@@ -498,11 +497,16 @@ impl ClickHouseStore {
         let db = &self.db;
         let stored: Vec<u32> = self
             .client
-            .query(&format!("SELECT toUInt32(as_of) FROM {db}.feature_snapshots FINAL"))
+            .query(&format!(
+                "SELECT toUInt32(as_of) FROM {db}.feature_snapshots FINAL"
+            ))
             .fetch_all()
             .await
             .map_err(unavailable)?;
-        let keep = retained(stored.iter().map(|t| i64::from(*t)).collect(), self.retention);
+        let keep = retained(
+            stored.iter().map(|t| i64::from(*t)).collect(),
+            self.retention,
+        );
         let (Some(oldest_kept), true) = (keep.last(), keep.len() < stored.len()) else {
             return Ok(());
         };

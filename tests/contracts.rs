@@ -1,0 +1,267 @@
+//! Contract suites of the event-store and feature-store ports, generic over
+//! the adapter and run against every one: the embedded SQLite store, the
+//! ClickHouse store (the 18.16 server from scripts/clickhouse.sh;
+//! `CHURN_TEST_CLICKHOUSE_URL` overrides; absent = loud failure) and the
+//! in-memory fake the use-case unit tests rely on. The registry's suite is
+//! `tests/registry.rs` (local, S3, memory).
+//!
+//! Rules that are written once in the domain (snapshot retention, header,
+//! row width, rounding, the label windows) are checked here through each
+//! adapter, so an adapter that applies them differently fails by name.
+
+#[path = "common/fixtures.rs"]
+mod fixtures;
+
+use std::sync::Arc;
+
+use churn::application::ports::{EventStore, FeatureStore};
+use churn::domain::event::{Event, TimePolicy};
+use churn::domain::features::FeatureSpec;
+use churn::domain::label::LabelPolicy;
+use churn::domain::snapshot::quantize;
+use churn::domain::time::DAY_SECS;
+use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
+use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
+use churn::testing::MemoryStore;
+
+const T: i64 = 1_767_225_600; // 2026-01-01 00:00:00 UTC
+const RETENTION: usize = 2;
+
+/// One adapter under test, both ports.
+struct Adapter {
+    name: &'static str,
+    events: Arc<dyn EventStore>,
+    features: Arc<dyn FeatureStore>,
+    /// Keeps the SQLite file alive; drops the ClickHouse database.
+    _guard: Guard,
+}
+
+enum Guard {
+    None,
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Database(Box<ClickHouseStore>),
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Guard::Database(store) = self {
+            let store = (**store).clone();
+            // Best effort: a leftover test database only costs disk.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Runtime::new()
+                    .map(|rt| rt.block_on(store.drop_database()))
+                    .ok();
+            })
+            .join();
+        }
+    }
+}
+
+async fn adapters() -> Vec<Adapter> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(SqliteOptions {
+        path: dir.path().join("churn.db"),
+        synchronous_full: false,
+        snapshot_retention: RETENTION,
+    })
+    .unwrap();
+    let url = std::env::var("CHURN_TEST_CLICKHOUSE_URL")
+        .expect("CHURN_TEST_CLICKHOUSE_URL unset: run through scripts/test.sh");
+    let db = fixtures::unique("churn_contract");
+    let clickhouse = ClickHouseStore::new(&ClickHouseOptions {
+        url: url.clone(),
+        database: db,
+        user: "default".into(),
+        password: String::new(),
+        validation: std::env::var("CHURN_TEST_CLICKHOUSE_VALIDATION").is_ok_and(|v| v == "true"),
+        snapshot_retention: RETENTION,
+        dedup_check: true,
+    })
+    .unwrap();
+    clickhouse
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("ClickHouse at {url} unusable ({e}): scripts/clickhouse.sh"));
+    let memory = MemoryStore::new(RETENTION);
+    vec![
+        Adapter {
+            name: "sqlite",
+            events: Arc::new(sqlite.clone()),
+            features: Arc::new(sqlite),
+            _guard: Guard::Dir(dir),
+        },
+        Adapter {
+            name: "clickhouse",
+            events: Arc::new(clickhouse.clone()),
+            features: Arc::new(clickhouse.clone()),
+            _guard: Guard::Database(Box::new(clickhouse)),
+        },
+        Adapter {
+            name: "memory",
+            events: Arc::new(memory.clone()),
+            features: Arc::new(memory),
+            _guard: Guard::None,
+        },
+    ]
+}
+
+fn event(user: u64, time: i64, kind: &str, session: Option<&str>, amount: Option<f64>) -> Event {
+    Event::new(
+        user,
+        time,
+        kind,
+        session,
+        amount,
+        TimePolicy {
+            now: T + 400 * DAY_SECS,
+            max_future_secs: 0,
+        },
+    )
+    .unwrap()
+}
+
+/// Three users with known histories around T.
+fn history() -> Vec<Event> {
+    let d = DAY_SECS;
+    vec![
+        // User 1: active before T and after: retained.
+        event(1, T - 10 * d, "login", Some("a"), None),
+        event(1, T - 2 * d, "purchase", Some("a"), Some(9.99)),
+        event(1, T + 5 * d, "login", Some("b"), None),
+        // User 2: active before T, silent after: churned.
+        event(2, T - 3 * d, "view", None, None),
+        event(2, T, "view", None, None),
+        // User 3: last seen long before the lookback: not eligible at T.
+        event(3, T - 200 * d, "login", None, None),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_idempotent_and_stats_agree() {
+    for a in adapters().await {
+        let first = a.events.append(history()).await.unwrap();
+        assert_eq!((first.inserted, first.duplicates), (6, 0), "{}", a.name);
+        let again = a.events.append(history()).await.unwrap();
+        assert_eq!((again.inserted, again.duplicates), (0, 6), "{}", a.name);
+        // Duplicates inside one batch count once too.
+        let e = event(4, T, "login", None, None);
+        let within = a.events.append(vec![e.clone(), e]).await.unwrap();
+        assert_eq!((within.inserted, within.duplicates), (1, 1), "{}", a.name);
+        let stats = a.events.stats().await.unwrap();
+        assert_eq!((stats.events, stats.users), (7, 4), "{}", a.name);
+        assert_eq!(
+            stats.first_event_time,
+            Some(T - 200 * DAY_SECS),
+            "{}",
+            a.name
+        );
+        assert_eq!(stats.last_event_time, Some(T + 5 * DAY_SECS), "{}", a.name);
+        a.events.ping().await.unwrap();
+    }
+}
+
+/// Every store keeps the newest `retention` snapshots, rows and headers
+/// alike, lists them newest first, and serves the newest. (ClickHouse kept
+/// every header while SQLite pruned them: this failed before the rule moved
+/// into the domain.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_retained_alike_and_the_newest_is_served() {
+    let spec = FeatureSpec::standard();
+    for a in adapters().await {
+        a.events.append(history()).await.unwrap();
+        let as_ofs = [T - 5 * DAY_SECS, T - DAY_SECS, T, T + DAY_SECS];
+        for as_of in as_ofs {
+            let s = a.features.build_snapshot(&spec, as_of).await.unwrap();
+            assert_eq!(s.as_of, as_of, "{}", a.name);
+            assert_eq!(s.features, spec.len(), "{}", a.name);
+        }
+        // Rebuilding the newest replaces it, it does not add one.
+        a.features
+            .build_snapshot(&spec, T + DAY_SECS)
+            .await
+            .unwrap();
+        let listed: Vec<i64> = a
+            .features
+            .snapshots()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.as_of)
+            .collect();
+        assert_eq!(listed, vec![T + DAY_SECS, T], "{}: headers kept", a.name);
+        let latest = a.features.latest_snapshot().await.unwrap().unwrap();
+        assert_eq!(latest.as_of(), T + DAY_SECS, "{}", a.name);
+        assert_eq!(latest.fingerprint(), spec.fingerprint(), "{}", a.name);
+        assert_eq!(latest.feature_names(), spec.names().as_slice());
+        // Users with an event at or before as_of: 1, 2, 3.
+        assert_eq!(latest.len(), 3, "{}", a.name);
+        assert!(!latest.contains(4), "{}", a.name);
+    }
+}
+
+/// Same rows, same labels, same rounding on every store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_sets_agree_and_are_rounded_like_snapshots() {
+    let spec = FeatureSpec::standard();
+    let policy = LabelPolicy {
+        horizon_days: 30,
+        lookback_days: 30,
+    };
+    let mut reference: Option<(Vec<u64>, Vec<bool>, Vec<f64>)> = None;
+    for a in adapters().await {
+        a.events.append(history()).await.unwrap();
+        let set = a.features.training_set(&spec, policy, T).await.unwrap();
+        assert_eq!(set.user_ids, vec![1, 2], "{}: eligible users", a.name);
+        assert_eq!(set.labels, vec![false, true], "{}: labels", a.name);
+        assert_eq!(set.feature_names, spec.names());
+        assert!(
+            set.rows.iter().all(|v| *v == quantize(*v)),
+            "{}: rows rounded to f32 like snapshots",
+            a.name
+        );
+        match &reference {
+            None => reference = Some((set.user_ids, set.labels, set.rows)),
+            Some((_, _, rows)) => {
+                for (i, (x, y)) in rows.iter().zip(&set.rows).enumerate() {
+                    let name = &spec.names()[i % spec.len()];
+                    assert!(
+                        (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+                        "{}: {name} differs: {x} vs {y}",
+                        a.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An empty store: no snapshot, empty sets, empty stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_answers_with_nothing() {
+    let spec = FeatureSpec::standard();
+    let policy = LabelPolicy {
+        horizon_days: 30,
+        lookback_days: 30,
+    };
+    for a in adapters().await {
+        assert!(
+            a.features.latest_snapshot().await.unwrap().is_none(),
+            "{}",
+            a.name
+        );
+        assert!(
+            a.features.snapshots().await.unwrap().is_empty(),
+            "{}",
+            a.name
+        );
+        let stats = a.events.stats().await.unwrap();
+        assert_eq!(
+            (stats.events, stats.first_event_time),
+            (0, None),
+            "{}",
+            a.name
+        );
+        let set = a.features.training_set(&spec, policy, T).await.unwrap();
+        assert!(set.is_empty(), "{}", a.name);
+    }
+}
