@@ -95,3 +95,101 @@ pub async fn run_schedule(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::application::build_features::BuildFeatures;
+    use crate::application::models::ManageModels;
+    use crate::application::ports::{EventStore, FeatureStore, ModelTrainer};
+    use crate::application::serving_state::ServingState;
+    use crate::application::train::{TrainModel, TrainingOptions};
+    use crate::domain::event::{Event, TimePolicy};
+    use crate::domain::features::FeatureSpec;
+    use crate::domain::label::LabelPolicy;
+    use crate::domain::training::{ModelSelection, PromotionPolicy};
+    use crate::testing::{GradientTrainer, MemoryRegistry, MemoryStore};
+
+    #[test]
+    fn cron_expressions_are_checked_by_key() {
+        assert!(validate_cron("schedule.features_cron", "0 */15 * * * *").is_ok());
+        let err = validate_cron("schedule.retrain_cron", "every 5 minutes").unwrap_err();
+        assert!(err.to_string().contains("schedule.retrain_cron"), "{err}");
+    }
+
+    /// tokio-cron-scheduler computes fire times from the wall clock
+    /// (chrono), so paused tokio time cannot drive it: this runs in real
+    /// time, a second-granular schedule for about 2.5 s.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_schedule_triggers_jobs_and_stops_on_shutdown() {
+        let store = MemoryStore::new(3);
+        let now = chrono::Utc::now().timestamp();
+        let event = Event::new(
+            1,
+            now - 60,
+            "login",
+            None,
+            None,
+            TimePolicy {
+                now,
+                max_future_secs: 0,
+            },
+        )
+        .unwrap();
+        store.append(vec![event]).await.unwrap();
+        let spec = Arc::new(FeatureSpec::standard());
+        let features: Arc<dyn FeatureStore> = Arc::new(store.clone());
+        let trainer: Arc<dyn ModelTrainer> = Arc::new(GradientTrainer::default());
+        let models = ManageModels::new(Arc::new(MemoryRegistry::default()), trainer.clone());
+        let train = TrainModel::new(
+            Arc::new(store.clone()),
+            features.clone(),
+            models.clone(),
+            trainer,
+            spec.clone(),
+            TrainingOptions {
+                model_name: "m".into(),
+                policy: LabelPolicy {
+                    horizon_days: 30,
+                    lookback_days: 30,
+                },
+                validation_cutoff: None,
+                train_snapshots: 1,
+                snapshot_step_days: 7,
+                promotion: PromotionPolicy {
+                    tolerance: 0.0,
+                    force: false,
+                },
+                selection: ModelSelection::Best,
+            },
+        );
+        let jobs = Jobs::new(
+            BuildFeatures::new(features.clone(), spec.clone()),
+            train,
+            models,
+            features,
+            ServingState::new(spec),
+        );
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(run_schedule(
+            jobs,
+            "* * * * * *",
+            "0 0 0 1 1 *",
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the schedule stops on shutdown")
+            .unwrap()
+            .unwrap();
+        assert!(
+            !store.snapshots().await.unwrap().is_empty(),
+            "the every-second feature build ran"
+        );
+    }
+}
