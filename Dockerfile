@@ -10,6 +10,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
+COPY features features
 COPY bench bench
 COPY tests tests
 # The same build command CI runs (scripts/test.sh; a test keeps them equal).

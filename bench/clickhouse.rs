@@ -113,10 +113,7 @@ async fn main() -> anyhow::Result<()> {
     // Redelivery of one batch: the check keeps counters exact.
     let spec = FeatureSpec::standard();
     let as_of = floor_day(end) - 10 * DAY_SECS;
-    let policy = LabelPolicy {
-        horizon_days: 30,
-        lookback_days: 30,
-    };
+    let policy = LabelPolicy::inactivity(30, 30);
     let cutoff = as_of - 30 * DAY_SECS;
 
     println!(
@@ -140,10 +137,10 @@ async fn main() -> anyhow::Result<()> {
         format!("feature build ({} users)", a.users)
     );
     let t = Instant::now();
-    let x = ch.training_set(&spec, policy, cutoff).await?;
+    let x = ch.training_set(&spec, &policy, cutoff).await?;
     let ch_train = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let y = lite.training_set(&spec, policy, cutoff).await?;
+    let y = lite.training_set(&spec, &policy, cutoff).await?;
     let lite_train = t.elapsed().as_secs_f64();
     anyhow::ensure!(x.labels == y.labels, "labels differ");
     println!(

@@ -98,6 +98,12 @@ impl EventStore for FirstWrite {
     ) -> Result<churn::application::ports::EventStats, churn::application::ports::StoreError> {
         self.inner.stats().await
     }
+    async fn type_counts(
+        &self,
+    ) -> Result<Vec<churn::application::ports::TypeCount>, churn::application::ports::StoreError>
+    {
+        self.inner.type_counts().await
+    }
     async fn ping(&self) -> Result<(), churn::application::ports::StoreError> {
         self.inner.ping().await
     }

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let t = Instant::now();
-    let summary = services.build_features.run(Some(end)).await?;
+    let summary = services.build_features.run(churn::application::build_features::AsOf::At(end)).await?.summary;
     println!(
         "feature build:   {} users x {} features in {:.2}s",
         summary.users,
@@ -76,15 +76,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let t = Instant::now();
-    let (cutoffs, validation) = services.train.plan_cutoffs().await?;
-    let policy = churn::domain::label::LabelPolicy {
-        horizon_days: 30,
-        lookback_days: 30,
-    };
-    for c in cutoffs.iter().chain([&validation]) {
+    let plan = services.train.plan_cutoffs().await?;
+    let cutoffs = plan.train_cutoffs;
+    let policy = churn::startup::label_policy(&services.settings);
+    for c in cutoffs.iter().chain([&plan.validation_cutoff]) {
         services
             .features
-            .training_set(&services.spec, policy, *c)
+            .training_set(&services.spec, &policy, *c)
             .await?;
     }
     let sets_secs = t.elapsed().as_secs_f64();
@@ -96,16 +94,23 @@ async fn main() -> anyhow::Result<()> {
         cutoffs.len() + 1
     );
     println!(
-        "training:        {:.2}s total ({:.2}s GBDT fit) on {} rows, validated on {} rows",
-        total, report.training_secs, report.train_rows, report.validation_rows
+        "training:        {:.2}s total ({:.2}s GBDT fit) on {} rows, validated on {} rows ({} held out for the figures)",
+        total, report.training_secs, report.train_rows, report.validation_rows, report.report_rows
     );
     println!(
         "validation AUC:  gbdt {:.4} | logistic {:.4} | recency rule {:.4}",
-        report.metrics.auc, report.baseline_metrics.auc, report.metrics.recency_auc
+        report.gbdt_metrics.auc, report.baseline_metrics.auc, report.metrics.recency_auc
     );
     println!(
-        "gbdt:            pr_auc {:.4} logloss {:.4} brier {:.4}",
-        report.metrics.pr_auc, report.metrics.logloss, report.metrics.brier
+        "registered:      {} auc {:.4} pr_auc {:.4} logloss {:.4} brier {:.4}",
+        report.model_kind.as_str(),
+        report.metrics.auc,
+        report.metrics.pr_auc,
+        report.metrics.logloss,
+        report.metrics.brier
     );
+    for w in &report.warnings {
+        println!("warning:         {w}");
+    }
     Ok(())
 }

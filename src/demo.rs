@@ -127,9 +127,10 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
     // Features are rebuilt as of now on every run, reused state or not.
     let summary = services
         .build_features
-        .run(None)
+        .run(crate::application::build_features::AsOf::Now)
         .await
-        .context("building features")?;
+        .context("building features")?
+        .summary;
     say!(
         "demo: built {} features for {} users as of {}",
         summary.features,

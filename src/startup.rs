@@ -16,6 +16,7 @@ use crate::application::jobs::Jobs;
 use crate::application::models::ManageModels;
 use crate::application::ports::{EventStore, FeatureStore, ModelRegistry, ModelTrainer};
 use crate::application::predict::PredictChurn;
+use crate::application::profile::ProfileData;
 use crate::application::registry_poll::follow_production;
 use crate::application::serving_state::{ReloadOutcome, ServingState};
 use crate::application::stream_ingest::{IngestHealth, StreamIngest, StreamOptions};
@@ -51,6 +52,7 @@ pub struct Services {
     pub build_features: BuildFeatures,
     pub train: TrainModel,
     pub models: ManageModels,
+    pub profile: ProfileData,
 }
 
 impl Services {
@@ -72,7 +74,7 @@ impl Services {
         // Metrics are process-wide: install the recorder before any use case
         // records, so nothing recorded before the server starts is lost.
         crate::telemetry::recorder::install();
-        let spec = Arc::new(FeatureSpec::standard());
+        let spec = Arc::new(load_spec(&settings)?);
         let (events, features): (Arc<dyn EventStore>, Arc<dyn FeatureStore>) =
             match settings.store.kind {
                 StoreKind::Sqlite => {
@@ -102,8 +104,13 @@ impl Services {
             events.clone(),
             settings.ingest.max_future_skew_secs,
             settings.ingest.batch_size,
+        )
+        .with_min_time(
+            settings
+                .min_event_time()
+                .context("ingest.min_event_time is not a time")?,
         );
-        let build_features = BuildFeatures::new(features.clone(), spec.clone());
+        let build_features = BuildFeatures::new(features.clone(), events.clone(), spec.clone());
         let options = TrainingOptions {
             model_name: settings.registry.model_name.clone(),
             policy: label_policy(&settings),
@@ -130,6 +137,12 @@ impl Services {
             .context("MLflow exporter (mlflow.*)")?;
             models = models.with_exporter(Arc::new(exporter));
         }
+        let profile = ProfileData::new(
+            events.clone(),
+            features.clone(),
+            spec.clone(),
+            label_policy(&settings),
+        );
         let train = TrainModel::new(
             events.clone(),
             features.clone(),
@@ -149,6 +162,7 @@ impl Services {
             build_features,
             train,
             models,
+            profile,
         })
     }
 }
@@ -240,7 +254,7 @@ pub fn render_clickhouse_sql(
     cutoff: i64,
 ) -> anyhow::Result<serde_json::Value> {
     use crate::infrastructure::store::{clickhouse, clickhouse_sql};
-    let spec = FeatureSpec::standard();
+    let spec = load_spec(settings)?;
     let migrations: Vec<_> = clickhouse::MIGRATIONS
         .iter()
         .map(|(v, name, sql)| {
@@ -256,16 +270,44 @@ pub fn render_clickhouse_sql(
         "feature_names": spec.names(),
         "migrations": migrations,
         "build_snapshot": clickhouse_sql::build_snapshot(&spec, db, as_of)?,
-        "training_set": clickhouse_sql::training_set(&spec, db, label_policy(settings), cutoff)?,
+        "training_set": clickhouse_sql::training_set(&spec, db, &label_policy(settings), cutoff)?,
     }))
 }
 
 /// The label rule of `[training]`.
 pub fn label_policy(settings: &Settings) -> LabelPolicy {
+    let t = &settings.training;
+    let lower = |v: &[String]| v.iter().map(|x| x.trim().to_ascii_lowercase()).collect();
     LabelPolicy {
-        horizon_days: settings.training.horizon_days,
-        lookback_days: settings.training.lookback_days,
+        horizon_days: t.horizon_days,
+        lookback_days: t.lookback_days,
+        activity_event_types: lower(&t.activity_event_types),
+        churn_event_types: lower(&t.churn_event_types),
+        min_events: t.min_events,
     }
+}
+
+/// The feature spec of the settings: `features.spec_file`, or the built-in
+/// standard spec; its type table also holds the label rule's types.
+///
+/// # Errors
+/// An unreadable file or an invalid spec (the message names the file, the
+/// feature and the key).
+pub fn load_spec(settings: &Settings) -> anyhow::Result<FeatureSpec> {
+    let spec = match settings.spec_file() {
+        None => FeatureSpec::standard(),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading the feature spec {} (features.spec_file)",
+                    path.display()
+                )
+            })?;
+            FeatureSpec::from_toml(&text, &path.display().to_string())?
+        }
+    };
+    spec.with_types(&label_policy(settings).event_types())
+        .map_err(|e| anyhow::anyhow!("training.*_event_types: {e}"))
 }
 
 /// The ClickHouse store of the settings, migrated if configured to be.

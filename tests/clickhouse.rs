@@ -18,6 +18,7 @@ use churn::domain::label::LabelPolicy;
 use churn::domain::time::DAY_SECS;
 use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
+use churn::application::build_features::AsOf;
 use churn::startup::{Application, Services};
 use secrecy::SecretString;
 
@@ -61,10 +62,7 @@ async fn clickhouse(db: &str) -> ClickHouseStore {
 const T: i64 = 1_767_225_600; // 2026-01-01 00:00:00 UTC
 
 fn edge_cases() -> Vec<Event> {
-    let p = TimePolicy {
-        now: T + 400 * DAY_SECS,
-        max_future_secs: 0,
-    };
+    let p = TimePolicy::at(T + 400 * DAY_SECS, 0);
     let e = |u: u64, t: i64, k: &str, s: Option<&str>, a: Option<f64>| {
         Event::new(u, t, k, s, a, p).unwrap()
     };
@@ -176,14 +174,11 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
     assert_eq!(edge[spec.index_of("last_event_days_ago").unwrap()], 200.0);
     assert_eq!(edge[spec.index_of("events_90d").unwrap()], 0.0);
 
-    let policy = LabelPolicy {
-        horizon_days: 30,
-        lookback_days: 30,
-    };
+    let policy = LabelPolicy::inactivity(30, 30);
     for cutoff in [T, T - 14 * DAY_SECS] {
         let (x, y) = (
-            ch.training_set(&spec, policy, cutoff).await.unwrap(),
-            lite.training_set(&spec, policy, cutoff).await.unwrap(),
+            ch.training_set(&spec, &policy, cutoff).await.unwrap(),
+            lite.training_set(&spec, &policy, cutoff).await.unwrap(),
         );
         assert_eq!(x.user_ids, y.user_ids, "cutoff {cutoff}");
         assert_eq!(x.labels, y.labels, "cutoff {cutoff}");
@@ -198,7 +193,7 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
         }
         assert!(x.labels.iter().any(|l| *l) && x.labels.iter().any(|l| !*l));
     }
-    let at_t = ch.training_set(&spec, policy, T).await.unwrap();
+    let at_t = ch.training_set(&spec, &policy, T).await.unwrap();
     let label = |u: u64| {
         at_t.user_ids
             .iter()
@@ -294,7 +289,7 @@ async fn end_to_end_in_clickhouse_mode() {
     for chunk in events.chunks(20_000) {
         services.ingest.store(chunk.to_vec()).await.unwrap();
     }
-    let summary = services.build_features.run(None).await.unwrap();
+    let summary = services.build_features.run(AsOf::Now).await.unwrap().summary;
     assert!(summary.users > 350);
     let report = services.train.run().await.unwrap();
     assert!(report.promoted, "{}", report.decision);
@@ -346,10 +341,7 @@ async fn unreachable_server_is_a_clear_unavailable_error() {
     let mut o = options("churn_unreachable");
     o.url = "http://127.0.0.1:9".into();
     let ch = ClickHouseStore::new(&o).unwrap();
-    let p = TimePolicy {
-        now: T,
-        max_future_secs: 0,
-    };
+    let p = TimePolicy::at(T, 0);
     let event = Event::new(1, T - 10, "login", None, None, p).unwrap();
     for err in [
         ch.ping().await.unwrap_err(),

@@ -112,10 +112,7 @@ fn event(user: u64, time: i64, kind: &str, session: Option<&str>, amount: Option
         kind,
         session,
         amount,
-        TimePolicy {
-            now: T + 400 * DAY_SECS,
-            max_future_secs: 0,
-        },
+        TimePolicy::at(T + 400 * DAY_SECS, 0),
     )
     .unwrap()
 }
@@ -203,14 +200,11 @@ async fn snapshots_are_retained_alike_and_the_newest_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn training_sets_agree_and_are_rounded_like_snapshots() {
     let spec = FeatureSpec::standard();
-    let policy = LabelPolicy {
-        horizon_days: 30,
-        lookback_days: 30,
-    };
+    let policy = LabelPolicy::inactivity(30, 30);
     let mut reference: Option<(Vec<u64>, Vec<bool>, Vec<f64>)> = None;
     for a in adapters().await {
         a.events.append(history()).await.unwrap();
-        let set = a.features.training_set(&spec, policy, T).await.unwrap();
+        let set = a.features.training_set(&spec, &policy, T).await.unwrap();
         assert_eq!(set.user_ids, vec![1, 2], "{}: eligible users", a.name);
         assert_eq!(set.labels, vec![false, true], "{}: labels", a.name);
         assert_eq!(set.feature_names, spec.names());
@@ -239,10 +233,7 @@ async fn training_sets_agree_and_are_rounded_like_snapshots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_store_answers_with_nothing() {
     let spec = FeatureSpec::standard();
-    let policy = LabelPolicy {
-        horizon_days: 30,
-        lookback_days: 30,
-    };
+    let policy = LabelPolicy::inactivity(30, 30);
     for a in adapters().await {
         assert!(
             a.features.latest_snapshot().await.unwrap().is_none(),
@@ -261,7 +252,7 @@ async fn an_empty_store_answers_with_nothing() {
             "{}",
             a.name
         );
-        let set = a.features.training_set(&spec, policy, T).await.unwrap();
+        let set = a.features.training_set(&spec, &policy, T).await.unwrap();
         assert!(set.is_empty(), "{}", a.name);
     }
 }

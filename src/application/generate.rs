@@ -36,10 +36,7 @@ pub struct GenerateSummary {
 /// hands them to `sink`. Deterministic for a given `opts`.
 pub fn generate(opts: GeneratorOptions, mut sink: impl FnMut(Event)) -> GenerateSummary {
     let mut summary = GenerateSummary::default();
-    let policy = TimePolicy {
-        now: opts.end,
-        max_future_secs: 0,
-    };
+    let policy = TimePolicy::at(opts.end, 0);
     let start = opts.end - i64::from(opts.days) * DAY_SECS;
     for user in 1..=opts.users {
         // Per-user streams make a user's history independent of how many

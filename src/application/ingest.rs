@@ -74,6 +74,7 @@ impl Batch {
 pub struct IngestEvents {
     store: Arc<dyn EventStore>,
     max_future_secs: i64,
+    min_time: i64,
     batch_size: usize,
 }
 
@@ -82,8 +83,15 @@ impl IngestEvents {
         Self {
             store,
             max_future_secs,
+            min_time: crate::domain::event::DEFAULT_MIN_EVENT_TIME,
             batch_size: batch_size.max(1),
         }
+    }
+
+    /// Refuses events before `min_time` (`ingest.min_event_time`).
+    pub fn with_min_time(mut self, min_time: i64) -> Self {
+        self.min_time = min_time;
+        self
     }
 
     /// Events per store write (`ingest.batch_size`).
@@ -95,6 +103,7 @@ impl IngestEvents {
         TimePolicy {
             now: chrono::Utc::now().timestamp(),
             max_future_secs: self.max_future_secs,
+            min_time: self.min_time,
         }
     }
 
@@ -273,6 +282,59 @@ impl DeadLetterSink for CollectRejects {
     }
 }
 
+/// Rejections of one field, with the first reason seen as an example.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RejectReason {
+    pub field: &'static str,
+    pub count: u64,
+    pub example: String,
+}
+
+/// A dead-letter sink decorator that tallies rejections by the field at
+/// fault before passing each on, so a run can say why lines were refused
+/// (`churn ingest` prints the top reasons).
+pub struct TallyRejects<'a> {
+    inner: &'a mut dyn DeadLetterSink,
+    reasons: Vec<RejectReason>,
+}
+
+impl<'a> TallyRejects<'a> {
+    pub fn new(inner: &'a mut dyn DeadLetterSink) -> Self {
+        Self {
+            inner,
+            reasons: Vec::new(),
+        }
+    }
+
+    /// Reasons by count, most frequent first.
+    pub fn reasons(&self) -> Vec<RejectReason> {
+        let mut r = self.reasons.clone();
+        r.sort_by(|a, b| b.count.cmp(&a.count).then(a.field.cmp(b.field)));
+        r
+    }
+}
+
+#[async_trait]
+impl DeadLetterSink for TallyRejects<'_> {
+    async fn reject(&mut self, record: &RawRecord, error: &EventError) -> Result<(), SourceError> {
+        self.inner.reject(record, error).await?;
+        let field = error.field();
+        match self.reasons.iter_mut().find(|r| r.field == field) {
+            Some(r) => r.count += 1,
+            None => self.reasons.push(RejectReason {
+                field,
+                count: 1,
+                example: format!("{}: {error}", record.origin),
+            }),
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SourceError> {
+        self.inner.flush().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +400,22 @@ mod tests {
         let events: Vec<Event> = batch.events.iter().cycle().take(7).cloned().collect();
         let total = ingest.store_all(events).await.unwrap();
         assert_eq!((total.read, total.inserted, total.duplicates), (7, 2, 5));
+    }
+
+    #[tokio::test]
+    async fn rejections_are_tallied_by_field_and_passed_on() {
+        let store = MemoryStore::new(3);
+        let ingest = IngestEvents::new(Arc::new(store), 86_400, 10);
+        let mut dlq = MemoryDeadLetters::default();
+        let mut tally = TallyRejects::new(&mut dlq);
+        ingest.process(records(), &mut tally).await.unwrap();
+        ingest.process(records(), &mut tally).await.unwrap();
+        let reasons = tally.reasons();
+        assert_eq!(reasons.len(), 2);
+        assert_eq!((reasons[0].field, reasons[0].count), ("event_type", 2));
+        assert!(reasons[0].example.starts_with("f:2: "), "{reasons:?}");
+        assert_eq!((reasons[1].field, reasons[1].count), ("json", 2));
+        assert_eq!(dlq.rejected.lock().unwrap().len(), 4);
     }
 
     #[tokio::test]

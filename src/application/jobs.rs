@@ -175,7 +175,11 @@ impl Jobs {
     async fn execute(&self, kind: JobKind) -> Result<serde_json::Value, String> {
         match kind {
             JobKind::BuildFeatures => {
-                let summary = self.build.run(None).await.map_err(|e| e.to_string())?;
+                let summary = self
+                    .build
+                    .run(crate::application::build_features::AsOf::Now)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 self.state
                     .reload_features(&*self.features)
                     .await

@@ -51,6 +51,18 @@ pub struct EventStats {
     pub last_event_time: Option<i64>,
 }
 
+/// How many events of one type the store holds, and how many of them carry
+/// an amount / a session (what `churn features suggest` and `churn profile`
+/// read).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TypeCount {
+    pub event_type: String,
+    pub events: u64,
+    pub users: u64,
+    pub with_amount: u64,
+    pub with_session: u64,
+}
+
 /// Where raw events are kept. Appends must be idempotent on
 /// [`Event::event_id`]: the same event appended twice is stored once.
 #[async_trait]
@@ -58,6 +70,8 @@ pub trait EventStore: Send + Sync {
     /// Durably appends a batch (all or nothing).
     async fn append(&self, events: Vec<Event>) -> Result<AppendOutcome, StoreError>;
     async fn stats(&self) -> Result<EventStats, StoreError>;
+    /// Events per type, most frequent first.
+    async fn type_counts(&self) -> Result<Vec<TypeCount>, StoreError>;
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -97,6 +111,13 @@ pub trait FeatureStore: Send + Sync {
         spec: &FeatureSpec,
         as_of: i64,
     ) -> Result<SnapshotSummary, StoreError>;
+    /// Every user's features as of `as_of`, computed like a snapshot but
+    /// not stored (profiles, ad-hoc scoring).
+    async fn compute_snapshot(
+        &self,
+        spec: &FeatureSpec,
+        as_of: i64,
+    ) -> Result<FeatureSnapshot, StoreError>;
     /// The newest stored snapshot, loaded for serving.
     async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError>;
     /// The stored snapshots' summaries, newest first.
@@ -106,7 +127,7 @@ pub trait FeatureStore: Send + Sync {
     async fn training_set(
         &self,
         spec: &FeatureSpec,
-        policy: LabelPolicy,
+        policy: &LabelPolicy,
         cutoff: i64,
     ) -> Result<Dataset, StoreError>;
 }

@@ -85,6 +85,7 @@ mod tests {
             intercept: 0.0,
             means: vec![0.0; spec.len()],
             scales: vec![1.0; spec.len()],
+            log1p: Vec::new(),
         };
         let bytes = serde_json::to_vec(&model).unwrap();
         for _ in 0..2 {

@@ -4,37 +4,51 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::output::{parse_time_arg, print_json, print_line, spinner};
+use crate::application::build_features::AsOf;
 use crate::config::Settings;
 use crate::domain::time::format_rfc3339;
 use crate::startup::Services;
 
 #[derive(Debug, Args)]
 pub struct BuildFeaturesArgs {
-    /// Compute features as of this time (default: now).
-    #[arg(long)]
-    pub as_of: Option<String>,
+    /// Compute features as of this time: `now` (the default), `end` (the
+    /// newest stored event: use it for a historic log), or a date/timestamp.
+    #[arg(long, default_value = "now")]
+    pub as_of: String,
     #[arg(long)]
     pub json: bool,
 }
 
+/// Parses `now`, `end` or a time.
+///
+/// # Errors
+/// Anything else.
+pub fn parse_as_of(value: &str) -> Result<AsOf> {
+    Ok(match value.trim() {
+        "now" => AsOf::Now,
+        "end" => AsOf::EndOfData,
+        v => AsOf::At(parse_time_arg("--as-of", v)?),
+    })
+}
+
 pub async fn run(settings: Settings, args: BuildFeaturesArgs) -> Result<()> {
+    let as_of = parse_as_of(&args.as_of)?;
     let services = Services::build(settings).await?;
-    let as_of = args
-        .as_of
-        .as_deref()
-        .map(|v| parse_time_arg("--as-of", v))
-        .transpose()?;
     let bar = spinner("building features");
-    let summary = services.build_features.run(as_of).await;
+    let report = services.build_features.run(as_of).await;
     bar.finish_and_clear();
-    let summary = summary.context("building features")?;
-    if args.json {
-        return print_json(&summary);
+    let report = report.context("building features")?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
     }
+    if args.json {
+        return print_json(&report);
+    }
+    let s = &report.summary;
     print_line(&format!(
         "feature snapshot as of {}: {} users x {} features",
-        format_rfc3339(summary.as_of),
-        summary.users,
-        summary.features
+        format_rfc3339(s.as_of),
+        s.users,
+        s.features
     ))
 }

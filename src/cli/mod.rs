@@ -15,11 +15,13 @@ use crate::config::Settings;
 mod build_features;
 mod check_config;
 mod demo;
+mod features;
 mod generate;
 mod ingest;
 mod migrate;
 mod models;
 pub mod output;
+mod profile;
 mod render_sql;
 mod serve;
 mod stats;
@@ -54,6 +56,12 @@ pub enum Command {
     Models(models::ModelsCommand),
     /// Show what the event store holds.
     Stats(JsonFlag),
+    /// Profile the stored events against the churn definition: types,
+    /// returns, eligible users per lookback, constant features.
+    Profile(JsonFlag),
+    /// Suggest a feature spec for the stored event types, or check one.
+    #[command(subcommand)]
+    Features(features::FeaturesCommand),
     /// Apply pending ClickHouse migrations (store.type = "clickhouse").
     Migrate(JsonFlag),
     /// Print, as JSON, the ClickHouse SQL generated from the feature spec
@@ -106,5 +114,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::RenderSql(args) => render_sql::run(&settings, args),
         Command::Models(cmd) => models::run(settings, cmd).await,
         Command::Stats(flag) => stats::run(settings, flag).await,
+        Command::Profile(flag) => profile::run(settings, flag).await,
+        Command::Features(cmd) => features::run(settings, cmd).await,
     }
 }

@@ -24,6 +24,9 @@ pub async fn run(settings: Settings, args: TrainArgs) -> Result<()> {
     let report = services.train.run().await;
     bar.finish_and_clear();
     let report = report.context("training")?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if args.json {
         return print_json(&report);
     }
@@ -37,14 +40,17 @@ fn render(report: &TrainReport) -> String {
     let b = &report.baseline_metrics;
     [
         format!(
-            "{} version {} [{}] (trained on {} rows at {:?}, validated on {} rows at {})",
+            "{} version {} [{}] (trained on {} rows at {} cutoffs {} .. {}; validated at {} on {} users, figures from {} held out)",
             report.model_name,
             report.version,
             report.model_kind.as_str(),
             report.train_rows,
-            report.train_cutoffs,
+            report.train_cutoffs.len(),
+            report.train_cutoffs.first().map_or("-", String::as_str),
+            report.train_cutoffs.last().map_or("-", String::as_str),
+            report.validation_cutoff,
             report.validation_rows,
-            report.validation_cutoff
+            report.report_rows
         ),
         format!(
             "  gbdt:     auc {:.4}  pr_auc {:.4}  logloss {:.4}  brier {:.4}",

@@ -48,9 +48,19 @@ pub struct Settings {
     pub training: TrainingSettings,
     pub server: ServerSettings,
     pub schedule: ScheduleSettings,
+    pub features: FeaturesSettings,
     pub clickhouse: ClickHouseSettings,
     pub kafka: KafkaSettings,
     pub mlflow: MlflowSettings,
+}
+
+/// `[features]`: which feature spec every store computes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FeaturesSettings {
+    /// A features.toml of `[[feature]]` tables; empty = the built-in
+    /// standard spec (features/standard.toml).
+    pub spec_file: String,
 }
 
 /// The ClickHouse backend (`store.type = "clickhouse"`).
@@ -100,6 +110,7 @@ impl Default for Settings {
             training: TrainingSettings::default(),
             server: ServerSettings::default(),
             schedule: ScheduleSettings::default(),
+            features: FeaturesSettings::default(),
             clickhouse: ClickHouseSettings::default(),
             kafka: KafkaSettings::default(),
             mlflow: MlflowSettings::default(),
@@ -187,6 +198,9 @@ pub struct IngestSettings {
     pub batch_size: usize,
     /// How far in the future an event may be stamped.
     pub max_future_skew_secs: i64,
+    /// Events stamped before this are refused as clock or unit errors
+    /// (epoch 0, milliseconds read as seconds). `YYYY-MM-DD` or RFC 3339.
+    pub min_event_time: String,
     /// Rejected lines of `churn ingest`; empty = `<data_dir>/rejects.ndjson`.
     pub rejects_file: String,
 }
@@ -196,6 +210,7 @@ impl Default for IngestSettings {
         Self {
             batch_size: 20_000,
             max_future_skew_secs: 86_400,
+            min_event_time: "1980-01-01".into(),
             rejects_file: String::new(),
         }
     }
@@ -204,10 +219,18 @@ impl Default for IngestSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainingSettings {
-    /// Churn = no event within this many days after the cutoff.
+    /// Churn is decided over this many days after the cutoff.
     pub horizon_days: u32,
-    /// Eligible users had an event within this many days before the cutoff.
+    /// Eligible users had activity within this many days before the cutoff.
     pub lookback_days: u32,
+    /// Event types that count as activity; empty = every type that is not
+    /// a churn event.
+    pub activity_event_types: Vec<String>,
+    /// Explicit churn events (e.g. `cancel`): churned = one in the horizon
+    /// with no activity after it. Empty = churned means inactive.
+    pub churn_event_types: Vec<String>,
+    /// Activity events in the lookback needed to be eligible.
+    pub min_events: u32,
     /// Explicit validation cutoff (`YYYY-MM-DD[ HH:MM:SS]` or RFC 3339);
     /// empty = last full day of data minus the horizon.
     pub validation_cutoff: String,
@@ -228,8 +251,11 @@ impl Default for TrainingSettings {
         Self {
             horizon_days: 30,
             lookback_days: 30,
+            activity_event_types: Vec::new(),
+            churn_event_types: Vec::new(),
+            min_events: 1,
             validation_cutoff: String::new(),
-            train_snapshots: 4,
+            train_snapshots: 12,
             snapshot_step_days: 7,
             promotion_tolerance: 0.01,
             model_selection: ModelSelection::Best,
@@ -394,6 +420,12 @@ impl Settings {
         if self.ingest.batch_size == 0 {
             return Err(invalid("ingest.batch_size", "must be at least 1"));
         }
+        if self.min_event_time().is_none() {
+            return Err(invalid(
+                "ingest.min_event_time",
+                format!("{:?} is not a date or timestamp", self.ingest.min_event_time),
+            ));
+        }
         if self.ingest.max_future_skew_secs < 0 {
             return Err(invalid(
                 "ingest.max_future_skew_secs",
@@ -406,6 +438,33 @@ impl Settings {
         }
         if t.lookback_days == 0 {
             return Err(invalid("training.lookback_days", "must be at least 1"));
+        }
+        if t.min_events == 0 {
+            return Err(invalid("training.min_events", "must be at least 1"));
+        }
+        for (key, types) in [
+            ("training.activity_event_types", &t.activity_event_types),
+            ("training.churn_event_types", &t.churn_event_types),
+        ] {
+            if let Some(bad) = types.iter().find(|x| {
+                let x = x.trim();
+                x.is_empty()
+                    || !x
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+            }) {
+                return Err(invalid(key, format!("{bad:?} is not an event type")));
+            }
+        }
+        if let Some(both) = t
+            .churn_event_types
+            .iter()
+            .find(|c| t.activity_event_types.iter().any(|a| a.eq_ignore_ascii_case(c)))
+        {
+            return Err(invalid(
+                "training.churn_event_types",
+                format!("{both:?} is also an activity type"),
+            ));
         }
         if t.train_snapshots == 0 {
             return Err(invalid("training.train_snapshots", "must be at least 1"));
@@ -479,6 +538,16 @@ impl Settings {
         } else {
             PathBuf::from(&self.ingest.rejects_file)
         }
+    }
+
+    /// `ingest.min_event_time` in seconds.
+    pub fn min_event_time(&self) -> Option<i64> {
+        parse_timestamp(&self.ingest.min_event_time)
+    }
+
+    /// The feature spec file, if one is configured.
+    pub fn spec_file(&self) -> Option<PathBuf> {
+        (!self.features.spec_file.is_empty()).then(|| PathBuf::from(&self.features.spec_file))
     }
 
     pub fn validation_cutoff(&self) -> Option<i64> {

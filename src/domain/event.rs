@@ -15,8 +15,11 @@ use super::time::parse_timestamp;
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
 /// Longest accepted `session_id`, in bytes.
 pub const MAX_SESSION_ID_LEN: usize = 128;
-/// Events before 2000-01-01 are treated as clock errors, not history.
-pub const MIN_EVENT_TIME: i64 = 946_684_800;
+/// Default earliest accepted event time, 1980-01-01 (`ingest.min_event_time`):
+/// historic logs pass, epoch 0 and seconds read as milliseconds do not.
+pub const DEFAULT_MIN_EVENT_TIME: i64 = 315_532_800;
+/// Numeric times above this (year 5138) are milliseconds sent as seconds.
+const MAX_EPOCH_SECONDS: f64 = 1e11;
 
 /// Why an event was refused; each variant names the offending field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,6 +61,19 @@ pub struct TimePolicy {
     pub now: i64,
     /// How far in the future an event may be stamped (clock skew allowance).
     pub max_future_secs: i64,
+    /// Earliest accepted event time (seconds).
+    pub min_time: i64,
+}
+
+impl TimePolicy {
+    /// `now` with the default earliest time.
+    pub fn at(now: i64, max_future_secs: i64) -> Self {
+        Self {
+            now,
+            max_future_secs,
+            min_time: DEFAULT_MIN_EVENT_TIME,
+        }
+    }
 }
 
 /// One validated user event. Times are whole UTC seconds.
@@ -87,10 +103,13 @@ impl Event {
         if user_id > i64::MAX as u64 {
             return Err(EventError::invalid("user_id", "larger than 2^63-1"));
         }
-        if event_time < MIN_EVENT_TIME {
+        if event_time < policy.min_time {
             return Err(EventError::invalid(
                 "event_time",
-                "before 2000-01-01, probably a clock or unit error",
+                format!(
+                    "before {} (ingest.min_event_time): probably a clock or unit error",
+                    super::time::format_rfc3339(policy.min_time)
+                ),
             ));
         }
         if event_time > policy.now + policy.max_future_secs {
@@ -274,16 +293,25 @@ fn event_from_raw(raw: RawEvent, policy: TimePolicy) -> Result<Event, EventError
     };
     let event_time = match raw.event_time {
         None | Some(Value::Null) => return Err(EventError::Missing("event_time")),
-        Some(Value::String(s)) => parse_timestamp(&s).ok_or_else(|| {
-            EventError::invalid(
-                "event_time",
-                format!("{s:?} is not 'YYYY-MM-DD HH:MM:SS' (UTC) or RFC 3339"),
-            )
-        })?,
+        Some(Value::String(s)) => match s.trim().parse::<f64>() {
+            // Digits only: epoch seconds, as a number would be.
+            Ok(n) if s.trim().bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                epoch_seconds(n)?
+            }
+            _ => parse_timestamp(&s).ok_or_else(|| {
+                EventError::invalid(
+                    "event_time",
+                    format!(
+                        "{s:?} is not 'YYYY-MM-DD HH:MM:SS' (UTC), RFC 3339 or epoch seconds"
+                    ),
+                )
+            })?,
+        },
+        Some(Value::Number(n)) => epoch_seconds(n.as_f64().unwrap_or(f64::NAN))?,
         Some(other) => {
             return Err(EventError::invalid(
                 "event_time",
-                format!("expected a string timestamp, got {}", type_name(&other)),
+                format!("expected a timestamp or epoch seconds, got {}", type_name(&other)),
             ));
         }
     };
@@ -332,6 +360,25 @@ fn event_from_raw(raw: RawEvent, policy: TimePolicy) -> Result<Event, EventError
     )
 }
 
+/// Epoch seconds (fractions dropped: times are whole seconds); values in
+/// the millisecond range are refused by name rather than read as a date
+/// thousands of years ahead.
+fn epoch_seconds(n: f64) -> Result<i64, EventError> {
+    if !n.is_finite() || n < 0.0 {
+        return Err(EventError::invalid(
+            "event_time",
+            format!("{n} is not a non-negative epoch time"),
+        ));
+    }
+    if n > MAX_EPOCH_SECONDS {
+        return Err(EventError::invalid(
+            "event_time",
+            format!("{n} looks like milliseconds since the epoch: send seconds or a timestamp string"),
+        ));
+    }
+    Ok(n.floor() as i64)
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -349,10 +396,7 @@ mod tests {
 
     const NOW: i64 = 1_767_225_600; // 2026-01-01
     fn policy() -> TimePolicy {
-        TimePolicy {
-            now: NOW,
-            max_future_secs: 86_400,
-        }
+        TimePolicy::at(NOW, 86_400)
     }
 
     #[test]
@@ -393,6 +437,43 @@ mod tests {
         }
         let err = parse_event_json(b"{not json", policy()).unwrap_err();
         assert!(matches!(err, EventError::MalformedJson(_)));
+    }
+
+    #[test]
+    fn historic_times_pass_and_unit_errors_are_named() {
+        let at = |t: &str| {
+            parse_event_json(
+                format!(r#"{{"user_id":1,"event_time":{t},"event_type":"purchase"}}"#).as_bytes(),
+                policy(),
+            )
+        };
+        // A purchase log from 1995 ingests with the default floor.
+        assert_eq!(
+            at(r#""1995-03-04 10:00:00""#).unwrap().event_time(),
+            794_311_200
+        );
+        // Epoch seconds, as a number or digits, fractions dropped.
+        assert_eq!(at("794311200").unwrap().event_time(), 794_311_200);
+        assert_eq!(at(r#""794311200.9""#).unwrap().event_time(), 794_311_200);
+        // Epoch 0 and seconds read as milliseconds fall before 1980.
+        let e = at("0").unwrap_err();
+        assert!(e.to_string().contains("ingest.min_event_time"), "{e}");
+        assert!(at("794311").is_err());
+        // Milliseconds sent as seconds: named, not a date in the year 27000.
+        let e = at("794311200000").unwrap_err();
+        assert!(e.to_string().contains("milliseconds"), "{e}");
+        // The floor is a setting.
+        let strict = TimePolicy {
+            min_time: 946_684_800,
+            ..policy()
+        };
+        assert!(
+            parse_event_json(
+                br#"{"user_id":1,"event_time":"1995-03-04 10:00:00","event_type":"x"}"#,
+                strict
+            )
+            .is_err()
+        );
     }
 
     #[test]

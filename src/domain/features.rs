@@ -1,38 +1,39 @@
-//! The feature specification: one declarative list of features from which
-//! every backend computes the same values **as of a time T**, using only
-//! events with `event_time <= T`.
+//! The feature specification: features declared as data (aggregation ×
+//! event-type filter × window), from which every backend computes the same
+//! values **as of a time T**, using only events with `event_time <= T`.
 //!
-//! The embedded store evaluates the spec with [`FeatureSpec::evaluate`]; the
-//! ClickHouse backend renders the very same [`FeatureDef`]s to SQL. Nothing
-//! here reads the clock: T is always an argument, which is what keeps
-//! training sets point-in-time correct and serving consistent with training.
+//! A spec is a TOML file of `[[feature]]` tables (see `features/standard.toml`,
+//! the built-in spec). The embedded store evaluates it with
+//! [`FeatureSpec::evaluate`]; the ClickHouse backend renders the very same
+//! [`FeatureDef`]s to SQL. Nothing here reads the clock or a file: T is
+//! always an argument (which keeps training sets point-in-time correct and
+//! serving consistent with training) and the spec's text is handed in.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::names::is_identifier;
 use super::time::{DAY_SECS, day_of};
 
-/// Recency features ("days since last X") are capped here; a user who never
-/// did X gets the cap, so "never" and "very long ago" look alike to models.
-pub const RECENCY_CAP_DAYS: f64 = 365.0;
+/// The built-in spec (54 features over the generator's event types).
+pub const STANDARD_SPEC_TOML: &str = include_str!("../../features/standard.toml");
 
-/// The event types the standard spec knows by name. Other types are stored
-/// and count towards totals, but get no per-type features.
-pub const STANDARD_EVENT_TYPES: [&str; 6] = [
-    "login",
-    "view",
-    "add_to_cart",
-    "purchase",
-    "support_ticket",
-    "logout",
-];
-/// The windows (days before T) of the standard windowed features.
-pub const STANDARD_WINDOWS: [u32; 4] = [7, 14, 30, 90];
+/// Bumped when the meaning of a definition changes, so models trained on
+/// the old meaning never serve snapshots of the new one.
+const SPEC_FORMAT: u32 = 2;
+/// Most features one spec may declare (bounds build and serving cost).
+pub const MAX_FEATURES: usize = 2_000;
+/// Longest window: a century.
+pub const MAX_WINDOW_DAYS: u32 = 36_500;
+/// Names the stores use for their own columns.
+pub const RESERVED_NAMES: [&str; 5] = ["user_id", "as_of", "churned", "features", "fingerprint"];
+/// Longest accepted event type, in bytes (as for events).
+const MAX_TYPE_LEN: usize = 64;
 
-/// How the events selected by a feature's filter are reduced to a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How the events selected by a feature's filter become a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     /// Number of events.
@@ -41,73 +42,147 @@ pub enum Aggregation {
     ActiveDays,
     /// Number of distinct non-empty `session_id`s.
     DistinctSessions,
-    /// Sum of `amount` (absent amounts count as 0).
+    /// Sum of `amount` (absent amounts add nothing; 0 without any).
     SumAmount,
-    /// `(T - latest event time) / 1 day`, capped at [`RECENCY_CAP_DAYS`];
-    /// the cap when there is no event.
+    /// Mean of the present amounts (0 without any).
+    MeanAmount,
+    /// Largest present amount (0 without any).
+    MaxAmount,
+    /// `(T - latest selected event) / 1 day`. A user with no selected event
+    /// gets their tenure (days since their first event of any type): "not
+    /// in all the history we have", censored at what we know. No cap.
     DaysSinceLast,
-    /// `(T - earliest event time) / 1 day`; 0 when there is no event.
+    /// `(T - earliest selected event) / 1 day`; 0 without any.
     DaysSinceFirst,
-}
-
-/// What a feature computes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum FeatureKind {
-    /// An aggregation over the events with `event_time` in
-    /// `(T - window_days, T]` (or `<= T` without a window), optionally only
-    /// those of one `event_type`.
-    Aggregate {
-        aggregation: Aggregation,
-        event_type: Option<String>,
-        window_days: Option<u32>,
-    },
-    /// `scale * numerator / denominator`, or `default` when the denominator
-    /// is 0. Both operands name features defined earlier in the spec.
-    Ratio {
-        numerator: String,
-        denominator: String,
-        scale: f64,
-        default: f64,
-    },
-    /// Mean gap in days between consecutive distinct active days (0 with
-    /// fewer than two active days).
-    ActiveDayGapMean,
+    /// Mean gap in days between consecutive distinct active days of the
+    /// selected events (0 with fewer than two).
+    GapMean,
     /// Population standard deviation of those gaps (0 with fewer than two).
-    ActiveDayGapStd,
+    GapStd,
+    /// `scale * numerator / denominator`, or `default` when the denominator
+    /// is 0; both operands are features defined earlier in the spec.
+    Ratio,
 }
 
-/// One named feature.
+impl Aggregation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::ActiveDays => "active_days",
+            Self::DistinctSessions => "distinct_sessions",
+            Self::SumAmount => "sum_amount",
+            Self::MeanAmount => "mean_amount",
+            Self::MaxAmount => "max_amount",
+            Self::DaysSinceLast => "days_since_last",
+            Self::DaysSinceFirst => "days_since_first",
+            Self::GapMean => "gap_mean",
+            Self::GapStd => "gap_std",
+            Self::Ratio => "ratio",
+        }
+    }
+
+    /// Every aggregation, for tests and documentation.
+    pub const ALL: [Aggregation; 11] = [
+        Self::Count,
+        Self::ActiveDays,
+        Self::DistinctSessions,
+        Self::SumAmount,
+        Self::MeanAmount,
+        Self::MaxAmount,
+        Self::DaysSinceLast,
+        Self::DaysSinceFirst,
+        Self::GapMean,
+        Self::GapStd,
+        Self::Ratio,
+    ];
+}
+
+/// One declared feature: a `[[feature]]` table of a spec file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FeatureDef {
     pub name: String,
-    #[serde(flatten)]
-    pub kind: FeatureKind,
+    pub aggregation: Aggregation,
+    /// Only events of these types; empty = every type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_types: Vec<String>,
+    /// Only events in `(T - window_days, T]`; absent = all history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<f64>,
 }
 
-/// Why a spec is unusable.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum SpecError {
-    #[error("feature {0:?} is defined twice")]
-    Duplicate(String),
-    #[error("feature {feature:?} refers to {operand:?}, which is not defined before it")]
-    UnknownOperand { feature: String, operand: String },
-    #[error("feature {0:?} has a zero-day window")]
-    EmptyWindow(String),
+impl FeatureDef {
+    /// An aggregation over `event_types` (empty = all) in an optional window.
+    pub fn aggregate(
+        name: impl Into<String>,
+        aggregation: Aggregation,
+        event_types: &[&str],
+        window_days: Option<u32>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            aggregation,
+            event_types: event_types.iter().map(|t| t.to_string()).collect(),
+            window_days,
+            numerator: None,
+            denominator: None,
+            scale: None,
+            default: None,
+        }
+    }
+
+    /// `scale * numerator / denominator` (0 when the denominator is 0).
+    pub fn ratio(name: impl Into<String>, numerator: &str, denominator: &str, scale: f64) -> Self {
+        Self {
+            numerator: Some(numerator.into()),
+            denominator: Some(denominator.into()),
+            scale: Some(scale),
+            default: Some(0.0),
+            ..Self::aggregate(name, Aggregation::Ratio, &[], None)
+        }
+    }
+}
+
+/// Why a spec is unusable: names the source (file), the feature and the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{source_name}: {}{}{message}", feature_part(.feature), key_part(.key))]
+pub struct SpecError {
+    pub source_name: String,
+    pub feature: Option<String>,
+    pub key: Option<&'static str>,
+    pub message: String,
+}
+
+fn feature_part(f: &Option<String>) -> String {
+    f.as_ref()
+        .map(|f| format!("feature {f:?}: "))
+        .unwrap_or_default()
+}
+
+fn key_part(k: &Option<&'static str>) -> String {
+    k.map(|k| format!("key `{k}`: ")).unwrap_or_default()
 }
 
 /// A compact event as the evaluator sees it: the type is an index into the
-/// spec's event types (or [`OTHER_TYPE`]), the session a non-zero hash (0 =
-/// none), the amount 0.0 when absent.
+/// spec's type table (or [`OTHER_TYPE`]), the session a non-zero hash (0 =
+/// none).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UserEvent {
     pub time: i64,
     pub type_idx: u16,
     pub session: u64,
-    pub amount: f64,
+    pub amount: Option<f64>,
 }
 
-/// Type index for event types the spec has no features for.
+/// Type index for event types the spec does not name.
 pub const OTHER_TYPE: u16 = u16::MAX;
 
 /// Maps a session id to the non-zero key [`UserEvent`] uses for distinct
@@ -128,7 +203,8 @@ pub fn session_key(session: Option<&str>) -> u64 {
 enum Compiled {
     Aggregate {
         aggregation: Aggregation,
-        type_idx: Option<u16>,
+        /// Type indexes selected; `None` = all.
+        types: Option<Vec<u16>>,
         window_secs: Option<i64>,
     },
     Ratio {
@@ -137,181 +213,254 @@ enum Compiled {
         scale: f64,
         default: f64,
     },
-    GapMean,
-    GapStd,
 }
 
 /// A validated, ordered list of feature definitions.
 #[derive(Debug, Clone)]
 pub struct FeatureSpec {
     defs: Vec<FeatureDef>,
+    /// Every event type the spec (or the label rule) names, by index.
     event_types: Vec<String>,
     compiled: Vec<Compiled>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    #[serde(default)]
+    feature: Vec<FeatureDef>,
+}
+
+/// Event types are stored trimmed and lowercase; a spec names them the same.
+fn normalize_type(t: &str) -> Result<String, String> {
+    let t = t.trim().to_ascii_lowercase();
+    if t.is_empty() {
+        return Err("an event type is empty".into());
+    }
+    if t.len() > MAX_TYPE_LEN
+        || !t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Err(format!(
+            "{t:?} is not an event type (ASCII letters, digits, '_', '-', '.'; at most {MAX_TYPE_LEN} bytes)"
+        ));
+    }
+    Ok(t)
+}
+
 impl FeatureSpec {
-    /// Validates and compiles a list of definitions.
+    /// Validates and compiles a list of definitions; `source_name` (the
+    /// file) goes into every error.
     ///
     /// # Errors
-    /// [`SpecError`] for duplicates, forward/unknown references and empty windows.
-    pub fn new(defs: Vec<FeatureDef>) -> Result<Self, SpecError> {
-        let mut event_types: Vec<String> = Vec::new();
-        let mut compiled = Vec::with_capacity(defs.len());
-        for (i, def) in defs.iter().enumerate() {
-            if defs[..i].iter().any(|d| d.name == def.name) {
-                return Err(SpecError::Duplicate(def.name.clone()));
+    /// [`SpecError`] naming the feature and key at fault.
+    pub fn new(defs: Vec<FeatureDef>, source_name: &str) -> Result<Self, SpecError> {
+        let err = |feature: Option<&str>, key: Option<&'static str>, message: String| SpecError {
+            source_name: source_name.to_string(),
+            feature: feature.map(str::to_string),
+            key,
+            message,
+        };
+        if defs.is_empty() {
+            return Err(err(None, None, "declares no [[feature]]".into()));
+        }
+        if defs.len() > MAX_FEATURES {
+            return Err(err(
+                None,
+                None,
+                format!("declares {} features; at most {MAX_FEATURES}", defs.len()),
+            ));
+        }
+        let mut spec = Self {
+            defs: Vec::with_capacity(defs.len()),
+            event_types: Vec::new(),
+            compiled: Vec::with_capacity(defs.len()),
+        };
+        for mut def in defs {
+            let name = def.name.clone();
+            let here = Some(name.as_str());
+            if !is_identifier(&name) {
+                return Err(err(
+                    here,
+                    Some("name"),
+                    "must be an identifier: letters, digits and '_', not starting with a digit"
+                        .into(),
+                ));
             }
-            let index_of = |operand: &str| {
-                defs[..i]
-                    .iter()
-                    .position(|d| d.name == operand)
-                    .ok_or_else(|| SpecError::UnknownOperand {
-                        feature: def.name.clone(),
-                        operand: operand.to_string(),
+            if RESERVED_NAMES.contains(&name.as_str()) || name.starts_with("agg__") {
+                return Err(err(
+                    here,
+                    Some("name"),
+                    format!("is reserved (as are {RESERVED_NAMES:?} and names starting with agg__)"),
+                ));
+            }
+            if spec.defs.iter().any(|d| d.name == name) {
+                return Err(err(here, Some("name"), "is defined twice".into()));
+            }
+            let compiled = if def.aggregation == Aggregation::Ratio {
+                if !def.event_types.is_empty() {
+                    return Err(err(
+                        here,
+                        Some("event_types"),
+                        "a ratio has no event filter: filter its operands".into(),
+                    ));
+                }
+                if def.window_days.is_some() {
+                    return Err(err(
+                        here,
+                        Some("window_days"),
+                        "a ratio has no window: window its operands".into(),
+                    ));
+                }
+                let operand = |key: &'static str, value: &Option<String>| {
+                    let Some(v) = value else {
+                        return Err(err(here, Some(key), "is required for a ratio".into()));
+                    };
+                    spec.index_of(v).ok_or_else(|| {
+                        err(
+                            here,
+                            Some(key),
+                            format!("{v:?} is not a feature defined before this one"),
+                        )
                     })
-            };
-            compiled.push(match &def.kind {
-                FeatureKind::Aggregate {
-                    aggregation,
-                    event_type,
-                    window_days,
-                } => {
-                    if *window_days == Some(0) {
-                        return Err(SpecError::EmptyWindow(def.name.clone()));
-                    }
-                    let type_idx = event_type.as_ref().map(|t| {
-                        match event_types.iter().position(|k| k == t) {
-                            Some(p) => p as u16,
-                            None => {
-                                event_types.push(t.clone());
-                                (event_types.len() - 1) as u16
-                            }
-                        }
-                    });
-                    Compiled::Aggregate {
-                        aggregation: *aggregation,
-                        type_idx,
-                        window_secs: window_days.map(|d| i64::from(d) * DAY_SECS),
+                };
+                let numerator = operand("numerator", &def.numerator)?;
+                let denominator = operand("denominator", &def.denominator)?;
+                let scale = def.scale.unwrap_or(1.0);
+                let default = def.default.unwrap_or(0.0);
+                for (key, v) in [("scale", scale), ("default", default)] {
+                    if !v.is_finite() {
+                        return Err(err(here, Some(key), "must be a finite number".into()));
                     }
                 }
-                FeatureKind::Ratio {
+                // Canonical form: the fingerprint must not depend on whether
+                // a default was spelled out.
+                def.scale = Some(scale);
+                def.default = Some(default);
+                Compiled::Ratio {
                     numerator,
                     denominator,
                     scale,
                     default,
-                } => Compiled::Ratio {
-                    numerator: index_of(numerator)?,
-                    denominator: index_of(denominator)?,
-                    scale: *scale,
-                    default: *default,
-                },
-                FeatureKind::ActiveDayGapMean => Compiled::GapMean,
-                FeatureKind::ActiveDayGapStd => Compiled::GapStd,
-            });
+                }
+            } else {
+                for (key, present) in [
+                    ("numerator", def.numerator.is_some()),
+                    ("denominator", def.denominator.is_some()),
+                    ("scale", def.scale.is_some()),
+                    ("default", def.default.is_some()),
+                ] {
+                    if present {
+                        return Err(err(
+                            here,
+                            Some(key),
+                            format!(
+                                "only a ratio takes {key}; this is {}",
+                                def.aggregation.as_str()
+                            ),
+                        ));
+                    }
+                }
+                if let Some(w) = def.window_days
+                    && !(1..=MAX_WINDOW_DAYS).contains(&w)
+                {
+                    return Err(err(
+                        here,
+                        Some("window_days"),
+                        format!("must be within 1..={MAX_WINDOW_DAYS} days"),
+                    ));
+                }
+                let mut types = Vec::new();
+                for t in &def.event_types {
+                    let t = normalize_type(t).map_err(|m| err(here, Some("event_types"), m))?;
+                    if !types.contains(&t) {
+                        types.push(t);
+                    }
+                }
+                def.event_types = types;
+                let idx: Vec<u16> = def
+                    .event_types
+                    .iter()
+                    .map(|t| spec.intern(t))
+                    .collect::<Result<_, _>>()
+                    .map_err(|m| err(here, Some("event_types"), m))?;
+                Compiled::Aggregate {
+                    aggregation: def.aggregation,
+                    types: (!idx.is_empty()).then_some(idx),
+                    window_secs: def.window_days.map(|d| i64::from(d) * DAY_SECS),
+                }
+            };
+            spec.defs.push(def);
+            spec.compiled.push(compiled);
         }
-        Ok(Self {
-            defs,
-            event_types,
-            compiled,
-        })
+        Ok(spec)
     }
 
-    /// The standard churn spec: the seed's four features (`days_active`,
-    /// `total_events`, `avg_events_per_day`, `last_event_days_ago`) plus
-    /// tenure, windowed activity, per-type counts and recencies, purchase
-    /// amounts, activity trend and the rhythm of active days.
-    pub fn standard() -> Self {
-        use Aggregation::*;
-        let agg = |name: String, aggregation, event_type: Option<&str>, window_days| FeatureDef {
-            name,
-            kind: FeatureKind::Aggregate {
-                aggregation,
-                event_type: event_type.map(str::to_string),
-                window_days,
-            },
-        };
-        let ratio = |name: &str, numerator: &str, denominator: &str, scale: f64| FeatureDef {
-            name: name.to_string(),
-            kind: FeatureKind::Ratio {
-                numerator: numerator.to_string(),
-                denominator: denominator.to_string(),
-                scale,
-                default: 0.0,
-            },
-        };
-        let mut defs = vec![
-            agg("days_active".into(), ActiveDays, None, None),
-            agg("total_events".into(), Count, None, None),
-            ratio("avg_events_per_day", "total_events", "days_active", 1.0),
-            agg("last_event_days_ago".into(), DaysSinceLast, None, None),
-            agg("tenure_days".into(), DaysSinceFirst, None, None),
-        ];
-        for w in STANDARD_WINDOWS {
-            defs.push(agg(format!("events_{w}d"), Count, None, Some(w)));
-            defs.push(agg(format!("active_days_{w}d"), ActiveDays, None, Some(w)));
-            defs.push(agg(
-                format!("sessions_{w}d"),
-                DistinctSessions,
-                None,
-                Some(w),
-            ));
-        }
-        for t in STANDARD_EVENT_TYPES {
-            for w in STANDARD_WINDOWS {
-                defs.push(agg(format!("{t}_count_{w}d"), Count, Some(t), Some(w)));
+    /// Parses and validates a spec file's text.
+    ///
+    /// # Errors
+    /// [`SpecError`]: TOML syntax (with line and column), unknown keys or
+    /// aggregations, or any rule of [`FeatureSpec::new`].
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Self, SpecError> {
+        let file: SpecFile = toml::from_str(text).map_err(|e| {
+            // Point at the feature when the parser can: `feature[3]` etc.
+            SpecError {
+                source_name: source_name.to_string(),
+                feature: None,
+                key: None,
+                message: e.to_string().trim().replace('\n', " "),
             }
+        })?;
+        Self::new(file.feature, source_name)
+    }
+
+    /// The spec as TOML (what `churn features suggest` writes).
+    pub fn to_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            feature: &'a [FeatureDef],
         }
-        for t in STANDARD_EVENT_TYPES {
-            defs.push(agg(
-                format!("days_since_last_{t}"),
-                DaysSinceLast,
-                Some(t),
-                None,
-            ));
+        toml::to_string(&Out {
+            feature: &self.defs,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The built-in standard spec (`features/standard.toml`): the seed's
+    /// four features (`days_active`, `total_events`, `avg_events_per_day`,
+    /// `last_event_days_ago`) plus tenure, windowed activity, per-type counts
+    /// and recencies over the generator's types, purchase amounts, the
+    /// activity trend and the rhythm of active days.
+    pub fn standard() -> Self {
+        // The file ships with the binary and a test parses it; failing here
+        // is a build defect, not an input error.
+        Self::from_toml(STANDARD_SPEC_TOML, "features/standard.toml")
+            .expect("the built-in standard spec is valid")
+    }
+
+    /// Adds event types the label rule names to the type table, so the
+    /// evaluator's type indexes cover them too. The fingerprint is unchanged
+    /// (it covers the feature definitions only).
+    ///
+    /// # Errors
+    /// More than `u16::MAX - 1` distinct types, or an invalid type name.
+    pub fn with_types(mut self, types: &[String]) -> Result<Self, String> {
+        for t in types {
+            self.intern(&normalize_type(t)?)?;
         }
-        defs.push(agg(
-            "purchase_count_total".into(),
-            Count,
-            Some("purchase"),
-            None,
-        ));
-        defs.push(agg(
-            "purchase_amount_30d".into(),
-            SumAmount,
-            Some("purchase"),
-            Some(30),
-        ));
-        defs.push(agg(
-            "purchase_amount_90d".into(),
-            SumAmount,
-            Some("purchase"),
-            Some(90),
-        ));
-        defs.push(agg(
-            "purchase_amount_total".into(),
-            SumAmount,
-            Some("purchase"),
-            None,
-        ));
-        // Last week's daily rate against the 30-day daily mean: 1.0 is
-        // steady, below 1 is decaying engagement.
-        defs.push(ratio(
-            "activity_trend_7d_30d",
-            "events_7d",
-            "events_30d",
-            30.0 / 7.0,
-        ));
-        defs.push(FeatureDef {
-            name: "active_day_gap_mean".into(),
-            kind: FeatureKind::ActiveDayGapMean,
-        });
-        defs.push(FeatureDef {
-            name: "active_day_gap_std".into(),
-            kind: FeatureKind::ActiveDayGapStd,
-        });
-        // The standard list is fixed and covered by tests; failing here is a
-        // programming error, not an input error.
-        Self::new(defs).expect("the standard feature spec is valid")
+        Ok(self)
+    }
+
+    fn intern(&mut self, t: &str) -> Result<u16, String> {
+        if let Some(p) = self.event_types.iter().position(|k| k == t) {
+            return Ok(p as u16);
+        }
+        if self.event_types.len() >= usize::from(OTHER_TYPE) {
+            return Err("too many distinct event types".into());
+        }
+        self.event_types.push(t.to_string());
+        Ok((self.event_types.len() - 1) as u16)
     }
 
     pub fn defs(&self) -> &[FeatureDef] {
@@ -335,7 +484,18 @@ impl FeatureSpec {
         self.defs.iter().position(|d| d.name == name)
     }
 
-    /// Event types referenced by the spec, in index order.
+    /// The feature the recency rule (the baseline every model must beat)
+    /// ranks by: the first unfiltered, unwindowed `days_since_last`, else
+    /// the first `days_since_last` of any kind.
+    pub fn recency_index(&self) -> Option<usize> {
+        let recency = |d: &FeatureDef| d.aggregation == Aggregation::DaysSinceLast;
+        self.defs
+            .iter()
+            .position(|d| recency(d) && d.event_types.is_empty() && d.window_days.is_none())
+            .or_else(|| self.defs.iter().position(recency))
+    }
+
+    /// Event types in the type table, in index order.
     pub fn event_types(&self) -> &[String] {
         &self.event_types
     }
@@ -348,10 +508,11 @@ impl FeatureSpec {
             .map_or(OTHER_TYPE, |p| p as u16)
     }
 
-    /// A short fingerprint of the definitions: models record it, and serving
-    /// refuses a model whose features were defined differently.
+    /// A short fingerprint of the definitions (and their format version):
+    /// models record it, and serving refuses a model whose features were
+    /// defined differently.
     pub fn fingerprint(&self) -> String {
-        let json = serde_json::to_vec(&self.defs).unwrap_or_default();
+        let json = serde_json::to_vec(&(SPEC_FORMAT, &self.defs)).unwrap_or_default();
         hex::encode(&Sha256::digest(&json)[..8])
     }
 
@@ -363,23 +524,24 @@ impl FeatureSpec {
         out.clear();
         let end = events.partition_point(|e| e.time <= as_of);
         let history = &events[..end];
-        if history.is_empty() {
+        let Some(first) = history.first() else {
             return false;
-        }
-        let mut sessions = Vec::new();
+        };
+        let tenure = days_between(first.time, as_of);
+        let mut scratch = Vec::new();
         for c in &self.compiled {
-            let value = match *c {
+            let value = match c {
                 Compiled::Aggregate {
                     aggregation,
-                    type_idx,
+                    types,
                     window_secs,
                 } => {
                     let start =
                         window_secs.map_or(0, |w| history.partition_point(|e| e.time <= as_of - w));
                     let selected = history[start..]
                         .iter()
-                        .filter(|e| type_idx.is_none_or(|t| e.type_idx == t));
-                    aggregate(aggregation, selected, as_of, &mut sessions)
+                        .filter(|e| types.as_ref().is_none_or(|t| t.contains(&e.type_idx)));
+                    aggregate(*aggregation, selected, as_of, tenure, &mut scratch)
                 }
                 Compiled::Ratio {
                     numerator,
@@ -387,15 +549,13 @@ impl FeatureSpec {
                     scale,
                     default,
                 } => {
-                    let den = out[denominator];
+                    let den = out[*denominator];
                     if den == 0.0 {
-                        default
+                        *default
                     } else {
-                        scale * out[numerator] / den
+                        scale * out[*numerator] / den
                     }
                 }
-                Compiled::GapMean => gap_stats(history).0,
-                Compiled::GapStd => gap_stats(history).1,
             };
             out.push(value);
         }
@@ -407,7 +567,8 @@ fn aggregate<'a>(
     aggregation: Aggregation,
     mut selected: impl Iterator<Item = &'a UserEvent>,
     as_of: i64,
-    sessions: &mut Vec<u64>,
+    tenure: f64,
+    scratch: &mut Vec<u64>,
 ) -> f64 {
     match aggregation {
         Aggregation::Count => selected.count() as f64,
@@ -425,17 +586,30 @@ fn aggregate<'a>(
             f64::from(days)
         }
         Aggregation::DistinctSessions => {
-            sessions.clear();
-            sessions.extend(selected.map(|e| e.session).filter(|s| *s != 0));
-            sessions.sort_unstable();
-            sessions.dedup();
-            sessions.len() as f64
+            scratch.clear();
+            scratch.extend(selected.map(|e| e.session).filter(|s| *s != 0));
+            scratch.sort_unstable();
+            scratch.dedup();
+            scratch.len() as f64
         }
-        Aggregation::SumAmount => selected.map(|e| e.amount).sum(),
-        Aggregation::DaysSinceLast => selected.last().map_or(RECENCY_CAP_DAYS, |e| {
-            (days_between(e.time, as_of)).min(RECENCY_CAP_DAYS)
-        }),
+        Aggregation::SumAmount => selected.filter_map(|e| e.amount).sum(),
+        Aggregation::MeanAmount => {
+            let (mut n, mut sum) = (0u64, 0.0);
+            for a in selected.filter_map(|e| e.amount) {
+                n += 1;
+                sum += a;
+            }
+            if n == 0 { 0.0 } else { sum / n as f64 }
+        }
+        Aggregation::MaxAmount => selected.filter_map(|e| e.amount).fold(0.0, f64::max),
+        Aggregation::DaysSinceLast => selected
+            .last()
+            .map_or(tenure, |e| days_between(e.time, as_of)),
         Aggregation::DaysSinceFirst => selected.next().map_or(0.0, |e| days_between(e.time, as_of)),
+        Aggregation::GapMean => gap_stats(selected).0,
+        Aggregation::GapStd => gap_stats(selected).1,
+        // Ratios are computed from other features, never aggregated.
+        Aggregation::Ratio => 0.0,
     }
 }
 
@@ -445,8 +619,8 @@ fn days_between(earlier: i64, later: i64) -> f64 {
 
 /// Mean and population standard deviation of gaps (in days) between
 /// consecutive distinct active days.
-fn gap_stats(history: &[UserEvent]) -> (f64, f64) {
-    let mut days = history.iter().map(|e| day_of(e.time));
+fn gap_stats<'a>(selected: impl Iterator<Item = &'a UserEvent>) -> (f64, f64) {
+    let mut days = selected.map(|e| day_of(e.time));
     let Some(mut prev) = days.next() else {
         return (0.0, 0.0);
     };
@@ -483,7 +657,7 @@ mod tests {
             time,
             type_idx: spec.type_index(t),
             session: session_key(session),
-            amount,
+            amount: (amount != 0.0).then_some(amount),
         }
     }
 
@@ -492,9 +666,10 @@ mod tests {
     }
 
     #[test]
-    fn standard_spec_has_the_seed_features_first() {
+    fn the_standard_spec_file_holds_the_54_standard_features() {
         let spec = FeatureSpec::standard();
         let names = spec.names();
+        assert_eq!(spec.len(), 54);
         assert_eq!(
             &names[..4],
             [
@@ -504,8 +679,13 @@ mod tests {
                 "last_event_days_ago"
             ]
         );
-        assert!(spec.len() >= 45, "{}", spec.len());
+        assert_eq!(names[53], "active_day_gap_std");
         assert_eq!(spec.fingerprint(), FeatureSpec::standard().fingerprint());
+        assert_eq!(spec.recency_index(), Some(3));
+        // Written out and read back: the same spec.
+        let again = FeatureSpec::from_toml(&spec.to_toml(), "roundtrip").unwrap();
+        assert_eq!(again.defs(), spec.defs());
+        assert_eq!(again.fingerprint(), spec.fingerprint());
     }
 
     #[test]
@@ -544,10 +724,8 @@ mod tests {
         assert_eq!(value(&spec, &out, "login_count_30d"), 1.0);
         assert_eq!(value(&spec, &out, "days_since_last_login"), 3.0);
         assert_eq!(value(&spec, &out, "days_since_last_view"), 10.0);
-        assert_eq!(
-            value(&spec, &out, "days_since_last_support_ticket"),
-            RECENCY_CAP_DAYS
-        );
+        // Never opened a ticket: censored at the tenure, not a fixed cap.
+        assert_eq!(value(&spec, &out, "days_since_last_support_ticket"), 40.0);
         // 7-day rate 2/7 against 30-day rate 4/30.
         let trend = value(&spec, &out, "activity_trend_7d_30d");
         assert!((trend - (2.0 / 7.0) / (4.0 / 30.0)).abs() < 1e-12);
@@ -556,6 +734,51 @@ mod tests {
         assert!((mean - 40.0 / 3.0).abs() < 1e-12);
         let var = (30f64.powi(2) + 49.0 + 9.0) / 3.0 - (40.0f64 / 3.0).powi(2);
         assert!((value(&spec, &out, "active_day_gap_std") - var.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn declared_aggregations_over_custom_types() {
+        let toml = r#"
+            [[feature]]
+            name = "answers_30d"
+            aggregation = "count"
+            event_types = ["Answer", "comment"]
+            window_days = 30
+            [[feature]]
+            name = "mean_spend"
+            aggregation = "mean_amount"
+            [[feature]]
+            name = "max_spend"
+            aggregation = "max_amount"
+            event_types = ["purchase"]
+            [[feature]]
+            name = "days_since_question"
+            aggregation = "days_since_last"
+            event_types = ["question"]
+            [[feature]]
+            name = "answer_gap"
+            aggregation = "gap_mean"
+            event_types = ["answer"]
+            [[feature]]
+            name = "spend_per_answer"
+            aggregation = "ratio"
+            numerator = "max_spend"
+            denominator = "answers_30d"
+        "#;
+        let spec = FeatureSpec::from_toml(toml, "qa.toml").unwrap();
+        assert_eq!(spec.event_types(), ["answer", "comment", "purchase", "question"]);
+        let d = DAY_SECS;
+        let events = vec![
+            ev(&spec, T - 100 * d, "answer", None, 0.0),
+            ev(&spec, T - 20 * d, "answer", None, 0.0),
+            ev(&spec, T - 5 * d, "purchase", None, 12.0),
+            ev(&spec, T - 4 * d, "comment", None, 0.0),
+            ev(&spec, T - 2 * d, "purchase", None, 4.0),
+            ev(&spec, T - d, "answer", None, 0.0),
+        ];
+        let mut out = Vec::new();
+        assert!(spec.evaluate(&events, T, &mut out));
+        assert_eq!(out, vec![3.0, 8.0, 12.0, 100.0, (80.0 + 19.0) / 2.0, 4.0]);
     }
 
     #[test]
@@ -587,43 +810,53 @@ mod tests {
     }
 
     #[test]
-    fn recency_is_capped_and_unknown_types_only_count_in_totals() {
+    fn recency_is_not_capped_and_unknown_types_only_count_in_totals() {
         let spec = FeatureSpec::standard();
-        let events = vec![ev(&spec, T - 500 * DAY_SECS, "webinar", None, 0.0)];
+        let events = vec![ev(&spec, T - 5_000 * DAY_SECS, "webinar", None, 0.0)];
         assert_eq!(events[0].type_idx, OTHER_TYPE);
         let mut out = Vec::new();
         spec.evaluate(&events, T, &mut out);
-        assert_eq!(value(&spec, &out, "last_event_days_ago"), RECENCY_CAP_DAYS);
+        assert_eq!(value(&spec, &out, "last_event_days_ago"), 5_000.0);
         assert_eq!(value(&spec, &out, "total_events"), 1.0);
         assert_eq!(value(&spec, &out, "login_count_90d"), 0.0);
     }
 
     #[test]
-    fn invalid_specs_are_refused() {
-        let count = |name: &str| FeatureDef {
-            name: name.into(),
-            kind: FeatureKind::Aggregate {
-                aggregation: Aggregation::Count,
-                event_type: None,
-                window_days: Some(7),
-            },
-        };
-        assert_eq!(
-            FeatureSpec::new(vec![count("a"), count("a")]).unwrap_err(),
-            SpecError::Duplicate("a".into())
-        );
-        let forward = FeatureDef {
-            name: "r".into(),
-            kind: FeatureKind::Ratio {
-                numerator: "a".into(),
-                denominator: "b".into(),
-                scale: 1.0,
-                default: 0.0,
-            },
-        };
-        assert!(matches!(
-            FeatureSpec::new(vec![count("a"), forward]),
-            Err(SpecError::UnknownOperand { .. })
-        ));
+    fn spec_errors_name_the_file_the_feature_and_the_key() {
+        let err = |toml: &str| FeatureSpec::from_toml(toml, "team.toml").unwrap_err();
+        let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nwindow_days = 0\n");
+        assert_eq!(e.key, Some("window_days"));
+        assert_eq!(e.feature.as_deref(), Some("a"));
+        assert!(e.to_string().starts_with("team.toml: feature \"a\": key `window_days`"), "{e}");
+        let e = err("[[feature]]\nname = \"r\"\naggregation = \"ratio\"\nnumerator = \"x\"\ndenominator = \"y\"\n");
+        assert_eq!(e.key, Some("numerator"));
+        let e = err("[[feature]]\nname = \"c\"\naggregation = \"count\"\nscale = 2.0\n");
+        assert_eq!(e.key, Some("scale"));
+        let e = err("[[feature]]\nname = \"1x\"\naggregation = \"count\"\n");
+        assert_eq!(e.key, Some("name"));
+        let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\n[[feature]]\nname = \"a\"\naggregation = \"count\"\n");
+        assert!(e.to_string().contains("defined twice"), "{e}");
+        let e = err("[[feature]]\nname = \"a\"\naggregation = \"median\"\n");
+        assert!(e.to_string().contains("median"), "{e}");
+        let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nwindow = 7\n");
+        assert!(e.to_string().contains("window"), "{e}");
+        let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nevent_types = [\"a b\"]\n");
+        assert_eq!(e.key, Some("event_types"));
+        assert!(err("").to_string().contains("no [[feature]]"));
+    }
+
+    #[test]
+    fn fingerprints_follow_meaning_not_spelling() {
+        let with = "[[feature]]\nname = \"n\"\naggregation = \"count\"\n[[feature]]\nname = \"r\"\naggregation = \"ratio\"\nnumerator = \"n\"\ndenominator = \"n\"\nscale = 1.0\n";
+        let without = "[[feature]]\nname = \"n\"\naggregation = \"count\"\n[[feature]]\nname = \"r\"\naggregation = \"ratio\"\nnumerator = \"n\"\ndenominator = \"n\"\n";
+        let a = FeatureSpec::from_toml(with, "a").unwrap();
+        let b = FeatureSpec::from_toml(without, "b").unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        let c = FeatureSpec::from_toml(&without.replace("count", "active_days"), "c").unwrap();
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        // Extra label types do not change what the features mean.
+        let d = b.clone().with_types(&["cancel".into()]).unwrap();
+        assert_eq!(d.fingerprint(), b.fingerprint());
+        assert_ne!(d.type_index("cancel"), OTHER_TYPE);
     }
 }

@@ -131,10 +131,37 @@ impl Dataset {
         self.labels.push(churned);
         true
     }
+    /// Splits the rows in two halves by a hash of the user id: stable for a
+    /// user across runs and cutoffs, independent of the row order.
+    pub fn split_by_user(&self) -> (Dataset, Dataset) {
+        let mut a = Dataset::with_columns(self.feature_names.clone());
+        let mut b = Dataset::with_columns(self.feature_names.clone());
+        for i in 0..self.len() {
+            let user = self.user_ids[i];
+            let half = if splitmix64(user) & 1 == 0 {
+                &mut a
+            } else {
+                &mut b
+            };
+            half.user_ids.push(user);
+            half.rows.extend_from_slice(self.row(i));
+            half.labels.push(self.labels[i]);
+        }
+        (a, b)
+    }
     /// One column, e.g. the recency feature for the recency baseline.
     pub fn column(&self, j: usize) -> Vec<f64> {
         (0..self.len()).map(|i| self.row(i)[j]).collect()
     }
+}
+
+/// A well-mixed 64-bit hash (SplitMix64's finaliser): sequential user ids
+/// land in both halves evenly.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 pub fn sigmoid(z: f64) -> f64 {
@@ -142,13 +169,33 @@ pub fn sigmoid(z: f64) -> f64 {
 }
 
 /// A fitted logistic regression on standardised inputs:
-/// `p = sigmoid(intercept + Σ coef_j * (x_j - mean_j) / scale_j)`.
+/// `p = sigmoid(intercept + Σ coef_j * (f_j(x_j) - mean_j) / scale_j)`,
+/// where `f_j` is `ln(1 + x)` for the columns marked in `log1p` (counts,
+/// amounts, durations: heavy-tailed and non-negative) and the identity
+/// otherwise; means and scales are of the transformed values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogisticModel {
     pub coefficients: Vec<f64>,
     pub intercept: f64,
     pub means: Vec<f64>,
     pub scales: Vec<f64>,
+    /// Per column: transform with `ln(1 + x)` first. Empty = none (models
+    /// registered before the transform existed).
+    #[serde(default)]
+    pub log1p: Vec<bool>,
+}
+
+impl LogisticModel {
+    /// The input as the coefficients see it (before standardising).
+    pub fn transform(&self, j: usize, x: f64) -> f64 {
+        if self.log1p.get(j).copied().unwrap_or(false) {
+            // Training saw only non-negative values here; clamp a stray
+            // negative instead of producing NaN.
+            x.max(0.0).ln_1p()
+        } else {
+            x
+        }
+    }
 }
 
 impl Classifier for LogisticModel {
@@ -166,9 +213,10 @@ impl Classifier for LogisticModel {
             .map(|row| {
                 let z = row
                     .iter()
+                    .enumerate()
                     .zip(&self.coefficients)
                     .zip(self.means.iter().zip(&self.scales))
-                    .map(|((x, c), (m, s))| c * (x - m) / s)
+                    .map(|(((j, x), c), (m, s))| c * (self.transform(j, *x) - m) / s)
                     .sum::<f64>();
                 sigmoid(self.intercept + z)
             })
@@ -242,12 +290,21 @@ mod tests {
             intercept: 0.5,
             means: vec![1.0, 0.0],
             scales: vec![2.0, 1.0],
+            log1p: Vec::new(),
         };
         let p = m.predict_proba(&[1.0, 0.0, 5.0, 1.0, -1e9, 0.0]).unwrap();
         assert!((p[0] - sigmoid(0.5)).abs() < 1e-12);
         assert!((p[1] - sigmoid(0.5 + 4.0 - 1.0)).abs() < 1e-12);
         assert!(p[2] >= 0.0 && p[2] < 1e-6);
         assert!(m.predict_proba(&[1.0, 2.0, 3.0]).is_err());
+        // With the log transform on column 0: ln(1 + e - 1) = 1.
+        let logged = LogisticModel {
+            log1p: vec![true, false],
+            ..m
+        };
+        let e1 = std::f64::consts::E - 1.0;
+        let p = logged.predict_proba(&[e1, 0.0]).unwrap();
+        assert!((p[0] - sigmoid(0.5 + 2.0 * (1.0 - 1.0) / 2.0)).abs() < 1e-12);
     }
 
     #[test]

@@ -133,10 +133,7 @@ mod tests {
             "login",
             None,
             None,
-            TimePolicy {
-                now,
-                max_future_secs: 0,
-            },
+            TimePolicy::at(now, 0),
         )
         .unwrap();
         store.append(vec![event]).await.unwrap();
@@ -152,10 +149,7 @@ mod tests {
             spec.clone(),
             TrainingOptions {
                 model_name: "m".into(),
-                policy: LabelPolicy {
-                    horizon_days: 30,
-                    lookback_days: 30,
-                },
+                policy: LabelPolicy::inactivity(30, 30),
                 validation_cutoff: None,
                 train_snapshots: 1,
                 snapshot_step_days: 7,
@@ -167,7 +161,7 @@ mod tests {
             },
         );
         let jobs = Jobs::new(
-            BuildFeatures::new(features.clone(), spec.clone()),
+            BuildFeatures::new(features.clone(), Arc::new(store.clone()), spec.clone()),
             train,
             models,
             features,

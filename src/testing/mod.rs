@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use crate::application::ports::{
     AliasRecord, AppendOutcome, DeadLetterSink, EventStats, EventStore, EventStream, FeatureStore,
-    ModelRegistry, RawRecord, RegistryError, SnapshotSummary, SourceError, StoreError,
+    ModelRegistry, RawRecord, RegistryError, SnapshotSummary, SourceError, StoreError, TypeCount,
 };
 use crate::domain::event::{Event, EventError};
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
@@ -87,7 +87,7 @@ impl MemoryStore {
                     time: *time,
                     type_idx: spec.type_index(e.event_type()),
                     session: session_key(e.session_id()),
-                    amount: e.amount().unwrap_or(0.0),
+                    amount: e.amount(),
                 });
             }
         }
@@ -126,6 +126,41 @@ impl EventStore for MemoryStore {
         })
     }
 
+    async fn type_counts(&self) -> Result<Vec<TypeCount>, StoreError> {
+        self.outage.check("memory store")?;
+        let state = lock(&self.state);
+        let mut by_type: BTreeMap<&str, (TypeCount, Vec<u64>)> = BTreeMap::new();
+        for ((user, _, _), e) in &state.events {
+            let (c, users) = by_type.entry(e.event_type()).or_insert_with(|| {
+                (
+                    TypeCount {
+                        event_type: e.event_type().to_string(),
+                        events: 0,
+                        users: 0,
+                        with_amount: 0,
+                        with_session: 0,
+                    },
+                    Vec::new(),
+                )
+            });
+            c.events += 1;
+            c.with_amount += u64::from(e.amount().is_some());
+            c.with_session += u64::from(e.session_id().is_some());
+            users.push(*user);
+        }
+        let mut out: Vec<TypeCount> = by_type
+            .into_values()
+            .map(|(mut c, mut users)| {
+                users.sort_unstable();
+                users.dedup();
+                c.users = users.len() as u64;
+                c
+            })
+            .collect();
+        out.sort_by(|a, b| b.events.cmp(&a.events).then(a.event_type.cmp(&b.event_type)));
+        Ok(out)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.outage.check("memory store")
     }
@@ -160,6 +195,27 @@ impl FeatureStore for MemoryStore {
         Ok(header.into())
     }
 
+    async fn compute_snapshot(
+        &self,
+        spec: &FeatureSpec,
+        as_of: i64,
+    ) -> Result<FeatureSnapshot, StoreError> {
+        self.outage.check("memory store")?;
+        let mut snapshot = FeatureSnapshot::new(
+            as_of,
+            chrono::Utc::now().timestamp(),
+            spec.names(),
+            spec.fingerprint(),
+        );
+        let mut out = Vec::new();
+        for (user, events) in self.users(spec, as_of) {
+            if spec.evaluate(&events, as_of, &mut out) {
+                snapshot.insert(user, &out);
+            }
+        }
+        Ok(snapshot)
+    }
+
     async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
         self.outage.check("memory store")?;
         let state = lock(&self.state);
@@ -187,14 +243,19 @@ impl FeatureStore for MemoryStore {
     async fn training_set(
         &self,
         spec: &FeatureSpec,
-        policy: LabelPolicy,
+        policy: &LabelPolicy,
         cutoff: i64,
     ) -> Result<Dataset, StoreError> {
         self.outage.check("memory store")?;
         let mut data = Dataset::with_columns(spec.names());
         let mut out = Vec::new();
+        let spec = &spec
+            .clone()
+            .with_types(&policy.event_types())
+            .map_err(StoreError::Insufficient)?;
+        let rule = policy.compile(spec);
         for (user, events) in self.users(spec, cutoff + policy.horizon_secs()) {
-            if let Some(churned) = policy.label(&events, cutoff)
+            if let Some(churned) = rule.label(&events, cutoff)
                 && spec.evaluate(&events, cutoff, &mut out)
             {
                 data.push(user, &out, churned);
@@ -472,6 +533,7 @@ impl crate::application::ports::ModelTrainer for GradientTrainer {
             intercept: b,
             means,
             scales,
+            log1p: Vec::new(),
         }))
     }
 

@@ -38,7 +38,11 @@ pub async fn seed_store(services: &Services, users: u64, seed: u64) {
     for chunk in events(users, seed).chunks(20_000) {
         services.ingest.store(chunk.to_vec()).await.unwrap();
     }
-    services.build_features.run(None).await.unwrap();
+    services
+        .build_features
+        .run(churn::application::build_features::AsOf::Now)
+        .await
+        .unwrap();
 }
 
 /// Trains once and makes the result production even if the recency gate

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::clickhouse_sql::{self, identifier};
 use crate::application::ports::{
-    AppendOutcome, EventStats, EventStore, FeatureStore, SnapshotSummary, StoreError,
+    AppendOutcome, EventStats, EventStore, FeatureStore, SnapshotSummary, StoreError, TypeCount,
 };
 use crate::domain::event::Event;
 use crate::domain::features::FeatureSpec;
@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         3,
         "003_user_features.sql",
         include_str!("../../../migrations/003_user_features.sql"),
+    ),
+    (
+        4,
+        "004_feature_vectors.sql",
+        include_str!("../../../migrations/004_feature_vectors.sql"),
     ),
 ];
 
@@ -93,6 +98,15 @@ struct StatsRow {
     users: u64,
     first: u32,
     last: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct TypeCountRow {
+    event_type: String,
+    events: u64,
+    users: u64,
+    with_amount: u64,
+    with_session: u64,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -346,6 +360,30 @@ impl EventStore for ClickHouseStore {
         })
     }
 
+    async fn type_counts(&self) -> Result<Vec<TypeCount>, StoreError> {
+        let rows: Vec<TypeCountRow> = self
+            .client
+            .query(&format!(
+                "SELECT event_type, count() AS events, uniqExact(user_id) AS users, \
+                 count(amount) AS with_amount, count(session_id) AS with_session \
+                 FROM {}.events FINAL GROUP BY event_type ORDER BY events DESC, event_type",
+                self.db
+            ))
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TypeCount {
+                event_type: r.event_type,
+                events: r.events,
+                users: r.users,
+                with_amount: r.with_amount,
+                with_session: r.with_session,
+            })
+            .collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.client
             .query("SELECT 1")
@@ -372,7 +410,8 @@ impl FeatureStore for ClickHouseStore {
         let users: u64 = self
             .client
             .query(&format!(
-                "SELECT count() FROM {db}.user_features FINAL WHERE as_of = toDateTime({as_of})"
+                "SELECT count() FROM {db}.feature_vectors FINAL WHERE fingerprint = {} AND as_of = toDateTime({as_of})",
+                clickhouse_sql::quote(&spec.fingerprint())
             ))
             .fetch_one()
             .await
@@ -403,6 +442,29 @@ impl FeatureStore for ClickHouseStore {
         Ok(header.into())
     }
 
+    async fn compute_snapshot(
+        &self,
+        spec: &FeatureSpec,
+        as_of: i64,
+    ) -> Result<FeatureSnapshot, StoreError> {
+        let sql = clickhouse_sql::compute_snapshot(spec, &self.db, as_of).map_err(unavailable)?;
+        let mut snapshot = FeatureSnapshot::new(
+            as_of,
+            chrono::Utc::now().timestamp(),
+            spec.names(),
+            spec.fingerprint(),
+        );
+        let mut cursor = self
+            .client
+            .query(&sql)
+            .fetch::<FeatureRow>()
+            .map_err(unavailable)?;
+        while let Some(row) = cursor.next().await.map_err(unavailable)? {
+            snapshot.insert_stored(row.user_id, &row.features)?;
+        }
+        Ok(snapshot)
+    }
+
     async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
         let db = &self.db;
         let Some(header) = self.headers(1).await?.into_iter().next() else {
@@ -413,8 +475,9 @@ impl FeatureStore for ClickHouseStore {
         let mut cursor = self
             .client
             .query(&format!(
-                "SELECT user_id, [{}] AS features FROM {db}.user_features FINAL WHERE as_of = toDateTime({})",
-                header.feature_names.join(", "),
+                "SELECT user_id, feature_values AS features FROM {db}.feature_vectors FINAL \
+                 WHERE fingerprint = {} AND as_of = toDateTime({})",
+                clickhouse_sql::quote(&header.fingerprint),
                 header.as_of
             ))
             .fetch::<FeatureRow>()
@@ -437,7 +500,7 @@ impl FeatureStore for ClickHouseStore {
     async fn training_set(
         &self,
         spec: &FeatureSpec,
-        policy: LabelPolicy,
+        policy: &LabelPolicy,
         cutoff: i64,
     ) -> Result<Dataset, StoreError> {
         let sql =
@@ -510,7 +573,7 @@ impl ClickHouseStore {
         let (Some(oldest_kept), true) = (keep.last(), keep.len() < stored.len()) else {
             return Ok(());
         };
-        for table in ["user_features", "feature_snapshots"] {
+        for table in ["feature_vectors", "feature_snapshots"] {
             self.client
                 .query(&format!(
                     "ALTER TABLE {db}.{table} DELETE WHERE as_of < toDateTime({oldest_kept})"
@@ -525,7 +588,7 @@ impl ClickHouseStore {
                 .client
                 .query(&format!(
                     "SELECT count() FROM system.mutations WHERE database = {} AND is_done = 0 \
-                     AND table IN ('user_features', 'feature_snapshots')",
+                     AND table IN ('feature_vectors', 'feature_snapshots')",
                     clickhouse_sql::quote(db)
                 ))
                 .fetch_one()

@@ -1,5 +1,5 @@
-//! Renders the shared feature spec to ClickHouse SQL — the same
-//! [`FeatureDef`]s the embedded store evaluates in Rust, so there is no
+//! Renders the shared feature spec and label policy to ClickHouse SQL — the
+//! same [`FeatureDef`]s the embedded store evaluates in Rust, so there is no
 //! second, hand-written copy of the feature logic.
 //!
 //! The SQL sticks to what both ClickHouse 18.16 (Debian's server) and modern
@@ -7,9 +7,12 @@
 //! `DateTime64`. Times are compared as whole seconds (`t`), days are
 //! `intDiv(t, 86400)` (UTC, whatever the server's timezone), and every
 //! arithmetic step mirrors `FeatureSpec::evaluate` so results match bit for
-//! bit (sums of amounts aside, whose order differs).
+//! bit (sums of amounts aside, whose order differs). Feature names are
+//! quoted (`` `name` ``), so no name can collide with a keyword; helper
+//! columns use the `agg__` prefix, which no identifier-checked feature of
+//! the same query can shadow.
 
-use crate::domain::features::{Aggregation, FeatureKind, FeatureSpec, RECENCY_CAP_DAYS};
+use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec};
 use crate::domain::label::LabelPolicy;
 use crate::domain::time::DAY_SECS;
 
@@ -32,6 +35,11 @@ pub fn identifier(name: &str) -> Result<&str, SqlError> {
     }
 }
 
+/// A quoted identifier.
+fn quoted(name: &str) -> Result<String, SqlError> {
+    Ok(format!("`{}`", identifier(name)?))
+}
+
 /// A single-quoted SQL string literal.
 pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -47,62 +55,117 @@ fn float(v: f64) -> String {
     }
 }
 
-/// The events of one database with `t` (seconds) up to `until`, amounts
-/// defaulted to 0 — the rows every feature query aggregates.
+/// `event_type IN (...)` for a list of types.
+fn type_in(types: &[String]) -> String {
+    let list: Vec<String> = types
+        .iter()
+        .map(|t| quote(&t.trim().to_ascii_lowercase()))
+        .collect();
+    format!("event_type IN ({})", list.join(", "))
+}
+
+/// The events of one database with `t` (seconds) up to `until`; `amount`
+/// defaulted to 0 for sums, `amount_raw` kept for "present amounts only".
 fn events_source(db: &str, until: i64) -> String {
     format!(
         "(SELECT user_id, toInt64(toUInt32(event_time)) AS t, event_type, session_id, \
-         ifNull(amount, 0.) AS amount FROM {db}.events FINAL WHERE event_time <= toDateTime({until}))"
+         amount AS amount_raw, ifNull(amount, 0.) AS amount FROM {db}.events FINAL \
+         WHERE event_time <= toDateTime({until}))"
     )
 }
 
-/// The row filter of one aggregate feature at `as_of`.
-fn condition(
-    event_type: Option<&str>,
-    window_days: Option<u32>,
-    as_of: i64,
-    bounded: bool,
-) -> String {
-    let mut parts = Vec::new();
-    if let Some(t) = event_type {
-        parts.push(format!("event_type = {}", quote(t)));
-    }
-    if let Some(w) = window_days {
-        parts.push(format!("t > {}", as_of - i64::from(w) * DAY_SECS));
-    }
-    if bounded {
-        parts.push(format!("t <= {as_of}"));
-    }
+/// `a AND b AND ...`, or `1` for nothing.
+fn all(parts: Vec<String>) -> String {
     if parts.is_empty() {
-        "1".to_string()
+        "1".into()
     } else {
         parts.join(" AND ")
     }
 }
 
-fn aggregate(aggregation: Aggregation, c: &str, as_of: i64) -> String {
-    let cap = float(RECENCY_CAP_DAYS);
-    match aggregation {
+/// The row filter of one aggregate feature at `as_of`.
+fn condition(def: &FeatureDef, as_of: i64, bounded: bool) -> String {
+    let mut parts = Vec::new();
+    if !def.event_types.is_empty() {
+        parts.push(type_in(&def.event_types));
+    }
+    if let Some(w) = def.window_days {
+        parts.push(format!("t > {}", as_of - i64::from(w) * DAY_SECS));
+    }
+    if bounded {
+        parts.push(format!("t <= {as_of}"));
+    }
+    all(parts)
+}
+
+/// The inner aggregate of one feature (a column `agg__<name>`), if any.
+fn aggregate(def: &FeatureDef, as_of: i64, bounded: bool) -> Option<String> {
+    let c = condition(def, as_of, bounded);
+    let c_all = if bounded {
+        format!("t <= {as_of}")
+    } else {
+        "1".into()
+    };
+    let present = format!("({c}) AND isNotNull(amount_raw)");
+    Some(match def.aggregation {
         Aggregation::Count => format!("toFloat64(countIf({c}))"),
         Aggregation::ActiveDays => format!("toFloat64(uniqExactIf(intDiv(t, {DAY_SECS}), {c}))"),
-        Aggregation::DistinctSessions => {
-            format!(
-                "toFloat64(uniqExactIf(assumeNotNull(session_id), ({c}) AND isNotNull(session_id)))"
-            )
-        }
+        Aggregation::DistinctSessions => format!(
+            "toFloat64(uniqExactIf(assumeNotNull(session_id), ({c}) AND isNotNull(session_id)))"
+        ),
         Aggregation::SumAmount => format!("sumIf(amount, {c})"),
+        Aggregation::MeanAmount => format!(
+            "if(countIf({present}) = 0, 0., sumIf(amount, {present}) / countIf({present}))"
+        ),
+        Aggregation::MaxAmount => {
+            format!("if(countIf({present}) = 0, 0., maxIf(amount, {present}))")
+        }
+        // No selected event: the tenure (days since the first event of any
+        // type), as the evaluator does.
         Aggregation::DaysSinceLast => format!(
-            "if(countIf({c}) = 0, {cap}, least({cap}, ({as_of} - maxIf(t, {c})) / {DAY_SECS}))"
+            "if(countIf({c}) = 0, ({as_of} - minIf(t, {c_all})) / {DAY_SECS}, ({as_of} - maxIf(t, {c})) / {DAY_SECS})"
         ),
         Aggregation::DaysSinceFirst => {
             format!("if(countIf({c}) = 0, 0., ({as_of} - minIf(t, {c})) / {DAY_SECS})")
         }
-    }
+        Aggregation::GapMean | Aggregation::GapStd => {
+            format!("arraySort(groupUniqArrayIf(intDiv(t, {DAY_SECS}), {c}))")
+        }
+        Aggregation::Ratio => return None,
+    })
 }
 
-/// Inner aggregates (`a_<name>`) and outer expressions (`<name>`) of the
-/// spec at `as_of`. `bounded` adds `t <= as_of` to every filter (training
-/// sets read events past the cutoff for the labels).
+/// The outer expression of one feature, from its aggregate column or (for
+/// ratios) from features defined before it.
+fn expression(def: &FeatureDef) -> Result<String, SqlError> {
+    let agg = format!("agg__{}", identifier(&def.name)?);
+    // Gaps between consecutive distinct active days (integers: exact sums).
+    let gaps = format!(
+        "arrayMap((x, y) -> y - x, arraySlice({agg}, 1, length({agg}) - 1), arraySlice({agg}, 2, length({agg}) - 1))"
+    );
+    let n = format!("(length({agg}) - 1)");
+    Ok(match def.aggregation {
+        Aggregation::Ratio => {
+            let num = quoted(def.numerator.as_deref().unwrap_or_default())?;
+            let den = quoted(def.denominator.as_deref().unwrap_or_default())?;
+            format!(
+                "toFloat64(if({den} = 0, {}, {} * {num} / {den}))",
+                float(def.default.unwrap_or(0.0)),
+                float(def.scale.unwrap_or(1.0))
+            )
+        }
+        Aggregation::GapMean => format!("toFloat64(if({n} <= 0, 0., arraySum({gaps}) / {n}))"),
+        Aggregation::GapStd => format!(
+            "toFloat64(if({n} <= 0, 0., sqrt(greatest(arraySum(arrayMap(g -> g * g, {gaps})) / {n} \
+             - (arraySum({gaps}) / {n}) * (arraySum({gaps}) / {n}), 0.))))"
+        ),
+        _ => format!("toFloat64({agg})"),
+    })
+}
+
+/// Inner aggregates and outer expressions (aliased by the quoted feature
+/// names) of the spec at `as_of`. `bounded` adds `t <= as_of` to every
+/// filter (training sets read events past the cutoff for the labels).
 fn select_lists(
     spec: &FeatureSpec,
     as_of: i64,
@@ -110,79 +173,58 @@ fn select_lists(
 ) -> Result<(Vec<String>, Vec<String>), SqlError> {
     let mut inner = Vec::new();
     let mut outer = Vec::new();
-    let mut needs_days = false;
     for def in spec.defs() {
         let name = identifier(&def.name)?;
-        match &def.kind {
-            FeatureKind::Aggregate {
-                aggregation,
-                event_type,
-                window_days,
-            } => {
-                let c = condition(event_type.as_deref(), *window_days, as_of, bounded);
-                inner.push(format!(
-                    "{} AS a_{name}",
-                    aggregate(*aggregation, &c, as_of)
-                ));
-                outer.push(format!("toFloat64(a_{name}) AS {name}"));
-            }
-            FeatureKind::Ratio {
-                numerator,
-                denominator,
-                scale,
-                default,
-            } => {
-                let (n, d) = (identifier(numerator)?, identifier(denominator)?);
-                outer.push(format!(
-                    "toFloat64(if({d} = 0, {}, {} * {n} / {d})) AS {name}",
-                    float(*default),
-                    float(*scale)
-                ));
-            }
-            FeatureKind::ActiveDayGapMean => {
-                needs_days = true;
-                outer.push(format!(
-                    "toFloat64(if(gap_n <= 0, 0., arraySum(gaps) / gap_n)) AS {name}"
-                ));
-            }
-            FeatureKind::ActiveDayGapStd => {
-                needs_days = true;
-                outer.push(format!(
-                    "toFloat64(if(gap_n <= 0, 0., sqrt(greatest(arraySum(arrayMap(g -> g * g, gaps)) / gap_n \
-                     - (arraySum(gaps) / gap_n) * (arraySum(gaps) / gap_n), 0.)))) AS {name}"
-                ));
-            }
+        if let Some(a) = aggregate(def, as_of, bounded) {
+            inner.push(format!("{a} AS agg__{name}"));
         }
-    }
-    if needs_days {
-        let c = condition(None, None, as_of, bounded);
-        inner.push(format!(
-            "arraySort(groupUniqArrayIf(intDiv(t, {DAY_SECS}), {c})) AS active_days_arr"
-        ));
-        // Helper columns first so the feature expressions can use them.
-        outer.insert(0, "length(active_days_arr) - 1 AS gap_n".to_string());
-        outer.insert(
-            1,
-            "arrayMap((x, y) -> y - x, arraySlice(active_days_arr, 1, gap_n), arraySlice(active_days_arr, 2, gap_n)) AS gaps"
-                .to_string(),
-        );
+        outer.push(format!("{} AS {}", expression(def)?, quoted(name)?));
     }
     Ok((inner, outer))
 }
 
+/// The spec's features as one `Array(Float64)` expression, in order.
+fn feature_array(spec: &FeatureSpec) -> Result<String, SqlError> {
+    let names: Vec<String> = spec
+        .defs()
+        .iter()
+        .map(|d| quoted(&d.name))
+        .collect::<Result<_, _>>()?;
+    Ok(format!("[{}]", names.join(", ")))
+}
+
+/// Every user's features as of `as_of` as `(user_id, Array(Float32))`
+/// rows, rounded as stored snapshots are (not stored).
+///
+/// # Errors
+/// [`SqlError`] for unsafe identifiers.
+pub fn compute_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<String, SqlError> {
+    let db = identifier(db)?;
+    let (inner, outer) = select_lists(spec, as_of, false)?;
+    Ok(format!(
+        "SELECT user_id, arrayMap(x -> toFloat32(x), {array}) AS features FROM (\
+         SELECT user_id, {outer} FROM (SELECT user_id, {inner} FROM {src} GROUP BY user_id))",
+        array = feature_array(spec)?,
+        outer = outer.join(", "),
+        inner = inner.join(", "),
+        src = events_source(db, as_of),
+    ))
+}
+
 /// `INSERT … SELECT` computing every user's features as of `as_of` into
-/// `<db>.user_features`.
+/// `<db>.feature_vectors` under the spec's fingerprint.
 ///
 /// # Errors
 /// [`SqlError`] for unsafe identifiers.
 pub fn build_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<String, SqlError> {
     let db = identifier(db)?;
     let (inner, outer) = select_lists(spec, as_of, false)?;
-    let names = spec.names().join(", ");
     Ok(format!(
-        "INSERT INTO {db}.user_features (user_id, as_of, {names}) \
-         SELECT user_id, toDateTime({as_of}) AS as_of, {names} FROM (\
+        "INSERT INTO {db}.feature_vectors (fingerprint, as_of, user_id, feature_values) \
+         SELECT {fp}, toDateTime({as_of}), user_id, arrayMap(x -> toFloat32(x), {array}) FROM (\
          SELECT user_id, {outer} FROM (SELECT user_id, {inner} FROM {src} GROUP BY user_id))",
+        fp = quote(&spec.fingerprint()),
+        array = feature_array(spec)?,
         outer = outer.join(", "),
         inner = inner.join(", "),
         src = events_source(db, as_of),
@@ -190,15 +232,15 @@ pub fn build_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<String
 }
 
 /// Features as of `cutoff` and the churn label over `(cutoff, cutoff + H]`
-/// for eligible users, as `(user_id, Array(Float64), UInt8)` rows ordered by
-/// user id.
+/// for eligible users (see `domain::label` for the rule), as
+/// `(user_id, Array(Float64), UInt8)` rows ordered by user id.
 ///
 /// # Errors
 /// [`SqlError`] for unsafe identifiers.
 pub fn training_set(
     spec: &FeatureSpec,
     db: &str,
-    policy: LabelPolicy,
+    policy: &LabelPolicy,
     cutoff: i64,
 ) -> Result<String, SqlError> {
     let db = identifier(db)?;
@@ -209,21 +251,51 @@ pub fn training_set(
         policy.eligibility_window(cutoff),
         policy.horizon_window(cutoff),
     );
+    let churn = type_in(&policy.churn_event_types);
+    let act = if !policy.activity_event_types.is_empty() {
+        type_in(&policy.activity_event_types)
+    } else if policy.explicit() {
+        format!("NOT ({churn})")
+    } else {
+        "1".into()
+    };
+    let in_h = format!("t > {} AND t <= {}", h.after, h.until);
     inner.push(format!(
-        "countIf(t > {} AND t <= {}) AS a__eligible",
+        "countIf(({act}) AND t > {} AND t <= {}) AS agg__eligible",
         e.after, e.until
     ));
-    inner.push(format!(
-        "countIf(t > {} AND t <= {}) AS a__after",
-        h.after, h.until
-    ));
-    outer.push("a__eligible".to_string());
-    outer.push("toUInt8(a__after = 0) AS churned".to_string());
+    outer.push("agg__eligible".into());
+    let mut keep = format!("agg__eligible >= {}", policy.min_events.max(1));
+    if policy.explicit() {
+        for (alias, expr) in [
+            ("agg__n_churn_before", format!("countIf(({churn}) AND t <= {cutoff})")),
+            ("agg__churn_before", format!("maxIf(t, ({churn}) AND t <= {cutoff})")),
+            ("agg__act_before", format!("maxIf(t, ({act}) AND t <= {cutoff})")),
+            ("agg__n_churn_h", format!("countIf(({churn}) AND {in_h})")),
+            ("agg__last_churn_h", format!("maxIf(t, ({churn}) AND {in_h})")),
+            ("agg__n_act_h", format!("countIf(({act}) AND {in_h})")),
+            ("agg__last_act_h", format!("maxIf(t, ({act}) AND {in_h})")),
+        ] {
+            inner.push(format!("{expr} AS {alias}"));
+            outer.push(alias.to_string());
+        }
+        outer.push(
+            "toUInt8(agg__n_churn_h > 0 AND (agg__n_act_h = 0 OR agg__last_act_h <= agg__last_churn_h)) AS churned"
+                .into(),
+        );
+        // Already churned before T: the last churn event is newer than the
+        // last activity (eligibility guarantees there is activity).
+        keep.push_str(" AND NOT (agg__n_churn_before > 0 AND agg__churn_before > agg__act_before)");
+    } else {
+        inner.push(format!("countIf(({act}) AND {in_h}) AS agg__after"));
+        outer.push("agg__after".into());
+        outer.push("toUInt8(agg__after = 0) AS churned".into());
+    }
     Ok(format!(
-        "SELECT user_id, [{names}] AS features, churned FROM (\
+        "SELECT user_id, {array} AS features, churned FROM (\
          SELECT user_id, {outer} FROM (SELECT user_id, {inner} FROM {src} GROUP BY user_id)) \
-         WHERE a__eligible > 0 ORDER BY user_id",
-        names = spec.names().join(", "),
+         WHERE {keep} ORDER BY user_id",
+        array = feature_array(spec)?,
         outer = outer.join(", "),
         inner = inner.join(", "),
         src = events_source(db, h.until),
@@ -267,30 +339,30 @@ mod tests {
         let spec = FeatureSpec::standard();
         let sql = build_snapshot(&spec, "churn", 1_767_225_600).unwrap();
         for name in spec.names() {
-            assert!(sql.contains(&format!(" AS {name}")), "{name}");
+            assert!(sql.contains(&format!(" AS `{name}`")), "{name}");
         }
         assert!(sql.contains("event_time <= toDateTime(1767225600)"));
+        assert!(sql.contains(&quote(&spec.fingerprint())));
         assert!(!sql.contains("now()"), "features must never read the clock");
-        let train = training_set(
-            &spec,
-            "churn",
-            LabelPolicy {
-                horizon_days: 30,
-                lookback_days: 30,
-            },
-            1_767_225_600,
-        )
-        .unwrap();
+        let policy = LabelPolicy::inactivity(30, 30);
+        let train = training_set(&spec, "churn", &policy, 1_767_225_600).unwrap();
         assert!(train.contains("t <= 1767225600"));
         assert!(train.contains(&format!("toDateTime({})", 1_767_225_600 + 30 * DAY_SECS)));
+        let explicit = LabelPolicy {
+            churn_event_types: vec!["Cancel".into()],
+            ..policy
+        };
+        let train = training_set(&spec, "churn", &explicit, 1_767_225_600).unwrap();
+        assert!(train.contains("event_type IN ('cancel')"), "{train}");
+        assert!(train.contains("NOT (event_type IN ('cancel'))"));
     }
 
     #[test]
-    fn migration_columns_follow_the_spec() {
-        let ddl = include_str!("../../../migrations/003_user_features.sql");
-        let cols = create_table_columns(ddl);
-        let mut expected = vec!["user_id".to_string(), "as_of".to_string()];
-        expected.extend(FeatureSpec::standard().names());
-        assert_eq!(cols, expected);
+    fn the_vector_table_fits_any_spec() {
+        let ddl = include_str!("../../../migrations/004_feature_vectors.sql");
+        assert_eq!(
+            create_table_columns(ddl),
+            ["fingerprint", "as_of", "user_id", "feature_values"]
+        );
     }
 }

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::application::ports::{
-    AppendOutcome, EventStats, EventStore, FeatureStore, SnapshotSummary, StoreError,
+    AppendOutcome, EventStats, EventStore, FeatureStore, SnapshotSummary, StoreError, TypeCount,
 };
 use crate::domain::event::Event;
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
@@ -188,10 +188,7 @@ impl SqliteStore {
                 time: row.get(1).map_err(unavailable)?,
                 type_idx: spec.type_index(event_type),
                 session: session_key(session),
-                amount: row
-                    .get::<_, Option<f64>>(4)
-                    .map_err(unavailable)?
-                    .unwrap_or(0.0),
+                amount: row.get::<_, Option<f64>>(4).map_err(unavailable)?,
             });
         }
         if let Some(u) = current {
@@ -321,13 +318,19 @@ impl SqliteStore {
     fn training_set_blocking(
         &self,
         spec: &FeatureSpec,
-        policy: LabelPolicy,
+        policy: &LabelPolicy,
         cutoff: i64,
     ) -> Result<Dataset, StoreError> {
         let mut data = Dataset::with_columns(spec.names());
         let mut out = Vec::with_capacity(spec.len());
+        // The label's event types must be in the evaluator's type table.
+        let spec = &spec
+            .clone()
+            .with_types(&policy.event_types())
+            .map_err(StoreError::Insufficient)?;
+        let rule = policy.compile(spec);
         self.scan_users(spec, cutoff + policy.horizon_secs(), |user, events| {
-            if let Some(churned) = policy.label(events, cutoff)
+            if let Some(churned) = rule.label(events, cutoff)
                 && spec.evaluate(events, cutoff, &mut out)
             {
                 // The evaluator always yields one value per feature.
@@ -431,6 +434,33 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn type_counts(&self) -> Result<Vec<TypeCount>, StoreError> {
+        self.blocking(|s| {
+            let conn = s.reader()?;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT event_type, count(*), count(DISTINCT user_id), count(amount), \
+                     count(session_id) FROM events GROUP BY event_type ORDER BY count(*) DESC, event_type",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(TypeCount {
+                        event_type: r.get(0)?,
+                        events: r.get::<_, i64>(1)? as u64,
+                        users: r.get::<_, i64>(2)? as u64,
+                        with_amount: r.get::<_, i64>(3)? as u64,
+                        with_session: r.get::<_, i64>(4)? as u64,
+                    })
+                })
+                .map_err(unavailable)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(unavailable)?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|s| {
             s.reader()?
@@ -453,6 +483,30 @@ impl FeatureStore for SqliteStore {
             .await
     }
 
+    async fn compute_snapshot(
+        &self,
+        spec: &FeatureSpec,
+        as_of: i64,
+    ) -> Result<FeatureSnapshot, StoreError> {
+        let spec = spec.clone();
+        self.blocking(move |s| {
+            let mut snapshot = FeatureSnapshot::new(
+                as_of,
+                chrono::Utc::now().timestamp(),
+                spec.names(),
+                spec.fingerprint(),
+            );
+            let mut out = Vec::with_capacity(spec.len());
+            s.scan_users(&spec, as_of, |user, events| {
+                if spec.evaluate(events, as_of, &mut out) {
+                    snapshot.insert(user, &out);
+                }
+            })?;
+            Ok(snapshot)
+        })
+        .await
+    }
+
     async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
         self.blocking(|s| s.latest_snapshot_blocking()).await
     }
@@ -468,11 +522,11 @@ impl FeatureStore for SqliteStore {
     async fn training_set(
         &self,
         spec: &FeatureSpec,
-        policy: LabelPolicy,
+        policy: &LabelPolicy,
         cutoff: i64,
     ) -> Result<Dataset, StoreError> {
-        let spec = spec.clone();
-        self.blocking(move |s| s.training_set_blocking(&spec, policy, cutoff))
+        let (spec, policy) = (spec.clone(), policy.clone());
+        self.blocking(move |s| s.training_set_blocking(&spec, &policy, cutoff))
             .await
     }
 }

@@ -1,0 +1,240 @@
+//! `ProfileData` (`churn profile`): what a store's events look like to the
+//! churn definition before anything trains on them — the span, users, the
+//! volume per event type, how often users come back, which share of users
+//! each lookback makes eligible, and which configured features would be
+//! constant. Each finding that needs action names the setting.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::application::ports::{EventStore, FeatureStore, StoreError, TypeCount};
+use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec};
+use crate::domain::label::LabelPolicy;
+use crate::domain::time::{DAY_SECS, floor_day, format_rfc3339};
+
+/// Lookbacks the eligibility table tries, in days.
+pub const LOOKBACKS: [u32; 8] = [7, 14, 30, 60, 90, 180, 365, 730];
+
+/// The share of users one lookback makes eligible.
+#[derive(Debug, Clone, Serialize)]
+pub struct Eligibility {
+    pub lookback_days: u32,
+    pub eligible_users: u64,
+    pub share: f64,
+}
+
+/// The profile of a store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub events: u64,
+    pub users: u64,
+    pub first_event: Option<String>,
+    pub last_event: Option<String>,
+    pub span_days: f64,
+    pub event_types: Vec<TypeCount>,
+    /// Median over users (with two or more active days) of the mean gap in
+    /// days between their active days.
+    pub median_gap_days: Option<f64>,
+    /// The cutoff the eligibility and feature figures are taken at (the
+    /// validation cutoff training would use).
+    pub cutoff: Option<String>,
+    /// Users with any event at or before the cutoff.
+    pub users_at_cutoff: u64,
+    pub eligibility: Vec<Eligibility>,
+    pub features: usize,
+    pub constant_features: Vec<String>,
+    pub hints: Vec<String>,
+}
+
+/// The profiling use case.
+#[derive(Clone)]
+pub struct ProfileData {
+    events: Arc<dyn EventStore>,
+    features: Arc<dyn FeatureStore>,
+    spec: Arc<FeatureSpec>,
+    policy: LabelPolicy,
+}
+
+impl ProfileData {
+    pub fn new(
+        events: Arc<dyn EventStore>,
+        features: Arc<dyn FeatureStore>,
+        spec: Arc<FeatureSpec>,
+        policy: LabelPolicy,
+    ) -> Self {
+        Self {
+            events,
+            features,
+            spec,
+            policy,
+        }
+    }
+
+    /// Profiles the store.
+    ///
+    /// # Errors
+    /// [`StoreError`] from the backend.
+    pub async fn run(&self) -> Result<Profile, StoreError> {
+        let stats = self.events.stats().await?;
+        let event_types = self.events.type_counts().await?;
+        let mut profile = Profile {
+            events: stats.events,
+            users: stats.users,
+            first_event: stats.first_event_time.map(format_rfc3339),
+            last_event: stats.last_event_time.map(format_rfc3339),
+            span_days: 0.0,
+            event_types,
+            median_gap_days: None,
+            cutoff: None,
+            users_at_cutoff: 0,
+            eligibility: Vec::new(),
+            features: self.spec.len(),
+            constant_features: Vec::new(),
+            hints: Vec::new(),
+        };
+        let (Some(first), Some(last)) = (stats.first_event_time, stats.last_event_time) else {
+            profile.hints.push("the store is empty: ingest events first".into());
+            return Ok(profile);
+        };
+        profile.span_days = (last - first) as f64 / DAY_SECS as f64;
+        let cutoff = (floor_day(last) - self.policy.horizon_secs()).max(first);
+        profile.cutoff = Some(format_rfc3339(cutoff));
+
+        // The rhythm of returns, over every user's whole history.
+        let rhythm = FeatureSpec::new(
+            vec![FeatureDef::aggregate("gap", Aggregation::GapMean, &[], None)],
+            "profile",
+        )
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let gaps = self.features.compute_snapshot(&rhythm, last).await?;
+        let mut means: Vec<f64> = (0..gaps.len())
+            .map(|i| gaps.rows_f64(i..i + 1)[0])
+            .filter(|g| *g > 0.0)
+            .collect();
+        means.sort_by(f64::total_cmp);
+        profile.median_gap_days = means.get(means.len() / 2).copied();
+
+        let at_cutoff = self.features.compute_snapshot(&self.spec, cutoff).await?;
+        profile.users_at_cutoff = at_cutoff.len() as u64;
+        profile.constant_features = constant_columns(&at_cutoff);
+        for lookback_days in LOOKBACKS {
+            if f64::from(lookback_days) > profile.span_days.max(1.0) * 1.5 {
+                break;
+            }
+            let policy = LabelPolicy {
+                lookback_days,
+                ..self.policy.clone()
+            };
+            let set = self.features.training_set(&rhythm, &policy, cutoff).await?;
+            profile.eligibility.push(Eligibility {
+                lookback_days,
+                eligible_users: set.len() as u64,
+                share: set.len() as f64 / profile.users_at_cutoff.max(1) as f64,
+            });
+        }
+        self.hints(&mut profile);
+        Ok(profile)
+    }
+
+    fn hints(&self, p: &mut Profile) {
+        let current = p
+            .eligibility
+            .iter()
+            .find(|e| e.lookback_days >= self.policy.lookback_days);
+        if let Some(e) = current
+            && e.share < crate::application::train::MIN_ELIGIBLE_SHARE
+        {
+            let better = p
+                .eligibility
+                .iter()
+                .find(|e| e.share >= 0.5)
+                .map(|e| format!(" ({} days makes {:.0}% eligible)", e.lookback_days, 100.0 * e.share))
+                .unwrap_or_default();
+            p.hints.push(format!(
+                "training.lookback_days = {} makes only {:.1}% of users eligible: raise it{better}",
+                self.policy.lookback_days,
+                100.0 * e.share
+            ));
+        }
+        if let Some(g) = p.median_gap_days
+            && g > f64::from(self.policy.horizon_days)
+        {
+            p.hints.push(format!(
+                "the median user comes back every {g:.0} days, longer than training.horizon_days = {}: \
+                 most returns fall outside the horizon, so most users look churned",
+                self.policy.horizon_days
+            ));
+        }
+        if !p.constant_features.is_empty() {
+            p.hints.push(format!(
+                "{} of {} features are constant: declare features for your event types \
+                 (`churn features suggest`, features.spec_file)",
+                p.constant_features.len(),
+                p.features
+            ));
+        }
+    }
+}
+
+fn constant_columns(s: &crate::domain::snapshot::FeatureSnapshot) -> Vec<String> {
+    if s.is_empty() {
+        return Vec::new();
+    }
+    let n = s.feature_names().len();
+    let first = s.rows_f64(0..1);
+    let mut constant = vec![true; n];
+    for i in 1..s.len() {
+        let row = s.rows_f64(i..i + 1);
+        for j in 0..n {
+            constant[j] &= row[j] == first[j];
+        }
+    }
+    s.feature_names()
+        .iter()
+        .zip(constant)
+        .filter(|(_, c)| *c)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::application::generate::{GeneratorOptions, generate};
+    use crate::testing::MemoryStore;
+
+    #[tokio::test]
+    async fn profile_of_generated_data() {
+        let store = MemoryStore::new(3);
+        let mut events = Vec::new();
+        generate(
+            GeneratorOptions {
+                users: 200,
+                days: 120,
+                end: 1_780_000_000,
+                seed: 1,
+                churn_share: 0.35,
+            },
+            |e| events.push(e),
+        );
+        store.append(events).await.unwrap();
+        let p = ProfileData::new(
+            Arc::new(store.clone()),
+            Arc::new(store),
+            Arc::new(FeatureSpec::standard()),
+            LabelPolicy::inactivity(30, 30),
+        )
+        .run()
+        .await
+        .unwrap();
+        // Some generated users have no event inside the 120 days.
+        assert!(p.users > 150 && p.users <= 200, "{}", p.users);
+        assert!(p.span_days > 100.0 && p.span_days <= 120.0, "{}", p.span_days);
+        assert!(p.event_types.iter().any(|t| t.event_type == "login"));
+        let shares: Vec<f64> = p.eligibility.iter().map(|e| e.share).collect();
+        assert!(shares.windows(2).all(|w| w[0] <= w[1]), "longer lookbacks admit more: {shares:?}");
+        assert!(p.median_gap_days.is_some_and(|g| g > 0.0));
+        assert!(p.users_at_cutoff > 0 && p.users_at_cutoff <= p.users);
+    }
+}

@@ -1,0 +1,160 @@
+//! `churn features suggest`: a feature spec written for the event types a
+//! store actually holds, instead of the generator's. Pure: it reads the
+//! store's type counts and time range and returns a spec to review.
+//!
+//! - Windows: 7, 30, 90 and 365 days, those shorter than ¾ of the span.
+//! - Global: activity days, counts and sessions per window, recency,
+//!   tenure, the activity trend and the rhythm of active days.
+//! - Per type (the most frequent ones, at most [`MAX_TYPES`], each at least
+//!   [`MIN_TYPE_SHARE`] of the events): counts per window, total, recency;
+//!   with amounts, their sum per window and in all, mean and max.
+
+use crate::application::ports::{EventStats, TypeCount};
+use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec, SpecError};
+use crate::domain::time::DAY_SECS;
+
+/// Most event types that get features of their own.
+pub const MAX_TYPES: usize = 25;
+/// Rarer types count in the totals only.
+pub const MIN_TYPE_SHARE: f64 = 0.002;
+const WINDOWS: [u32; 4] = [7, 30, 90, 365];
+
+/// An identifier from an event type (`add-to-cart` → `add_to_cart`).
+fn ident(t: &str) -> String {
+    let mut s: String = t
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.as_bytes()[0].is_ascii_digit() {
+        s.insert_str(0, "t_");
+    }
+    s
+}
+
+/// The suggested spec for a store's contents.
+///
+/// # Errors
+/// [`SpecError`] only if the generated definitions clash (a bug).
+pub fn suggest(stats: &EventStats, types: &[TypeCount]) -> Result<FeatureSpec, SpecError> {
+    use Aggregation::*;
+    let span_days = match (stats.first_event_time, stats.last_event_time) {
+        (Some(a), Some(b)) => (b - a) as f64 / DAY_SECS as f64,
+        _ => 0.0,
+    };
+    let mut windows: Vec<u32> = WINDOWS
+        .into_iter()
+        .filter(|w| f64::from(*w) <= 0.75 * span_days)
+        .collect();
+    if windows.is_empty() {
+        windows.push(7);
+    }
+    let sessions = types.iter().any(|t| t.with_session > 0);
+    let total: u64 = types.iter().map(|t| t.events).sum::<u64>().max(1);
+    let agg = |name: String, a, types: &[&str], w| FeatureDef::aggregate(name, a, types, w);
+    let mut defs = vec![
+        agg("days_active".into(), ActiveDays, &[], None),
+        agg("total_events".into(), Count, &[], None),
+        FeatureDef::ratio("avg_events_per_day", "total_events", "days_active", 1.0),
+        agg("last_event_days_ago".into(), DaysSinceLast, &[], None),
+        agg("tenure_days".into(), DaysSinceFirst, &[], None),
+    ];
+    for &w in &windows {
+        defs.push(agg(format!("events_{w}d"), Count, &[], Some(w)));
+        defs.push(agg(format!("active_days_{w}d"), ActiveDays, &[], Some(w)));
+        if sessions {
+            defs.push(agg(format!("sessions_{w}d"), DistinctSessions, &[], Some(w)));
+        }
+    }
+    if windows.contains(&7) && windows.contains(&30) {
+        defs.push(FeatureDef::ratio(
+            "activity_trend_7d_30d",
+            "events_7d",
+            "events_30d",
+            30.0 / 7.0,
+        ));
+    }
+    defs.push(agg("active_day_gap_mean".into(), GapMean, &[], None));
+    defs.push(agg("active_day_gap_std".into(), GapStd, &[], None));
+    let mut used = std::collections::HashSet::new();
+    for t in types
+        .iter()
+        .filter(|t| t.events as f64 / total as f64 >= MIN_TYPE_SHARE)
+        .take(MAX_TYPES)
+    {
+        let mut base = ident(&t.event_type);
+        while !used.insert(base.clone()) {
+            base.push('_');
+        }
+        let ty = [t.event_type.as_str()];
+        for &w in &windows {
+            defs.push(agg(format!("{base}_count_{w}d"), Count, &ty, Some(w)));
+        }
+        defs.push(agg(format!("{base}_count_total"), Count, &ty, None));
+        defs.push(agg(format!("days_since_last_{base}"), DaysSinceLast, &ty, None));
+        if t.with_amount > 0 {
+            let widest = windows.last().copied();
+            defs.push(agg(format!("{base}_amount_total"), SumAmount, &ty, None));
+            if let Some(w) = widest {
+                defs.push(agg(format!("{base}_amount_{w}d"), SumAmount, &ty, Some(w)));
+            }
+            defs.push(agg(format!("{base}_amount_mean"), MeanAmount, &ty, None));
+            defs.push(agg(format!("{base}_amount_max"), MaxAmount, &ty, None));
+        }
+    }
+    FeatureSpec::new(defs, "suggested spec")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(t: &str, events: u64, amounts: u64) -> TypeCount {
+        TypeCount {
+            event_type: t.into(),
+            events,
+            users: 10,
+            with_amount: amounts,
+            with_session: 0,
+        }
+    }
+
+    #[test]
+    fn features_follow_the_types_and_span_present() {
+        let stats = EventStats {
+            events: 10_000,
+            users: 100,
+            first_event_time: Some(0),
+            last_event_time: Some(200 * DAY_SECS),
+        };
+        let types = [
+            count("answer", 6_000, 0),
+            count("question", 3_969, 0),
+            count("bounty-award", 30, 30),
+            count("badge", 1, 0),
+        ];
+        let spec = suggest(&stats, &types).unwrap();
+        let names = spec.names();
+        for n in [
+            "answer_count_90d",
+            "days_since_last_question",
+            "bounty_award_amount_mean",
+            "activity_trend_7d_30d",
+        ] {
+            assert!(names.contains(&n.to_string()), "{n} in {names:?}");
+        }
+        // 365 days is longer than 3/4 of a 200-day span; sessions absent.
+        assert!(!names.iter().any(|n| n.ends_with("_365d") || n.starts_with("sessions")));
+        // A type with 0.01% of the events gets none of its own.
+        assert!(!names.iter().any(|n| n.contains("badge")));
+        assert_eq!(spec.event_types(), ["answer", "question", "bounty-award"]);
+        // What it writes reads back as the same spec.
+        let again = FeatureSpec::from_toml(&spec.to_toml(), "features.toml").unwrap();
+        assert_eq!(again.fingerprint(), spec.fingerprint());
+    }
+}
