@@ -7,6 +7,10 @@ feature snapshot INSERT ... SELECT and the training-set query), runs it on
 chDB (ClickHouse 26.x in-process) and on the 18.16 server over HTTP with the
 same sample events, and compares the results row by row.
 
+Runs twice: the standard spec with inactivity churn, then a spec with every
+aggregation kind (tests/fixtures/every_aggregation.toml) with explicit churn
+events and activity types.
+
 Usage: chdb_check.py CHURN_BINARY CLICKHOUSE_URL WORKDIR   (exit 1 on mismatch)
 """
 import json
@@ -35,6 +39,13 @@ rows += [
     {"user_id": 90003, "event_time": "2026-04-30 10:05:00", "event_type": "purchase", "amount": 12.5},
     {"user_id": 90004, "event_time": "2026-03-31 12:00:00", "event_type": "login", "session_id": "c"},
     {"user_id": 90004, "event_time": "2026-05-01 00:00:00", "event_type": "login", "session_id": "c"},
+    {"user_id": 90005, "event_time": "2026-03-30 08:00:00", "event_type": "purchase", "amount": 3.5},
+    {"user_id": 90005, "event_time": "2026-04-03 09:00:00", "event_type": "cancel"},
+    {"user_id": 90006, "event_time": "2026-03-20 08:00:00", "event_type": "login"},
+    {"user_id": 90006, "event_time": "2026-03-25 08:00:00", "event_type": "cancel"},
+    {"user_id": 90007, "event_time": "2026-03-31 08:00:00", "event_type": "purchase"},
+    {"user_id": 90007, "event_time": "2026-04-10 08:00:00", "event_type": "cancel"},
+    {"user_id": 90007, "event_time": "2026-04-12 08:00:00", "event_type": "purchase", "amount": 1.0},
 ]
 for i, r in enumerate(rows):
     r["event_id"] = i + 1
@@ -42,14 +53,15 @@ for i, r in enumerate(rows):
     r.setdefault("amount", None)
 insert_body = "\n".join(json.dumps(r) for r in rows)
 
-rendered = json.loads(subprocess.run(
-    [churn, "render-sql", "--database", DB, "--as-of", AS_OF, "--cutoff", CUTOFF],
-    check=True, capture_output=True, text=True).stdout)
-names = rendered["feature_names"]
-insert_sql = f"INSERT INTO {DB}.events (event_id, user_id, event_time, event_type, session_id, amount) FORMAT JSONEachRow"
-snapshot_select = f"SELECT user_id, {', '.join(names)} FROM {DB}.user_features ORDER BY user_id FORMAT JSONEachRow"
-training_select = rendered["training_set"] + " FORMAT JSONEachRow"
 
+def render(config):
+    args = [churn] + (["--config", config] if config else []) + [
+        "render-sql", "--database", DB, "--as-of", AS_OF, "--cutoff", CUTOFF]
+    return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+
+
+insert_sql = f"INSERT INTO {DB}.events (event_id, user_id, event_time, event_type, session_id, amount) FORMAT JSONEachRow"
+snapshot_select = f"SELECT user_id, feature_values FROM {DB}.feature_vectors ORDER BY user_id FORMAT JSONEachRow"
 
 def server(sql, body=None):
     data = (sql + ("\n" + body if body else "")).encode()
@@ -57,27 +69,27 @@ def server(sql, body=None):
         return r.read().decode()
 
 
-def run_server():
+def run_server(rendered):
     server(f"DROP DATABASE IF EXISTS {DB}")
     server(f"CREATE DATABASE {DB}")
     for m in rendered["migrations"]:
         server(m["sql"])
     server(insert_sql, insert_body)
     server(rendered["build_snapshot"])
-    out = (server(snapshot_select), server(training_select))
+    out = (server(snapshot_select), server(rendered["training_set"] + " FORMAT JSONEachRow"))
     server(f"DROP DATABASE IF EXISTS {DB}")
     return out
 
 
-def run_chdb():
-    s = session.Session(os.path.join(work, "chdb"))
+def run_chdb(rendered, tag):
+    s = session.Session(os.path.join(work, "chdb-" + tag))
     s.query(f"DROP DATABASE IF EXISTS {DB}")
     s.query(f"CREATE DATABASE {DB}")
     for m in rendered["migrations"]:
         s.query(m["sql"])
     s.query(insert_sql + "\n" + insert_body)
     s.query(rendered["build_snapshot"])
-    return str(s.query(snapshot_select)), str(s.query(training_select))
+    return str(s.query(snapshot_select)), str(s.query(rendered["training_set"] + " FORMAT JSONEachRow"))
 
 
 def parse(text):
@@ -92,35 +104,50 @@ def parse(text):
 
 def close(name, a, b):
     a, b = float(a), float(b)
-    tol = 1e-6 * max(1.0, abs(a)) if "amount" in name else 1e-6 * max(1e-30, abs(a))
+    tol = 1e-6 * max(1.0, abs(a)) if ("amount" in name or "spend" in name) else 1e-6 * max(1e-30, abs(a))
     return abs(a - b) <= tol
 
 
-old_snap, old_train = map(parse, run_server())
-new_snap, new_train = map(parse, run_chdb())
-problems = []
-if [r["user_id"] for r in old_snap] != [r["user_id"] for r in new_snap]:
-    problems.append(f"snapshot users differ: {len(old_snap)} vs {len(new_snap)}")
-else:
-    for a, b in zip(old_snap, new_snap):
-        for n in names:
-            if not close(n, a[n], b[n]):
-                problems.append(f"user {a['user_id']} {n}: 18.16 {a[n]} vs modern {b[n]}")
-if [(r["user_id"], r["churned"]) for r in old_train] != [(r["user_id"], r["churned"]) for r in new_train]:
-    problems.append("training users or labels differ")
-else:
-    for a, b in zip(old_train, new_train):
-        for n, x, y in zip(names, a["features"], b["features"]):
-            if not close(n, x, y):
-                problems.append(f"training user {a['user_id']} {n}: 18.16 {x} vs modern {y}")
+def check(tag, config):
+    rendered = render(config)
+    names = rendered["feature_names"]
+    old_snap, old_train = map(parse, run_server(rendered))
+    new_snap, new_train = map(parse, run_chdb(rendered, tag))
+    problems = []
+    if [r["user_id"] for r in old_snap] != [r["user_id"] for r in new_snap]:
+        problems.append(f"snapshot users differ: {len(old_snap)} vs {len(new_snap)}")
+    else:
+        for a, b in zip(old_snap, new_snap):
+            for n, x, y in zip(names, a["feature_values"], b["feature_values"]):
+                if not close(n, x, y):
+                    problems.append(f"user {a['user_id']} {n}: 18.16 {x} vs modern {y}")
+    if [(r["user_id"], r["churned"]) for r in old_train] != [(r["user_id"], r["churned"]) for r in new_train]:
+        problems.append("training users or labels differ")
+    else:
+        for a, b in zip(old_train, new_train):
+            for n, x, y in zip(names, a["features"], b["features"]):
+                if not close(n, x, y):
+                    problems.append(f"training user {a['user_id']} {n}: 18.16 {x} vs modern {y}")
+    print(f"chdb check [{tag}]: {len(old_snap)} snapshot rows x {len(names)} features and "
+          f"{len(old_train)} training rows compared between ClickHouse 18.16 and chDB {version}")
+    if len(old_snap) < 100 or not any(r["churned"] for r in old_train):
+        problems.append("too little data compared to mean anything")
+    for p in problems[:20]:
+        print("MISMATCH", p)
+    return len(problems)
+
+
 version = str(session.Session().query("SELECT version()", "CSV")).strip()
-print(f"chdb check: {len(old_snap)} snapshot rows x {len(names)} features and {len(old_train)} "
-      f"training rows compared between ClickHouse 18.16 and chDB {version}")
-if len(old_snap) < 100 or not any(r["churned"] for r in old_train):
-    problems.append("too little data compared to mean anything")
-for p in problems[:20]:
-    print("MISMATCH", p)
-if problems:
-    print(f"{len(problems)} mismatches")
+custom = os.path.join(work, "custom.toml")
+with open(custom, "w") as f:
+    f.write(f"""[features]
+spec_file = "{os.path.abspath("tests/fixtures/every_aggregation.toml")}"
+[training]
+churn_event_types = ["cancel"]
+activity_event_types = ["login", "purchase", "view"]
+""")
+failed = check("standard", None) + check("every-aggregation", custom)
+if failed:
+    print(f"{failed} mismatches")
     sys.exit(1)
 print("chdb check: identical results (0 mismatches)")

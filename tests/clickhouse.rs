@@ -13,7 +13,7 @@ use churn::application::generate::{GeneratorOptions, generate};
 use churn::application::ports::{EventStore, FeatureStore};
 use churn::config::{Settings, StoreKind};
 use churn::domain::event::{Event, TimePolicy};
-use churn::domain::features::FeatureSpec;
+use churn::domain::features::{Aggregation, FeatureSpec};
 use churn::domain::label::LabelPolicy;
 use churn::domain::time::DAY_SECS;
 use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
@@ -81,6 +81,22 @@ fn edge_cases() -> Vec<Event> {
         e(900_006, T + 30 * d, "login", Some("c"), None),
         e(900_007, T - d, "login", Some("c"), None), // churned: first event after T+H
         e(900_007, T + 30 * d + 1, "login", Some("c"), None),
+        // Explicit churn: cancels in the horizon and stays away ...
+        e(900_008, T - d, "login", None, None),
+        e(900_008, T + d, "cancel", None, None),
+        // ... cancelled before T (already gone) ...
+        e(900_009, T - 2 * d, "login", None, None),
+        e(900_009, T - d, "cancel", None, None),
+        // ... cancels, then comes back within the horizon.
+        e(900_010, T - d, "login", Some("s"), None),
+        e(900_010, T + d, "cancel", None, None),
+        e(900_010, T + 2 * d, "login", Some("s"), None),
+        // Window edges of spend_14d: exactly T-14d is out, T-14d+1 in;
+        // a purchase without an amount counts but has no amount.
+        e(900_011, T - 14 * d, "purchase", None, Some(5.0)),
+        e(900_011, T - 14 * d + 1, "purchase", None, Some(7.5)),
+        e(900_011, T - d, "purchase", None, None),
+        e(900_011, T, "purchase", None, Some(1.25)),
     ]
 }
 
@@ -102,7 +118,7 @@ fn all_events() -> Vec<Event> {
 
 /// Same value, allowing sum-order noise in float sums.
 fn same(name: &str, a: f64, b: f64) -> bool {
-    if name.contains("amount") {
+    if name.contains("amount") || name.contains("spend") {
         (a - b).abs() <= 1e-6 * a.abs().max(1.0)
     } else {
         a.to_bits() == b.to_bits()
@@ -138,61 +154,43 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
     assert_eq!(s1.events as usize, events.len());
 
     let spec = FeatureSpec::standard();
-    let names = spec.names();
-    let a = ch.build_snapshot(&spec, T).await.unwrap();
-    let b = lite.build_snapshot(&spec, T).await.unwrap();
-    assert_eq!(a, b);
-    let (a, b) = (
-        ch.latest_snapshot().await.unwrap().unwrap(),
-        lite.latest_snapshot().await.unwrap().unwrap(),
-    );
-    assert_eq!(a.len(), b.len());
-    assert_eq!(a.as_of(), b.as_of());
-    assert!(
-        !a.contains(900_003),
-        "a user with events only after T has no row"
-    );
-    let mut compared = 0;
-    for user in (1..=250).chain(900_001..=900_007) {
-        let (fa, fb) = (a.features(user), b.features(user));
-        assert_eq!(fa.is_some(), fb.is_some(), "user {user}");
-        let (Some(fa), Some(fb)) = (fa, fb) else {
-            continue;
-        };
-        for (j, name) in names.iter().enumerate() {
-            assert!(
-                same(name, fa[j], fb[j]),
-                "user {user} {name}: clickhouse {} vs embedded {}",
-                fa[j],
-                fb[j]
-            );
-        }
-        compared += 1;
+    let custom = FeatureSpec::from_toml(
+        include_str!("fixtures/every_aggregation.toml"),
+        "tests/fixtures/every_aggregation.toml",
+    )
+    .unwrap();
+    let kinds: std::collections::HashSet<_> = custom.defs().iter().map(|d| d.aggregation).collect();
+    assert_eq!(kinds.len(), Aggregation::ALL.len(), "the fixture covers every aggregation");
+    let policies = [
+        LabelPolicy::inactivity(30, 30),
+        LabelPolicy {
+            churn_event_types: vec!["cancel".into()],
+            ..LabelPolicy::inactivity(30, 30)
+        },
+        LabelPolicy {
+            activity_event_types: vec!["purchase".into(), "login".into()],
+            min_events: 2,
+            ..LabelPolicy::inactivity(14, 60)
+        },
+    ];
+    for spec in [&spec, &custom] {
+        compare_stores(&ch, &lite, spec, &policies).await;
     }
-    assert!(compared > 200);
+    let a = ch.compute_snapshot(&spec, T).await.unwrap();
     let edge = a.features(900_002).unwrap();
+    // Recency is not capped: one event 200 days before T.
     assert_eq!(edge[spec.index_of("last_event_days_ago").unwrap()], 200.0);
     assert_eq!(edge[spec.index_of("events_90d").unwrap()], 0.0);
+    let c = ch.compute_snapshot(&custom, T).await.unwrap();
+    let v = |user: u64, name: &str| c.features(user).unwrap()[custom.index_of(name).unwrap()];
+    assert_eq!(v(900_011, "spend_14d"), 7.5 + 1.25, "T-14d is outside, T-14d+1 and T inside");
+    assert!((v(900_011, "spend_mean") - (5.0 + 7.5 + 1.25) / 3.0).abs() < 1e-6, "absent amounts are skipped");
+    assert_eq!(v(900_011, "sessions_login"), 0.0);
+    assert_eq!(v(900_010, "sessions_login"), 1.0);
+    assert_eq!(v(900_009, "since_last_cancel"), 1.0);
+    assert_eq!(v(900_008, "since_last_cancel"), 1.0, "never cancelled by T: the tenure");
 
     let policy = LabelPolicy::inactivity(30, 30);
-    for cutoff in [T, T - 14 * DAY_SECS] {
-        let (x, y) = (
-            ch.training_set(&spec, &policy, cutoff).await.unwrap(),
-            lite.training_set(&spec, &policy, cutoff).await.unwrap(),
-        );
-        assert_eq!(x.user_ids, y.user_ids, "cutoff {cutoff}");
-        assert_eq!(x.labels, y.labels, "cutoff {cutoff}");
-        for i in 0..x.len() {
-            for (j, name) in names.iter().enumerate() {
-                assert!(
-                    same(name, x.row(i)[j], y.row(i)[j]),
-                    "user {} {name}",
-                    x.user_ids[i]
-                );
-            }
-        }
-        assert!(x.labels.iter().any(|l| *l) && x.labels.iter().any(|l| !*l));
-    }
     let at_t = ch.training_set(&spec, &policy, T).await.unwrap();
     let label = |u: u64| {
         at_t.user_ids
@@ -221,7 +219,87 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
         None,
         "not eligible: inactive in the lookback"
     );
+    let explicit = ch.training_set(&custom, &policies[1], T).await.unwrap();
+    let label = |u: u64| {
+        explicit
+            .user_ids
+            .iter()
+            .position(|x| *x == u)
+            .map(|i| explicit.labels[i])
+    };
+    assert_eq!(label(900_008), Some(true), "cancelled in the horizon");
+    assert_eq!(label(900_009), None, "cancelled before T: already gone");
+    assert_eq!(label(900_010), Some(false), "came back after cancelling");
+    assert_eq!(label(900_006), Some(false), "quiet without cancelling is not churn");
     ch.drop_database().await.unwrap();
+}
+
+/// Snapshots, training sets and labels of `spec` under each policy agree
+/// between ClickHouse and the embedded store, row by row.
+async fn compare_stores(
+    ch: &ClickHouseStore,
+    lite: &SqliteStore,
+    spec: &FeatureSpec,
+    policies: &[LabelPolicy],
+) {
+    let names = spec.names();
+    let x = ch.build_snapshot(spec, T).await.unwrap();
+    let y = lite.build_snapshot(spec, T).await.unwrap();
+    assert_eq!(x, y);
+    let (a, b) = (
+        ch.latest_snapshot().await.unwrap().unwrap(),
+        lite.latest_snapshot().await.unwrap().unwrap(),
+    );
+    assert_eq!((a.len(), a.as_of()), (b.len(), b.as_of()));
+    assert_eq!(a.fingerprint(), spec.fingerprint());
+    assert!(!a.contains(900_003), "a user with events only after T has no row");
+    let mut compared = 0;
+    for user in (1..=250).chain(900_001..=900_011) {
+        let (fa, fb) = (a.features(user), b.features(user));
+        assert_eq!(fa.is_some(), fb.is_some(), "user {user}");
+        let (Some(fa), Some(fb)) = (fa, fb) else {
+            continue;
+        };
+        for (j, name) in names.iter().enumerate() {
+            assert!(
+                same(name, fa[j], fb[j]),
+                "user {user} {name}: clickhouse {} vs embedded {}",
+                fa[j],
+                fb[j]
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared > 200);
+    for policy in policies {
+        for cutoff in [T, T - 14 * DAY_SECS] {
+            let (x, y) = (
+                ch.training_set(spec, policy, cutoff).await.unwrap(),
+                lite.training_set(spec, policy, cutoff).await.unwrap(),
+            );
+            assert_eq!(x.user_ids, y.user_ids, "cutoff {cutoff} {policy:?}");
+            assert_eq!(x.labels, y.labels, "cutoff {cutoff} {policy:?}");
+            for i in 0..x.len() {
+                for (j, name) in names.iter().enumerate() {
+                    assert!(
+                        same(name, x.row(i)[j], y.row(i)[j]),
+                        "user {} {name}: {} vs {}",
+                        x.user_ids[i],
+                        x.row(i)[j],
+                        y.row(i)[j]
+                    );
+                }
+            }
+            // The generated users never cancel: at T - 14d explicit churn
+            // has no churners, which is a fine answer to compare too.
+            if cutoff == T {
+                assert!(
+                    x.labels.iter().any(|l| *l) && x.labels.iter().any(|l| !*l),
+                    "{policy:?} at {cutoff}: both outcomes"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

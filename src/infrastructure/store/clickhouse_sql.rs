@@ -64,12 +64,14 @@ fn type_in(types: &[String]) -> String {
     format!("event_type IN ({})", list.join(", "))
 }
 
-/// The events of one database with `t` (seconds) up to `until`; `amount`
-/// defaulted to 0 for sums, `amount_raw` kept for "present amounts only".
+/// The events of one database with `t` (seconds) up to `until`;
+/// `amount_or_zero` for sums, `amount_raw` for "present amounts only".
+/// (No alias may be named `amount`: ClickHouse substitutes aliases inside
+/// the same SELECT, so `amount AS amount_raw` would read the default.)
 fn events_source(db: &str, until: i64) -> String {
     format!(
         "(SELECT user_id, toInt64(toUInt32(event_time)) AS t, event_type, session_id, \
-         amount AS amount_raw, ifNull(amount, 0.) AS amount FROM {db}.events FINAL \
+         amount AS amount_raw, ifNull(amount_raw, 0.) AS amount_or_zero FROM {db}.events FINAL \
          WHERE event_time <= toDateTime({until}))"
     )
 }
@@ -113,12 +115,12 @@ fn aggregate(def: &FeatureDef, as_of: i64, bounded: bool) -> Option<String> {
         Aggregation::DistinctSessions => format!(
             "toFloat64(uniqExactIf(assumeNotNull(session_id), ({c}) AND isNotNull(session_id)))"
         ),
-        Aggregation::SumAmount => format!("sumIf(amount, {c})"),
+        Aggregation::SumAmount => format!("sumIf(amount_or_zero, {c})"),
         Aggregation::MeanAmount => format!(
-            "if(countIf({present}) = 0, 0., sumIf(amount, {present}) / countIf({present}))"
+            "if(countIf({present}) = 0, 0., sumIf(amount_or_zero, {present}) / countIf({present}))"
         ),
         Aggregation::MaxAmount => {
-            format!("if(countIf({present}) = 0, 0., maxIf(amount, {present}))")
+            format!("if(countIf({present}) = 0, 0., maxIf(amount_or_zero, {present}))")
         }
         // No selected event: the tenure (days since the first event of any
         // type), as the evaluator does.
