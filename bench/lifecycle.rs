@@ -67,7 +67,11 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let t = Instant::now();
-    let summary = services.build_features.run(churn::application::build_features::AsOf::At(end)).await?.summary;
+    let summary = services
+        .build_features
+        .run(churn::application::build_features::AsOf::At(end))
+        .await?
+        .summary;
     println!(
         "feature build:   {} users x {} features in {:.2}s",
         summary.users,

@@ -9,6 +9,7 @@
 //! - End to end in ClickHouse mode: ingest → features → train → register →
 //!   serve → /predict.
 
+use churn::application::build_features::AsOf;
 use churn::application::generate::{GeneratorOptions, generate};
 use churn::application::ports::{EventStore, FeatureStore};
 use churn::config::{Settings, StoreKind};
@@ -18,7 +19,6 @@ use churn::domain::label::LabelPolicy;
 use churn::domain::time::DAY_SECS;
 use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
-use churn::application::build_features::AsOf;
 use churn::startup::{Application, Services};
 use secrecy::SecretString;
 
@@ -160,7 +160,11 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
     )
     .unwrap();
     let kinds: std::collections::HashSet<_> = custom.defs().iter().map(|d| d.aggregation).collect();
-    assert_eq!(kinds.len(), Aggregation::ALL.len(), "the fixture covers every aggregation");
+    assert_eq!(
+        kinds.len(),
+        Aggregation::ALL.len(),
+        "the fixture covers every aggregation"
+    );
     let policies = [
         LabelPolicy::inactivity(30, 30),
         LabelPolicy {
@@ -183,12 +187,23 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
     assert_eq!(edge[spec.index_of("events_90d").unwrap()], 0.0);
     let c = ch.compute_snapshot(&custom, T).await.unwrap();
     let v = |user: u64, name: &str| c.features(user).unwrap()[custom.index_of(name).unwrap()];
-    assert_eq!(v(900_011, "spend_14d"), 7.5 + 1.25, "T-14d is outside, T-14d+1 and T inside");
-    assert!((v(900_011, "spend_mean") - (5.0 + 7.5 + 1.25) / 3.0).abs() < 1e-6, "absent amounts are skipped");
+    assert_eq!(
+        v(900_011, "spend_14d"),
+        7.5 + 1.25,
+        "T-14d is outside, T-14d+1 and T inside"
+    );
+    assert!(
+        (v(900_011, "spend_mean") - (5.0 + 7.5 + 1.25) / 3.0).abs() < 1e-6,
+        "absent amounts are skipped"
+    );
     assert_eq!(v(900_011, "sessions_login"), 0.0);
     assert_eq!(v(900_010, "sessions_login"), 1.0);
     assert_eq!(v(900_009, "since_last_cancel"), 1.0);
-    assert_eq!(v(900_008, "since_last_cancel"), 1.0, "never cancelled by T: the tenure");
+    assert_eq!(
+        v(900_008, "since_last_cancel"),
+        1.0,
+        "never cancelled by T: the tenure"
+    );
 
     let policy = LabelPolicy::inactivity(30, 30);
     let at_t = ch.training_set(&spec, &policy, T).await.unwrap();
@@ -230,7 +245,11 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
     assert_eq!(label(900_008), Some(true), "cancelled in the horizon");
     assert_eq!(label(900_009), None, "cancelled before T: already gone");
     assert_eq!(label(900_010), Some(false), "came back after cancelling");
-    assert_eq!(label(900_006), Some(false), "quiet without cancelling is not churn");
+    assert_eq!(
+        label(900_006),
+        Some(false),
+        "quiet without cancelling is not churn"
+    );
     ch.drop_database().await.unwrap();
 }
 
@@ -252,7 +271,10 @@ async fn compare_stores(
     );
     assert_eq!((a.len(), a.as_of()), (b.len(), b.as_of()));
     assert_eq!(a.fingerprint(), spec.fingerprint());
-    assert!(!a.contains(900_003), "a user with events only after T has no row");
+    assert!(
+        !a.contains(900_003),
+        "a user with events only after T has no row"
+    );
     let mut compared = 0;
     for user in (1..=250).chain(900_001..=900_011) {
         let (fa, fb) = (a.features(user), b.features(user));
@@ -367,7 +389,12 @@ async fn end_to_end_in_clickhouse_mode() {
     for chunk in events.chunks(20_000) {
         services.ingest.store(chunk.to_vec()).await.unwrap();
     }
-    let summary = services.build_features.run(AsOf::Now).await.unwrap().summary;
+    let summary = services
+        .build_features
+        .run(AsOf::Now)
+        .await
+        .unwrap()
+        .summary;
     assert!(summary.users > 350);
     let report = services.train.run().await.unwrap();
     assert!(report.promoted, "{}", report.decision);

@@ -153,7 +153,11 @@ mod tests {
         assert!(end.warnings.is_empty());
         let now = build.run(AsOf::Now).await.unwrap();
         assert_eq!(now.warnings.len(), 1);
-        assert!(now.warnings[0].contains("--as-of end"), "{:?}", now.warnings);
+        assert!(
+            now.warnings[0].contains("--as-of end"),
+            "{:?}",
+            now.warnings
+        );
         let empty = BuildFeatures::new(
             Arc::new(MemoryStore::new(1)),
             Arc::new(MemoryStore::new(1)),

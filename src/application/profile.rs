@@ -94,7 +94,9 @@ impl ProfileData {
             hints: Vec::new(),
         };
         let (Some(first), Some(last)) = (stats.first_event_time, stats.last_event_time) else {
-            profile.hints.push("the store is empty: ingest events first".into());
+            profile
+                .hints
+                .push("the store is empty: ingest events first".into());
             return Ok(profile);
         };
         profile.span_days = (last - first) as f64 / DAY_SECS as f64;
@@ -103,7 +105,12 @@ impl ProfileData {
 
         // The rhythm of returns, over every user's whole history.
         let rhythm = FeatureSpec::new(
-            vec![FeatureDef::aggregate("gap", Aggregation::GapMean, &[], None)],
+            vec![FeatureDef::aggregate(
+                "gap",
+                Aggregation::GapMean,
+                &[],
+                None,
+            )],
             "profile",
         )
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -149,7 +156,13 @@ impl ProfileData {
                 .eligibility
                 .iter()
                 .find(|e| e.share >= 0.5)
-                .map(|e| format!(" ({} days makes {:.0}% eligible)", e.lookback_days, 100.0 * e.share))
+                .map(|e| {
+                    format!(
+                        " ({} days makes {:.0}% eligible)",
+                        e.lookback_days,
+                        100.0 * e.share
+                    )
+                })
                 .unwrap_or_default();
             p.hints.push(format!(
                 "training.lookback_days = {} makes only {:.1}% of users eligible: raise it{better}",
@@ -230,10 +243,17 @@ mod tests {
         .unwrap();
         // Some generated users have no event inside the 120 days.
         assert!(p.users > 150 && p.users <= 200, "{}", p.users);
-        assert!(p.span_days > 100.0 && p.span_days <= 120.0, "{}", p.span_days);
+        assert!(
+            p.span_days > 100.0 && p.span_days <= 120.0,
+            "{}",
+            p.span_days
+        );
         assert!(p.event_types.iter().any(|t| t.event_type == "login"));
         let shares: Vec<f64> = p.eligibility.iter().map(|e| e.share).collect();
-        assert!(shares.windows(2).all(|w| w[0] <= w[1]), "longer lookbacks admit more: {shares:?}");
+        assert!(
+            shares.windows(2).all(|w| w[0] <= w[1]),
+            "longer lookbacks admit more: {shares:?}"
+        );
         assert!(p.median_gap_days.is_some_and(|g| g > 0.0));
         assert!(p.users_at_cutoff > 0 && p.users_at_cutoff <= p.users);
     }

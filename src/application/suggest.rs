@@ -68,7 +68,12 @@ pub fn suggest(stats: &EventStats, types: &[TypeCount]) -> Result<FeatureSpec, S
         defs.push(agg(format!("events_{w}d"), Count, &[], Some(w)));
         defs.push(agg(format!("active_days_{w}d"), ActiveDays, &[], Some(w)));
         if sessions {
-            defs.push(agg(format!("sessions_{w}d"), DistinctSessions, &[], Some(w)));
+            defs.push(agg(
+                format!("sessions_{w}d"),
+                DistinctSessions,
+                &[],
+                Some(w),
+            ));
         }
     }
     if windows.contains(&7) && windows.contains(&30) {
@@ -96,7 +101,12 @@ pub fn suggest(stats: &EventStats, types: &[TypeCount]) -> Result<FeatureSpec, S
             defs.push(agg(format!("{base}_count_{w}d"), Count, &ty, Some(w)));
         }
         defs.push(agg(format!("{base}_count_total"), Count, &ty, None));
-        defs.push(agg(format!("days_since_last_{base}"), DaysSinceLast, &ty, None));
+        defs.push(agg(
+            format!("days_since_last_{base}"),
+            DaysSinceLast,
+            &ty,
+            None,
+        ));
         if t.with_amount > 0 {
             let widest = windows.last().copied();
             defs.push(agg(format!("{base}_amount_total"), SumAmount, &ty, None));
@@ -149,7 +159,11 @@ mod tests {
             assert!(names.contains(&n.to_string()), "{n} in {names:?}");
         }
         // 365 days is longer than 3/4 of a 200-day span; sessions absent.
-        assert!(!names.iter().any(|n| n.ends_with("_365d") || n.starts_with("sessions")));
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.ends_with("_365d") || n.starts_with("sessions"))
+        );
         // A type with 0.01% of the events gets none of its own.
         assert!(!names.iter().any(|n| n.contains("badge")));
         assert_eq!(spec.event_types(), ["answer", "question", "bounty-award"]);

@@ -312,7 +312,11 @@ impl TrainModel {
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", "),
-                if constant_features.len() > 8 { ", ..." } else { "" }
+                if constant_features.len() > 8 {
+                    ", ..."
+                } else {
+                    ""
+                }
             ));
         }
         for w in &warnings {
@@ -437,8 +441,8 @@ impl TrainModel {
         tokio::task::spawn_blocking(move || {
             fit(&*trainer, &train, [&*select, &*report, &*all], recency)
         })
-            .await
-            .map_err(|e| TrainError::Join(e.to_string()))?
+        .await
+        .map_err(|e| TrainError::Join(e.to_string()))?
     }
 
     fn choose(&self, fitted: &Fitted) -> Chosen {

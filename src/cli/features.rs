@@ -22,9 +22,7 @@ pub enum FeaturesCommand {
         force: bool,
     },
     /// Validate a spec file (default: `features.spec_file`) and list it.
-    Check {
-        file: Option<PathBuf>,
-    },
+    Check { file: Option<PathBuf> },
 }
 
 pub async fn run(settings: Settings, cmd: FeaturesCommand) -> Result<()> {

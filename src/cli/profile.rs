@@ -11,7 +11,11 @@ use crate::startup::Services;
 
 pub async fn run(settings: Settings, flag: JsonFlag) -> Result<()> {
     let services = Services::build(settings).await?;
-    let p = services.profile.run().await.context("profiling the store")?;
+    let p = services
+        .profile
+        .run()
+        .await
+        .context("profiling the store")?;
     if flag.json {
         return print_json(&p);
     }
@@ -37,7 +41,9 @@ pub async fn run(settings: Settings, flag: JsonFlag) -> Result<()> {
         lines.push(format!("  ... and {} more types", p.event_types.len() - 30));
     }
     if let Some(g) = p.median_gap_days {
-        lines.push(format!("median gap between a user's active days: {g:.1} days"));
+        lines.push(format!(
+            "median gap between a user's active days: {g:.1} days"
+        ));
     }
     if let Some(cutoff) = &p.cutoff {
         lines.push(format!(

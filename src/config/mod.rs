@@ -423,7 +423,10 @@ impl Settings {
         if self.min_event_time().is_none() {
             return Err(invalid(
                 "ingest.min_event_time",
-                format!("{:?} is not a date or timestamp", self.ingest.min_event_time),
+                format!(
+                    "{:?} is not a date or timestamp",
+                    self.ingest.min_event_time
+                ),
             ));
         }
         if self.ingest.max_future_skew_secs < 0 {
@@ -456,11 +459,11 @@ impl Settings {
                 return Err(invalid(key, format!("{bad:?} is not an event type")));
             }
         }
-        if let Some(both) = t
-            .churn_event_types
-            .iter()
-            .find(|c| t.activity_event_types.iter().any(|a| a.eq_ignore_ascii_case(c)))
-        {
+        if let Some(both) = t.churn_event_types.iter().find(|c| {
+            t.activity_event_types
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(c))
+        }) {
             return Err(invalid(
                 "training.churn_event_types",
                 format!("{both:?} is also an activity type"),

@@ -295,15 +295,11 @@ fn event_from_raw(raw: RawEvent, policy: TimePolicy) -> Result<Event, EventError
         None | Some(Value::Null) => return Err(EventError::Missing("event_time")),
         Some(Value::String(s)) => match s.trim().parse::<f64>() {
             // Digits only: epoch seconds, as a number would be.
-            Ok(n) if s.trim().bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
-                epoch_seconds(n)?
-            }
+            Ok(n) if s.trim().bytes().all(|b| b.is_ascii_digit() || b == b'.') => epoch_seconds(n)?,
             _ => parse_timestamp(&s).ok_or_else(|| {
                 EventError::invalid(
                     "event_time",
-                    format!(
-                        "{s:?} is not 'YYYY-MM-DD HH:MM:SS' (UTC), RFC 3339 or epoch seconds"
-                    ),
+                    format!("{s:?} is not 'YYYY-MM-DD HH:MM:SS' (UTC), RFC 3339 or epoch seconds"),
                 )
             })?,
         },
@@ -311,7 +307,10 @@ fn event_from_raw(raw: RawEvent, policy: TimePolicy) -> Result<Event, EventError
         Some(other) => {
             return Err(EventError::invalid(
                 "event_time",
-                format!("expected a timestamp or epoch seconds, got {}", type_name(&other)),
+                format!(
+                    "expected a timestamp or epoch seconds, got {}",
+                    type_name(&other)
+                ),
             ));
         }
     };
@@ -373,7 +372,9 @@ fn epoch_seconds(n: f64) -> Result<i64, EventError> {
     if n > MAX_EPOCH_SECONDS {
         return Err(EventError::invalid(
             "event_time",
-            format!("{n} looks like milliseconds since the epoch: send seconds or a timestamp string"),
+            format!(
+                "{n} looks like milliseconds since the epoch: send seconds or a timestamp string"
+            ),
         ));
     }
     Ok(n.floor() as i64)

@@ -292,7 +292,9 @@ impl FeatureSpec {
                 return Err(err(
                     here,
                     Some("name"),
-                    format!("is reserved (as are {RESERVED_NAMES:?} and names starting with agg__)"),
+                    format!(
+                        "is reserved (as are {RESERVED_NAMES:?} and names starting with agg__)"
+                    ),
                 ));
             }
             if spec.defs.iter().any(|d| d.name == name) {
@@ -766,7 +768,10 @@ mod tests {
             denominator = "answers_30d"
         "#;
         let spec = FeatureSpec::from_toml(toml, "qa.toml").unwrap();
-        assert_eq!(spec.event_types(), ["answer", "comment", "purchase", "question"]);
+        assert_eq!(
+            spec.event_types(),
+            ["answer", "comment", "purchase", "question"]
+        );
         let d = DAY_SECS;
         let events = vec![
             ev(&spec, T - 100 * d, "answer", None, 0.0),
@@ -827,20 +832,29 @@ mod tests {
         let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nwindow_days = 0\n");
         assert_eq!(e.key, Some("window_days"));
         assert_eq!(e.feature.as_deref(), Some("a"));
-        assert!(e.to_string().starts_with("team.toml: feature \"a\": key `window_days`"), "{e}");
-        let e = err("[[feature]]\nname = \"r\"\naggregation = \"ratio\"\nnumerator = \"x\"\ndenominator = \"y\"\n");
+        assert!(
+            e.to_string()
+                .starts_with("team.toml: feature \"a\": key `window_days`"),
+            "{e}"
+        );
+        let e = err(
+            "[[feature]]\nname = \"r\"\naggregation = \"ratio\"\nnumerator = \"x\"\ndenominator = \"y\"\n",
+        );
         assert_eq!(e.key, Some("numerator"));
         let e = err("[[feature]]\nname = \"c\"\naggregation = \"count\"\nscale = 2.0\n");
         assert_eq!(e.key, Some("scale"));
         let e = err("[[feature]]\nname = \"1x\"\naggregation = \"count\"\n");
         assert_eq!(e.key, Some("name"));
-        let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\n[[feature]]\nname = \"a\"\naggregation = \"count\"\n");
+        let e = err(
+            "[[feature]]\nname = \"a\"\naggregation = \"count\"\n[[feature]]\nname = \"a\"\naggregation = \"count\"\n",
+        );
         assert!(e.to_string().contains("defined twice"), "{e}");
         let e = err("[[feature]]\nname = \"a\"\naggregation = \"median\"\n");
         assert!(e.to_string().contains("median"), "{e}");
         let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nwindow = 7\n");
         assert!(e.to_string().contains("window"), "{e}");
-        let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nevent_types = [\"a b\"]\n");
+        let e =
+            err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nevent_types = [\"a b\"]\n");
         assert_eq!(e.key, Some("event_types"));
         assert!(err("").to_string().contains("no [[feature]]"));
     }

@@ -244,8 +244,14 @@ mod tests {
         // One purchase in the lookback: not eligible with min_events = 2.
         assert_eq!(r.label(&[buy(T - D), buy(T + D)], T), None);
         // Two purchases, then only views: views are not activity -> churned.
-        assert_eq!(r.label(&[buy(T - 2 * D), buy(T - D), view(T + D)], T), Some(true));
-        assert_eq!(r.label(&[buy(T - 2 * D), buy(T - D), buy(T + D)], T), Some(false));
+        assert_eq!(
+            r.label(&[buy(T - 2 * D), buy(T - D), view(T + D)], T),
+            Some(true)
+        );
+        assert_eq!(
+            r.label(&[buy(T - 2 * D), buy(T - D), buy(T + D)], T),
+            Some(false)
+        );
     }
 
     #[test]
@@ -271,7 +277,10 @@ mod tests {
             Some(false)
         );
         // Activity at the very second of the cancel is not "after" it.
-        assert_eq!(r.label(&[login(T - D), cancel(T + D), login(T + D)], T), Some(true));
+        assert_eq!(
+            r.label(&[login(T - D), cancel(T + D), login(T + D)], T),
+            Some(true)
+        );
         // Goes quiet without cancelling: not churned in explicit mode.
         assert_eq!(r.label(&[login(T - D)], T), Some(false));
         // Cancelled before T, after their last activity: already gone.

@@ -127,15 +127,7 @@ mod tests {
     async fn the_schedule_triggers_jobs_and_stops_on_shutdown() {
         let store = MemoryStore::new(3);
         let now = chrono::Utc::now().timestamp();
-        let event = Event::new(
-            1,
-            now - 60,
-            "login",
-            None,
-            None,
-            TimePolicy::at(now, 0),
-        )
-        .unwrap();
+        let event = Event::new(1, now - 60, "login", None, None, TimePolicy::at(now, 0)).unwrap();
         store.append(vec![event]).await.unwrap();
         let spec = Arc::new(FeatureSpec::standard());
         let features: Arc<dyn FeatureStore> = Arc::new(store.clone());

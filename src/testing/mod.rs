@@ -157,7 +157,11 @@ impl EventStore for MemoryStore {
                 c
             })
             .collect();
-        out.sort_by(|a, b| b.events.cmp(&a.events).then(a.event_type.cmp(&b.event_type)));
+        out.sort_by(|a, b| {
+            b.events
+                .cmp(&a.events)
+                .then(a.event_type.cmp(&b.event_type))
+        });
         Ok(out)
     }
 

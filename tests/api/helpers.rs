@@ -68,7 +68,11 @@ pub async fn spawn_app_with(seed: Seed, customize: impl FnOnce(&mut Settings)) -
         for chunk in events.chunks(20_000) {
             services.ingest.store(chunk.to_vec()).await.unwrap();
         }
-        services.build_features.run(churn::application::build_features::AsOf::Now).await.unwrap();
+        services
+            .build_features
+            .run(churn::application::build_features::AsOf::Now)
+            .await
+            .unwrap();
         if seed == Seed::Trained {
             let report = services.train.run().await.unwrap();
             assert!(report.promoted, "{}", report.decision);

@@ -169,7 +169,13 @@ async fn consumes_stores_and_dead_letters_poison_on_every_broker() {
         assert!(lag.contains("partition=\""), "{lag}");
 
         // Stored events feed the feature build like any other ingestion.
-        let summary = app.services.build_features.run(churn::application::build_features::AsOf::Now).await.unwrap().summary;
+        let summary = app
+            .services
+            .build_features
+            .run(churn::application::build_features::AsOf::Now)
+            .await
+            .unwrap()
+            .summary;
         assert!(summary.users > 100, "{name}: {summary:?}");
         app.stop().await;
     }
@@ -380,7 +386,11 @@ async fn store_outage_pauses_consumption_and_resumes_without_loss() {
         for chunk in direct.chunks(20_000) {
             services.ingest.store(chunk.to_vec()).await.unwrap();
         }
-        services.build_features.run(churn::application::build_features::AsOf::Now).await.unwrap();
+        services
+            .build_features
+            .run(churn::application::build_features::AsOf::Now)
+            .await
+            .unwrap();
         // A served model (the gate is not under test here).
         train_and_promote(&services).await;
         let app = start_with(services).await;

@@ -270,11 +270,23 @@ pub fn training_set(
     let mut keep = format!("agg__eligible >= {}", policy.min_events.max(1));
     if policy.explicit() {
         for (alias, expr) in [
-            ("agg__n_churn_before", format!("countIf(({churn}) AND t <= {cutoff})")),
-            ("agg__churn_before", format!("maxIf(t, ({churn}) AND t <= {cutoff})")),
-            ("agg__act_before", format!("maxIf(t, ({act}) AND t <= {cutoff})")),
+            (
+                "agg__n_churn_before",
+                format!("countIf(({churn}) AND t <= {cutoff})"),
+            ),
+            (
+                "agg__churn_before",
+                format!("maxIf(t, ({churn}) AND t <= {cutoff})"),
+            ),
+            (
+                "agg__act_before",
+                format!("maxIf(t, ({act}) AND t <= {cutoff})"),
+            ),
             ("agg__n_churn_h", format!("countIf(({churn}) AND {in_h})")),
-            ("agg__last_churn_h", format!("maxIf(t, ({churn}) AND {in_h})")),
+            (
+                "agg__last_churn_h",
+                format!("maxIf(t, ({churn}) AND {in_h})"),
+            ),
             ("agg__n_act_h", format!("countIf(({act}) AND {in_h})")),
             ("agg__last_act_h", format!("maxIf(t, ({act}) AND {in_h})")),
         ] {
