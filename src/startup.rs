@@ -277,7 +277,11 @@ pub fn render_clickhouse_sql(
 /// The label rule of `[training]`.
 pub fn label_policy(settings: &Settings) -> LabelPolicy {
     let t = &settings.training;
-    let lower = |v: &[String]| v.iter().map(|x| x.trim().to_ascii_lowercase()).collect();
+    let lower = |v: &[String]| {
+        v.iter()
+            .map(|x| crate::domain::event::canonical_type(x))
+            .collect()
+    };
     LabelPolicy {
         horizon_days: t.horizon_days,
         lookback_days: t.lookback_days,

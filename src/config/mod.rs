@@ -450,7 +450,7 @@ impl Settings {
             ("training.churn_event_types", &t.churn_event_types),
         ] {
             if let Some(bad) = types.iter().find(|x| {
-                let x = x.trim();
+                let x = crate::domain::event::canonical_type(x);
                 x.is_empty()
                     || !x
                         .bytes()

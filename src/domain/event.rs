@@ -21,6 +21,16 @@ pub const DEFAULT_MIN_EVENT_TIME: i64 = 315_532_800;
 /// Numeric times above this (year 5138) are milliseconds sent as seconds.
 const MAX_EPOCH_SECONDS: f64 = 1e11;
 
+/// The stored form of an event type: trimmed, inner whitespace as `_`,
+/// lowercase ("Add To Cart" → "add_to_cart"). Specs and churn definitions
+/// name types through the same function, so they match what is stored.
+pub fn canonical_type(t: &str) -> String {
+    t.split_whitespace()
+        .collect::<Vec<_>>()
+        .join("_")
+        .to_ascii_lowercase()
+}
+
 /// Why an event was refused; each variant names the offending field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EventError {
@@ -122,7 +132,15 @@ impl Event {
                 ),
             ));
         }
+        // "Add To Cart" and "add to cart" are one type: add_to_cart.
+        let joined: String;
         let event_type = event_type.trim();
+        let event_type = if event_type.contains(char::is_whitespace) {
+            joined = event_type.split_whitespace().collect::<Vec<_>>().join("_");
+            joined.as_str()
+        } else {
+            event_type
+        };
         if event_type.is_empty() {
             return Err(EventError::invalid("event_type", "empty"));
         }
@@ -271,19 +289,29 @@ pub fn parse_event_json(input: &[u8], policy: TimePolicy) -> Result<Event, Event
 fn event_from_raw(raw: RawEvent, policy: TimePolicy) -> Result<Event, EventError> {
     let user_id = match raw.user_id {
         None | Some(Value::Null) => return Err(EventError::Missing("user_id")),
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-            EventError::invalid(
-                "user_id",
-                format!("expected a non-negative integer, got {n}"),
-            )
-        })?,
-        // Some producers stringify ids; accept digits only.
-        Some(Value::String(s)) => s.trim().parse::<u64>().map_err(|_| {
-            EventError::invalid(
-                "user_id",
-                format!("expected a non-negative integer, got string {s:?}"),
-            )
-        })?,
+        // Exports through float columns write ids as 17850.0: an integral
+        // float is the integer.
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().and_then(integral_id))
+            .ok_or_else(|| {
+                EventError::invalid(
+                    "user_id",
+                    format!("expected a non-negative integer, got {n}"),
+                )
+            })?,
+        // Some producers stringify ids; accept digits only (or "17850.0").
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .or_else(|| s.trim().parse::<f64>().ok().and_then(integral_id))
+            .ok_or_else(|| {
+                EventError::invalid(
+                    "user_id",
+                    format!("expected a non-negative integer, got string {s:?}"),
+                )
+            })?,
         Some(other) => {
             return Err(EventError::invalid(
                 "user_id",
@@ -357,6 +385,13 @@ fn event_from_raw(raw: RawEvent, policy: TimePolicy) -> Result<Event, EventError
         amount,
         policy,
     )
+}
+
+/// An id written as a float: only exact non-negative integers below 2^53
+/// (beyond that a float cannot hold every integer).
+fn integral_id(f: f64) -> Option<u64> {
+    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0)
+        .then_some(f as u64)
 }
 
 /// Epoch seconds (fractions dropped: times are whole seconds); values in
@@ -438,6 +473,33 @@ mod tests {
         }
         let err = parse_event_json(b"{not json", policy()).unwrap_err();
         assert!(matches!(err, EventError::MalformedJson(_)));
+    }
+
+    #[test]
+    fn ids_from_float_columns_and_spaced_types_are_accepted() {
+        let p = policy();
+        let e = parse_event_json(
+            br#"{"user_id":17850.0,"event_time":"2010-12-01 08:26:00","event_type":"Add To  Cart"}"#,
+            p,
+        )
+        .unwrap();
+        assert_eq!((e.user_id(), e.event_type()), (17850, "add_to_cart"));
+        let e = parse_event_json(
+            br#"{"user_id":"17850.0","event_time":"2010-12-01 08:26:00","event_type":"x"}"#,
+            p,
+        )
+        .unwrap();
+        assert_eq!(e.user_id(), 17850);
+        for bad in [r#"17850.5"#, r#""u17""#, "-3.0"] {
+            let line = format!(
+                r#"{{"user_id":{bad},"event_time":"2010-12-01 08:26:00","event_type":"x"}}"#
+            );
+            assert_eq!(
+                parse_event_json(line.as_bytes(), p).unwrap_err().field(),
+                "user_id",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

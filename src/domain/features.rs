@@ -233,7 +233,7 @@ struct SpecFile {
 
 /// Event types are stored trimmed and lowercase; a spec names them the same.
 fn normalize_type(t: &str) -> Result<String, String> {
-    let t = t.trim().to_ascii_lowercase();
+    let t = super::event::canonical_type(t);
     if t.is_empty() {
         return Err("an event type is empty".into());
     }
@@ -854,7 +854,7 @@ mod tests {
         let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nwindow = 7\n");
         assert!(e.to_string().contains("window"), "{e}");
         let e =
-            err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nevent_types = [\"a b\"]\n");
+            err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nevent_types = [\"a/b\"]\n");
         assert_eq!(e.key, Some("event_types"));
         assert!(err("").to_string().contains("no [[feature]]"));
     }

@@ -111,7 +111,7 @@ impl LabelPolicy {
         let idx = |types: &[String]| -> Vec<u16> {
             types
                 .iter()
-                .map(|t| spec.type_index(&t.trim().to_ascii_lowercase()))
+                .map(|t| spec.type_index(&super::event::canonical_type(t)))
                 .collect()
         };
         LabelRule {

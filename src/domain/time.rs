@@ -8,14 +8,29 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 pub const DAY_SECS: i64 = 86_400;
 
 /// Parses `YYYY-MM-DD HH:MM:SS` (UTC, the seed's format), `YYYY-MM-DDTHH:MM:SS`,
-/// a bare date `YYYY-MM-DD` (midnight UTC) or RFC 3339 with any offset.
-/// Fractions of a second are truncated: the stores keep whole seconds.
+/// the same without seconds or with `/` between the date parts, a bare date
+/// `YYYY-MM-DD` (midnight UTC), RFC 3339 with any offset, or a space-
+/// separated time with an offset (`2010-12-01 08:26:00+01:00`, what many
+/// database exports write). Fractions of a second are truncated: the stores
+/// keep whole seconds.
 pub fn parse_timestamp(text: &str) -> Option<i64> {
     let text = text.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.timestamp());
     }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.timestamp());
+        }
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y/%m/%d %H:%M:%S%.f",
+        "%Y/%m/%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
             return Some(t.and_utc().timestamp());
         }
@@ -57,6 +72,15 @@ mod tests {
     #[test]
     fn parses_seed_and_rfc3339_forms_to_the_same_instant() {
         let seed = parse_timestamp("2025-12-26 18:00:00").unwrap();
+        for other in [
+            "2025-12-26 18:00",
+            "2025-12-26T18:00",
+            "2025/12/26 18:00:00",
+            "2025-12-26 19:00:00+01:00",
+            "2025-12-26 18:00:00.250",
+        ] {
+            assert_eq!(parse_timestamp(other), Some(seed), "{other}");
+        }
         assert_eq!(parse_timestamp("2025-12-26T18:00:00Z"), Some(seed));
         assert_eq!(parse_timestamp("2025-12-26T20:00:00+02:00"), Some(seed));
         assert_eq!(parse_timestamp("2025-12-26T18:00:00.999Z"), Some(seed));

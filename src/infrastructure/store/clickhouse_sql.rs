@@ -59,7 +59,7 @@ fn float(v: f64) -> String {
 fn type_in(types: &[String]) -> String {
     let list: Vec<String> = types
         .iter()
-        .map(|t| quote(&t.trim().to_ascii_lowercase()))
+        .map(|t| quote(&crate::domain::event::canonical_type(t)))
         .collect();
     format!("event_type IN ({})", list.join(", "))
 }
