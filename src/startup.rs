@@ -10,7 +10,7 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use crate::application::build_features::BuildFeatures;
+use crate::application::build_features::{AsOf, BuildFeatures};
 use crate::application::ingest::IngestEvents;
 use crate::application::jobs::Jobs;
 use crate::application::models::ManageModels;
@@ -494,7 +494,12 @@ impl Application {
             services.models.clone(),
             services.features.clone(),
             state.clone(),
-        );
+        )
+        .with_features_as_of(if s.schedule.features_as_of == "end" {
+            AsOf::EndOfData
+        } else {
+            AsOf::Now
+        });
         let stream_health = IngestHealth::default();
         let tasks = TaskHealth::default();
         let consumer = if s.kafka.enabled() {

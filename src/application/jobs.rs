@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::application::build_features::BuildFeatures;
+use crate::application::build_features::{AsOf, BuildFeatures};
 use crate::application::models::ManageModels;
 use crate::application::ports::FeatureStore;
 use crate::application::serving_state::ServingState;
@@ -72,6 +72,7 @@ pub struct Jobs {
     models: ManageModels,
     features: Arc<dyn FeatureStore>,
     state: ServingState,
+    as_of: AsOf,
 }
 
 impl Jobs {
@@ -89,7 +90,15 @@ impl Jobs {
             models,
             features,
             state,
+            as_of: AsOf::Now,
         }
+    }
+
+    /// When feature rebuilds compute as of (`schedule.features_as_of`):
+    /// now for a live stream, the end of the data for a historic log.
+    pub fn with_features_as_of(mut self, as_of: AsOf) -> Self {
+        self.as_of = as_of;
+        self
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -177,7 +186,7 @@ impl Jobs {
             JobKind::BuildFeatures => {
                 let summary = self
                     .build
-                    .run(crate::application::build_features::AsOf::Now)
+                    .run(self.as_of)
                     .await
                     .map_err(|e| e.to_string())?;
                 self.state
@@ -200,5 +209,64 @@ impl Jobs {
                 Ok(value)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::application::ports::EventStore;
+    use crate::application::train::TrainingOptions;
+    use crate::domain::event::{Event, TimePolicy};
+    use crate::domain::features::FeatureSpec;
+    use crate::domain::label::LabelPolicy;
+    use crate::domain::training::{ModelSelection, PromotionPolicy};
+    use crate::testing::{GradientTrainer, MemoryRegistry, MemoryStore};
+
+    /// A server replaying a historic log rebuilds as of the log's end.
+    #[tokio::test]
+    async fn rebuilds_follow_the_configured_as_of() {
+        let store = MemoryStore::new(3);
+        let t = 800_000_000;
+        let e = Event::new(1, t, "purchase", None, None, TimePolicy::at(t, 0)).unwrap();
+        store.append(vec![e]).await.unwrap();
+        let spec = Arc::new(FeatureSpec::standard());
+        let trainer: Arc<dyn crate::application::ports::ModelTrainer> =
+            Arc::new(GradientTrainer::default());
+        let models = ManageModels::new(Arc::new(MemoryRegistry::default()), trainer.clone());
+        let train = TrainModel::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            models.clone(),
+            trainer,
+            spec.clone(),
+            TrainingOptions {
+                model_name: "m".into(),
+                policy: LabelPolicy::inactivity(30, 30),
+                validation_cutoff: None,
+                train_snapshots: 1,
+                snapshot_step_days: 7,
+                promotion: PromotionPolicy {
+                    tolerance: 0.0,
+                    force: false,
+                },
+                selection: ModelSelection::Best,
+            },
+        );
+        let jobs = Jobs::new(
+            BuildFeatures::new(
+                Arc::new(store.clone()),
+                Arc::new(store.clone()),
+                spec.clone(),
+            ),
+            train,
+            models,
+            Arc::new(store.clone()),
+            ServingState::new(spec),
+        )
+        .with_features_as_of(AsOf::EndOfData);
+        let record = jobs.run(JobKind::BuildFeatures, "test").await.unwrap();
+        assert_eq!(record.status, JobStatus::Succeeded, "{:?}", record.error);
+        assert_eq!(record.result.unwrap()["as_of"], t);
     }
 }

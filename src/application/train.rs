@@ -358,7 +358,7 @@ impl TrainModel {
             previous_production_version: previous,
             metrics: chosen.report,
             baseline_metrics: fitted.logistic.report,
-            previous_production_auc: champion.map(|c| c.auc),
+            previous_production_auc: champion.and_then(|c| c.auc),
             train_cutoffs: registered.train_cutoffs.clone(),
             validation_cutoff: registered.validation_cutoff.clone(),
             train_rows: fitted.train_rows,
@@ -512,11 +512,9 @@ impl TrainModel {
         };
         let version = champion.metadata.version;
         if champion.metadata.feature_fingerprint != self.spec.fingerprint() {
-            // Different features: only the recorded figure is comparable.
-            return Ok(Some(Champion {
-                version,
-                auc: champion.metadata.metrics.auc,
-            }));
+            // Another spec: it cannot score these rows (nor serve this
+            // spec's snapshots); its recorded figure measured something else.
+            return Ok(Some(Champion { version, auc: None }));
         }
         let classifier = champion.classifier.clone();
         let val = validation.clone();
@@ -526,7 +524,10 @@ impl TrainModel {
         })
         .await
         .map_err(|e| TrainError::Join(e.to_string()))??;
-        Ok(Some(Champion { version, auc }))
+        Ok(Some(Champion {
+            version,
+            auc: Some(auc),
+        }))
     }
 }
 

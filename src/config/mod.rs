@@ -319,6 +319,9 @@ pub struct ScheduleSettings {
     pub features_cron: String,
     /// Retraining schedule.
     pub retrain_cron: String,
+    /// Rebuilt snapshots (cron and the admin API) are computed as of "now"
+    /// (a live stream) or "end" (the newest stored event: a historic log).
+    pub features_as_of: String,
 }
 
 impl Default for ScheduleSettings {
@@ -327,6 +330,7 @@ impl Default for ScheduleSettings {
             enabled: true,
             features_cron: "0 */15 * * * *".into(),
             retrain_cron: "0 30 3 * * *".into(),
+            features_as_of: "now".into(),
         }
     }
 }
@@ -494,6 +498,12 @@ impl Settings {
             return Err(invalid(
                 "training.gbdt.learning_rate",
                 "must be within (0, 1]",
+            ));
+        }
+        if !matches!(self.schedule.features_as_of.as_str(), "now" | "end") {
+            return Err(invalid(
+                "schedule.features_as_of",
+                "must be \"now\" or \"end\"",
             ));
         }
         let s = &self.server;

@@ -45,9 +45,10 @@ pub enum ModelSelection {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Champion {
     pub version: u64,
-    /// Its AUC on the challenger's validation set (or its recorded AUC when
-    /// it was trained on other features).
-    pub auc: f64,
+    /// Its AUC on the challenger's validation rows; `None` when it was
+    /// trained on another feature spec: it cannot score these rows, and it
+    /// cannot serve this spec's snapshots either.
+    pub auc: Option<f64>,
 }
 
 /// How strict promotion is (`[training]` in the config).
@@ -66,6 +67,9 @@ pub struct PromotionPolicy {
 pub enum PromotionDecision {
     /// No production model yet.
     FirstModel,
+    /// Production was trained on another feature spec (it cannot serve the
+    /// current one's snapshots), so there is nothing to compare with.
+    ReplacesOtherSpec { over: u64 },
     /// Promoted over `over` without comparing (forced).
     Forced { over: u64 },
     /// Within the tolerance of (or better than) the champion.
@@ -91,7 +95,10 @@ impl PromotionDecision {
     pub fn promotes(&self) -> bool {
         matches!(
             self,
-            Self::FirstModel | Self::Forced { .. } | Self::BeatsChampion { .. }
+            Self::FirstModel
+                | Self::ReplacesOtherSpec { .. }
+                | Self::Forced { .. }
+                | Self::BeatsChampion { .. }
         )
     }
 }
@@ -100,6 +107,10 @@ impl fmt::Display for PromotionDecision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::FirstModel => write!(f, "promoted: no production model yet"),
+            Self::ReplacesOtherSpec { over } => write!(
+                f,
+                "promoted over v{over}, which was trained on another feature spec and cannot serve this one's snapshots"
+            ),
             Self::Forced { over } => write!(f, "promoted over version {over}: forced"),
             Self::BeatsChampion {
                 over,
@@ -140,21 +151,29 @@ pub fn decide_promotion(
         return PromotionDecision::NoBetterThanRecency { auc, recency_auc };
     }
     let tolerance = policy.tolerance;
-    match champion {
-        None => PromotionDecision::FirstModel,
-        Some(c) if policy.force => PromotionDecision::Forced { over: c.version },
-        Some(c) if auc >= c.auc - tolerance => PromotionDecision::BeatsChampion {
+    let Some(c) = champion else {
+        return PromotionDecision::FirstModel;
+    };
+    let Some(champion_auc) = c.auc else {
+        return PromotionDecision::ReplacesOtherSpec { over: c.version };
+    };
+    if policy.force {
+        return PromotionDecision::Forced { over: c.version };
+    }
+    if auc >= champion_auc - tolerance {
+        PromotionDecision::BeatsChampion {
             over: c.version,
             auc,
-            champion_auc: c.auc,
+            champion_auc,
             tolerance,
-        },
-        Some(c) => PromotionDecision::WorseThanChampion {
+        }
+    } else {
+        PromotionDecision::WorseThanChampion {
             champion: c.version,
             auc,
-            champion_auc: c.auc,
+            champion_auc,
             tolerance,
-        },
+        }
     }
 }
 
@@ -168,7 +187,10 @@ mod tests {
     };
 
     fn champ(auc: f64) -> Option<Champion> {
-        Some(Champion { version: 3, auc })
+        Some(Champion {
+            version: 3,
+            auc: Some(auc),
+        })
     }
 
     #[test]
@@ -211,5 +233,15 @@ mod tests {
             decide_promotion(0.78, 0.6, champ(0.80), forced),
             PromotionDecision::Forced { over: 3 }
         );
+        // A champion of another spec is replaced, not compared (its recorded
+        // AUC was measured on other features and maybe other labels).
+        let other = Some(Champion {
+            version: 3,
+            auc: None,
+        });
+        let d = decide_promotion(0.70, 0.6, other, STRICT);
+        assert_eq!(d, PromotionDecision::ReplacesOtherSpec { over: 3 });
+        assert!(d.promotes());
+        assert!(!decide_promotion(0.55, 0.6, other, STRICT).promotes());
     }
 }
