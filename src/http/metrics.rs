@@ -36,10 +36,26 @@ fn handles(route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
     h
 }
 
-/// Counts requests and records latency by route template and status.
+/// The method as a label: the standard ones, anything else `OTHER` (a
+/// client choosing methods must not mint series).
+fn method_label(method: &Method) -> Method {
+    match *method {
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::HEAD
+        | Method::OPTIONS
+        | Method::PATCH => method.clone(),
+        _ => Method::from_bytes(b"OTHER").unwrap_or(Method::GET),
+    }
+}
+
+/// Counts requests and records latency by route template, method and
+/// status; every label has a bounded set of values.
 pub async fn track(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);

@@ -43,3 +43,127 @@ pub const KAFKA_CONSUMER_LAG: &str = "churn_kafka_consumer_lag";
 pub const KAFKA_REBALANCES_TOTAL: &str = "churn_kafka_rebalances_total";
 /// Versions and alias moves mirrored to MLflow, by outcome.
 pub const MLFLOW_EXPORTS_TOTAL: &str = "churn_mlflow_exports_total";
+
+/// What a metric is, for its `# HELP` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric with its kind and help text: the recorder describes each
+/// at install, so `/metrics` carries `# HELP` for every family.
+pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (
+        HTTP_REQUESTS_TOTAL,
+        Kind::Counter,
+        "HTTP requests by route template, method and status.",
+    ),
+    (
+        HTTP_REQUEST_DURATION_SECONDS,
+        Kind::Histogram,
+        "HTTP request latency by route template.",
+    ),
+    (
+        PREDICTIONS_TOTAL,
+        Kind::Counter,
+        "Churn probabilities served.",
+    ),
+    (EVENTS_INGESTED_TOTAL, Kind::Counter, "Events newly stored."),
+    (
+        EVENTS_DUPLICATE_TOTAL,
+        Kind::Counter,
+        "Valid events already stored (redeliveries).",
+    ),
+    (
+        EVENTS_REJECTED_TOTAL,
+        Kind::Counter,
+        "Records refused by validation, by the field at fault.",
+    ),
+    (
+        FEATURE_BUILD_DURATION_SECONDS,
+        Kind::Histogram,
+        "Feature snapshot build time.",
+    ),
+    (
+        FEATURE_BUILD_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        Kind::Gauge,
+        "When a feature snapshot was last built.",
+    ),
+    (
+        TRAINING_DURATION_SECONDS,
+        Kind::Histogram,
+        "Training run time.",
+    ),
+    (
+        TRAINING_LAST_SUCCESS_TIMESTAMP_SECONDS,
+        Kind::Gauge,
+        "When a training run last succeeded.",
+    ),
+    (
+        JOB_FAILURES_TOTAL,
+        Kind::Counter,
+        "Failed background jobs, by job.",
+    ),
+    (
+        MODEL_PRODUCTION_VERSION,
+        Kind::Gauge,
+        "Version of the model serving now.",
+    ),
+    (
+        MODEL_VALIDATION_AUC,
+        Kind::Gauge,
+        "Validation AUC recorded for the model serving now.",
+    ),
+    (
+        FEATURE_SNAPSHOT_AGE_SECONDS,
+        Kind::Gauge,
+        "Seconds since the serving snapshot's as-of time.",
+    ),
+    (
+        FEATURE_SNAPSHOT_USERS,
+        Kind::Gauge,
+        "Users in the serving feature snapshot.",
+    ),
+    (
+        MODEL_SWAPS_TOTAL,
+        Kind::Counter,
+        "Production models swapped in.",
+    ),
+    (
+        STREAM_RECORDS_TOTAL,
+        Kind::Counter,
+        "Records read from the event stream.",
+    ),
+    (
+        STREAM_ERRORS_TOTAL,
+        Kind::Counter,
+        "Event stream failures, by stage.",
+    ),
+    (
+        STREAM_PAUSED,
+        Kind::Gauge,
+        "1 while stream consumption is paused by failing writes.",
+    ),
+    (
+        DEAD_LETTERS_TOTAL,
+        Kind::Counter,
+        "Records sent to the dead-letter sink.",
+    ),
+    (
+        KAFKA_CONSUMER_LAG,
+        Kind::Gauge,
+        "Messages behind the high watermark, per topic partition.",
+    ),
+    (
+        KAFKA_REBALANCES_TOTAL,
+        Kind::Counter,
+        "Consumer group partition assignments and revocations.",
+    ),
+    (
+        MLFLOW_EXPORTS_TOTAL,
+        Kind::Counter,
+        "Versions and alias moves mirrored to MLflow, by outcome.",
+    ),
+];

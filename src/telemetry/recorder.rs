@@ -41,6 +41,14 @@ fn build() -> PrometheusHandle {
     let handle = recorder.handle();
     // Another recorder may already be installed (embedding apps): then ours
     // just renders what it records itself.
-    let _ = metrics::set_global_recorder(recorder);
+    if metrics::set_global_recorder(recorder).is_ok() {
+        for (name, kind, help) in names::DESCRIPTIONS {
+            match kind {
+                names::Kind::Counter => metrics::describe_counter!(*name, *help),
+                names::Kind::Gauge => metrics::describe_gauge!(*name, *help),
+                names::Kind::Histogram => metrics::describe_histogram!(*name, *help),
+            }
+        }
+    }
     handle
 }

@@ -546,3 +546,46 @@ async fn admin_generate_events_validates_and_stores_idempotently() {
     );
     app.stop().await;
 }
+
+/// Clients cannot mint metric series with made-up methods, and every
+/// metric family in `/metrics` has its `# HELP` line (issue 13, findings 3
+/// and 12, in part).
+#[tokio::test]
+async fn metric_labels_are_bounded_and_every_family_is_described() {
+    let app = spawn_app(Seed::Nothing).await;
+    for i in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        let _ = app
+            .client
+            .request(method, app.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("method=\"M1X\""),
+        "made-up methods are not labels"
+    );
+    assert!(text.contains("method=\"OTHER\""), "{text}");
+    let families: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!families.is_empty());
+    for f in families {
+        assert!(
+            text.contains(&format!("# HELP {f} ")),
+            "{f} has no HELP line"
+        );
+    }
+}
