@@ -59,7 +59,10 @@ fn reset(dir: &Path) -> Result<()> {
 /// # Errors
 /// Any step failing, with context.
 pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
-    if settings.server.admin_token.expose_secret().is_empty() {
+    // A token the operator supplied is theirs: the example lines name the
+    // variable instead of printing the secret.
+    let supplied = !settings.server.admin_token.expose_secret().is_empty();
+    if !supplied {
         // A fresh random token per run beats an open admin API, even locally.
         let token: String = (0..32).map(|_| fastrand::alphanumeric()).collect();
         settings.server.admin_token = SecretString::from(token);
@@ -162,12 +165,16 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
         }
     }
 
-    let token = services
-        .settings
-        .server
-        .admin_token
-        .expose_secret()
-        .to_string();
+    let token = if supplied {
+        "$CHURN_SERVER__ADMIN_TOKEN".to_string()
+    } else {
+        services
+            .settings
+            .server
+            .admin_token
+            .expose_secret()
+            .to_string()
+    };
     let app = Application::build(services).await?;
     let shutdown = crate::shutdown::on_signal().context("installing signal handlers")?;
     let base = format!("http://127.0.0.1:{}", app.port());

@@ -339,3 +339,40 @@ fn demo_serves_then_exits_cleanly_on_sigterm_and_reuses_state() {
     );
     assert!(sigterm_and_wait(child).success());
 }
+
+/// A token supplied through the environment is never printed: the example
+/// lines name the variable (issue 13, finding 11).
+#[test]
+fn demo_does_not_print_a_supplied_admin_token() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_churn"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["demo", "--port", "0", "--users", "300"])
+        .env("RUST_LOG", "warn")
+        .env("CHURN_SERVER__ADMIN_TOKEN", "s3cret-admin-token-xyz")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        let last = line.contains("/admin/models");
+        lines.push(line);
+        if last {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = lines.join("\n");
+    assert!(text.contains("/admin/models"), "{text}");
+    assert!(!text.contains("s3cret-admin-token-xyz"), "{text}");
+    assert!(text.contains("$CHURN_SERVER__ADMIN_TOKEN"), "{text}");
+}
