@@ -216,12 +216,8 @@ impl Jobs {
 mod tests {
     use super::*;
     use crate::application::ports::EventStore;
-    use crate::application::train::TrainingOptions;
     use crate::domain::event::{Event, TimePolicy};
-    use crate::domain::features::FeatureSpec;
-    use crate::domain::label::LabelPolicy;
-    use crate::domain::training::{ModelSelection, PromotionPolicy};
-    use crate::testing::{GradientTrainer, MemoryRegistry, MemoryStore};
+    use crate::testing::MemoryStore;
 
     /// A server replaying a historic log rebuilds as of the log's end.
     #[tokio::test]
@@ -230,41 +226,7 @@ mod tests {
         let t = 800_000_000;
         let e = Event::new(1, t, "purchase", None, None, TimePolicy::at(t, 0)).unwrap();
         store.append(vec![e]).await.unwrap();
-        let spec = Arc::new(FeatureSpec::standard());
-        let trainer: Arc<dyn crate::application::ports::ModelTrainer> =
-            Arc::new(GradientTrainer::default());
-        let models = ManageModels::new(Arc::new(MemoryRegistry::default()), trainer.clone());
-        let train = TrainModel::new(
-            Arc::new(store.clone()),
-            Arc::new(store.clone()),
-            models.clone(),
-            trainer,
-            spec.clone(),
-            TrainingOptions {
-                model_name: "m".into(),
-                policy: LabelPolicy::inactivity(30, 30),
-                validation_cutoff: None,
-                train_snapshots: 1,
-                snapshot_step_days: 7,
-                promotion: PromotionPolicy {
-                    tolerance: 0.0,
-                    force: false,
-                },
-                selection: ModelSelection::Best,
-            },
-        );
-        let jobs = Jobs::new(
-            BuildFeatures::new(
-                Arc::new(store.clone()),
-                Arc::new(store.clone()),
-                spec.clone(),
-            ),
-            train,
-            models,
-            Arc::new(store.clone()),
-            ServingState::new(spec),
-        )
-        .with_features_as_of(AsOf::EndOfData);
+        let jobs = crate::testing::memory_jobs(&store).with_features_as_of(AsOf::EndOfData);
         let record = jobs.run(JobKind::BuildFeatures, "test").await.unwrap();
         assert_eq!(record.status, JobStatus::Succeeded, "{:?}", record.error);
         assert_eq!(record.result.unwrap()["as_of"], t);

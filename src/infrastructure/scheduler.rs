@@ -98,20 +98,12 @@ pub async fn run_schedule(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
-    use crate::application::build_features::BuildFeatures;
-    use crate::application::models::ManageModels;
-    use crate::application::ports::{EventStore, FeatureStore, ModelTrainer};
-    use crate::application::serving_state::ServingState;
-    use crate::application::train::{TrainModel, TrainingOptions};
+    use crate::application::ports::{EventStore, FeatureStore};
     use crate::domain::event::{Event, TimePolicy};
-    use crate::domain::features::FeatureSpec;
-    use crate::domain::label::LabelPolicy;
-    use crate::domain::training::{ModelSelection, PromotionPolicy};
-    use crate::testing::{GradientTrainer, MemoryRegistry, MemoryStore};
+    use crate::testing::MemoryStore;
 
     #[test]
     fn cron_expressions_are_checked_by_key() {
@@ -129,36 +121,7 @@ mod tests {
         let now = chrono::Utc::now().timestamp();
         let event = Event::new(1, now - 60, "login", None, None, TimePolicy::at(now, 0)).unwrap();
         store.append(vec![event]).await.unwrap();
-        let spec = Arc::new(FeatureSpec::standard());
-        let features: Arc<dyn FeatureStore> = Arc::new(store.clone());
-        let trainer: Arc<dyn ModelTrainer> = Arc::new(GradientTrainer::default());
-        let models = ManageModels::new(Arc::new(MemoryRegistry::default()), trainer.clone());
-        let train = TrainModel::new(
-            Arc::new(store.clone()),
-            features.clone(),
-            models.clone(),
-            trainer,
-            spec.clone(),
-            TrainingOptions {
-                model_name: "m".into(),
-                policy: LabelPolicy::inactivity(30, 30),
-                validation_cutoff: None,
-                train_snapshots: 1,
-                snapshot_step_days: 7,
-                promotion: PromotionPolicy {
-                    tolerance: 0.0,
-                    force: false,
-                },
-                selection: ModelSelection::Best,
-            },
-        );
-        let jobs = Jobs::new(
-            BuildFeatures::new(features.clone(), Arc::new(store.clone()), spec.clone()),
-            train,
-            models,
-            features,
-            ServingState::new(spec),
-        );
+        let jobs = crate::testing::memory_jobs(&store);
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(run_schedule(
             jobs,

@@ -555,3 +555,49 @@ impl crate::application::ports::ModelTrainer for GradientTrainer {
         serde_json::json!({ "iterations": self.iterations })
     }
 }
+
+/// Jobs over `store` with in-memory everything else and the standard spec
+/// (unit tests of the scheduler and the jobs).
+pub fn memory_jobs(store: &MemoryStore) -> crate::application::jobs::Jobs {
+    use crate::application::build_features::BuildFeatures;
+    use crate::application::jobs::Jobs;
+    use crate::application::models::ManageModels;
+    use crate::application::serving_state::ServingState;
+    use crate::application::train::{TrainModel, TrainingOptions};
+    use crate::domain::training::{ModelSelection, PromotionPolicy};
+
+    let spec = Arc::new(FeatureSpec::standard());
+    let trainer: Arc<dyn crate::application::ports::ModelTrainer> =
+        Arc::new(GradientTrainer::default());
+    let models = ManageModels::new(Arc::new(MemoryRegistry::default()), trainer.clone());
+    let train = TrainModel::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        models.clone(),
+        trainer,
+        spec.clone(),
+        TrainingOptions {
+            model_name: "churn_model".into(),
+            policy: LabelPolicy::inactivity(30, 30),
+            validation_cutoff: None,
+            train_snapshots: 1,
+            snapshot_step_days: 7,
+            promotion: PromotionPolicy {
+                tolerance: 0.0,
+                force: false,
+            },
+            selection: ModelSelection::Best,
+        },
+    );
+    Jobs::new(
+        BuildFeatures::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            spec.clone(),
+        ),
+        train,
+        models,
+        Arc::new(store.clone()),
+        ServingState::new(spec),
+    )
+}
