@@ -596,6 +596,27 @@ mod tests {
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("training.horizon_days"), "{err}");
         let mut s = Settings::default();
+        s.schedule.features_as_of = "yesterday".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("schedule.features_as_of"), "{err}");
+        let mut s = Settings::default();
+        s.ingest.min_event_time = "the eighties".into();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("ingest.min_event_time")
+        );
+        let mut s = Settings::default();
+        s.training.churn_event_types = vec!["cancel".into()];
+        s.training.activity_event_types = vec!["Cancel".into()];
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("training.churn_event_types")
+        );
+        let mut s = Settings::default();
         s.server.host = "localhost:80".into();
         assert!(
             s.validate()
