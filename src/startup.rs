@@ -26,6 +26,7 @@ use crate::config::{KafkaSettings, Settings, StoreKind};
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::domain::training::PromotionPolicy;
+use crate::http::server::{ServerOptions, serve};
 use crate::http::{AppContext, Limits};
 use crate::infrastructure::file_source::{NdjsonSource, RejectsFile};
 use crate::infrastructure::kafka::KafkaOptions;
@@ -528,6 +529,11 @@ impl Application {
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 s.server.max_concurrent_requests,
             )),
+            body_budget: crate::http::intake::BodyBudget::new(
+                s.server.max_inflight_body_bytes,
+                s.server.max_body_bytes,
+                Duration::from_secs(s.server.body_read_timeout_secs),
+            ),
             stream_health: stream_health.clone(),
             tasks: tasks.clone(),
         });
@@ -633,10 +639,11 @@ impl Application {
         }
         let grace = Duration::from_secs(s.server.shutdown_grace_secs);
         let server_stop = stop.clone();
-        let server = axum::serve(self.listener, self.app).with_graceful_shutdown(async move {
-            server_stop.cancelled().await;
-        });
-        let server = tokio::spawn(async move { server.await });
+        let options = ServerOptions {
+            header_read_timeout: Duration::from_secs(s.server.header_read_timeout_secs),
+            max_connections: s.server.max_connections,
+        };
+        let server = tokio::spawn(serve(self.listener, self.app, options, server_stop));
 
         let mut failure: Option<TaskFailed> = None;
         loop {
@@ -653,9 +660,7 @@ impl Application {
             }
         }
         match tokio::time::timeout(grace, server).await {
-            Ok(joined) => joined
-                .context("server task failed")?
-                .context("server failed")?,
+            Ok(joined) => joined.context("server task failed")?,
             Err(_) => tracing::warn!(
                 ?grace,
                 "in-flight requests did not finish within the grace period"

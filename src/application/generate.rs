@@ -35,6 +35,18 @@ pub struct GenerateSummary {
 /// Generates events user by user (each user's events in time order) and
 /// hands them to `sink`. Deterministic for a given `opts`.
 pub fn generate(opts: GeneratorOptions, mut sink: impl FnMut(Event)) -> GenerateSummary {
+    generate_while(opts, |e| {
+        sink(e);
+        true
+    })
+}
+
+/// As [`generate`], stopping as soon as `sink` returns false (the caller
+/// went away): a cancelled request costs at most the events already made.
+pub fn generate_while(
+    opts: GeneratorOptions,
+    mut sink: impl FnMut(Event) -> bool,
+) -> GenerateSummary {
     let mut summary = GenerateSummary::default();
     let policy = TimePolicy::at(opts.end, 0);
     let start = opts.end - i64::from(opts.days) * DAY_SECS;
@@ -70,7 +82,9 @@ pub fn generate(opts: GeneratorOptions, mut sink: impl FnMut(Event)) -> Generate
                     }
                     if let Ok(e) = Event::new(user, t, kind, Some(&session), amount, policy) {
                         summary.events += 1;
-                        sink(e);
+                        if !sink(e) {
+                            return summary;
+                        }
                     }
                 }
             }

@@ -118,3 +118,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Features(cmd) => features::run(settings, cmd).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (they run only in debug builds, and
+    /// the test command builds release): unique argument ids and the like.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -14,6 +14,9 @@ pub enum ModelsCommand {
     List(JsonFlag),
     /// Point `production` at a version.
     Promote {
+        // Its own id: `version` is the propagated `--version` flag's, which
+        // clap's debug checks refuse to share.
+        #[arg(id = "model_version", value_name = "VERSION")]
         version: u64,
         #[arg(long)]
         json: bool,

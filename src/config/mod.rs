@@ -280,6 +280,17 @@ pub struct ServerSettings {
     pub registry_poll_secs: u64,
     pub max_batch_users: usize,
     pub max_body_bytes: usize,
+    /// Request-body bytes held in memory at once, over all requests; a body
+    /// arriving beyond it gets 429.
+    pub max_inflight_body_bytes: usize,
+    /// A request body must arrive within this (else 408).
+    pub body_read_timeout_secs: u64,
+    /// A request head must arrive within this; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout_secs: u64,
+    /// Open connections; one more gets a 503 and is closed. Keep it under
+    /// the process's open-files limit.
+    pub max_connections: usize,
     /// Requests in flight before new ones get 429.
     pub max_concurrent_requests: usize,
     /// Grace period for in-flight work on shutdown.
@@ -304,6 +315,10 @@ impl Default for ServerSettings {
             registry_poll_secs: 30,
             max_batch_users: 1_000,
             max_body_bytes: 16 * 1024 * 1024,
+            max_inflight_body_bytes: 64 * 1024 * 1024,
+            body_read_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            max_connections: 10_000,
             max_concurrent_requests: 4_096,
             shutdown_grace_secs: 30,
         }

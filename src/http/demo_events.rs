@@ -7,8 +7,9 @@ use axum::extract::State;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::application::generate::{GeneratorOptions, generate};
+use crate::application::generate::{GeneratorOptions, generate_while};
 use crate::application::ingest::IngestReport;
+use crate::domain::event::Event;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 
@@ -38,6 +39,10 @@ impl Default for GenerateRequest {
 
 /// Most users one request may generate (about 200 events each).
 const MAX_USERS: u64 = 100_000;
+/// Longest history one request may generate (ten years).
+const MAX_DAYS: u32 = 3_650;
+/// Most user-days one request may generate (about 20 million events).
+const MAX_USER_DAYS: u64 = 12_000_000;
 
 /// Generate and ingest demo events.
 #[utoipa::path(
@@ -54,18 +59,31 @@ const MAX_USERS: u64 = 100_000;
 )]
 pub async fn generate_events(
     State(state): State<AppState>,
-    body: Option<Json<GenerateRequest>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<IngestReport>, ApiError> {
-    let req = body.map(|Json(b)| b).unwrap_or_default();
+    // An empty body means every default; anything else must be the JSON
+    // object (whatever its content type), refused as JSON when it is not.
+    let req: GenerateRequest = if body.trim_ascii().is_empty() {
+        GenerateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?
+    };
     if req.users == 0 || req.users > MAX_USERS {
         return Err(ApiError::bad_request(format!(
             "users must be within 1..={MAX_USERS}"
         )));
     }
-    if req.days < 7 || !(0.0..=1.0).contains(&req.churn_share) {
-        return Err(ApiError::bad_request(
-            "days must be at least 7 and churn_share within [0, 1]",
-        ));
+    if !(7..=MAX_DAYS).contains(&req.days) || !(0.0..=1.0).contains(&req.churn_share) {
+        return Err(ApiError::bad_request(format!(
+            "days must be within 7..={MAX_DAYS} and churn_share within [0, 1]"
+        )));
+    }
+    if req.users * u64::from(req.days) > MAX_USER_DAYS {
+        return Err(ApiError::bad_request(format!(
+            "users × days is {}; at most {MAX_USER_DAYS} per request",
+            req.users * u64::from(req.days)
+        )));
     }
     let end = match &req.end {
         Some(v) => crate::domain::time::parse_timestamp(v)
@@ -79,19 +97,35 @@ pub async fn generate_events(
         seed: req.seed,
         churn_share: req.churn_share,
     };
-    // Generating is CPU work: keep it off the runtime.
-    let events = tokio::task::spawn_blocking(move || {
-        let mut events = Vec::new();
-        generate(opts, |e| events.push(e));
-        events
-    })
-    .await
-    .map_err(|e| {
+    // Generating is CPU work: keep it off the runtime, and store it a batch
+    // at a time. If the client goes away this future is dropped, the
+    // channel closes and the generator stops at its next event.
+    let batch = state.ingest.batch_size();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Event>>(1);
+    let generator = tokio::task::spawn_blocking(move || {
+        let mut events = Vec::with_capacity(batch);
+        let mut open = true;
+        generate_while(opts, |e| {
+            events.push(e);
+            if events.len() >= batch {
+                open = tx.blocking_send(std::mem::take(&mut events)).is_ok();
+            }
+            open
+        });
+        if open && !events.is_empty() {
+            let _ = tx.blocking_send(events);
+        }
+    });
+    let mut report = IngestReport::default();
+    while let Some(events) = rx.recv().await {
+        report += state.ingest.store(events).await?;
+    }
+    generator.await.map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             e.to_string(),
         )
     })?;
-    Ok(Json(state.ingest.store_all(events).await?))
+    Ok(Json(report))
 }

@@ -20,8 +20,8 @@ pub struct ErrorBody {
     pub error: String,
     /// Stable machine-readable code (e.g. `unknown_user`).
     pub error_type: &'static str,
-    /// Extra structured context, when there is any.
-    #[schema(value_type = Object)]
+    /// Extra structured context; null when there is none (today always).
+    #[schema(value_type = Option<Object>)]
     pub detail: serde_json::Value,
 }
 

@@ -10,10 +10,10 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::application::ingest::{CollectRejects, IngestError};
+use crate::application::ingest::{CollectRejects, IngestError, IngestReport};
 use crate::application::ports::RawRecord;
-use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::{AppState, event_body};
 
 /// One rejected event.
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,27 +38,9 @@ pub struct IngestResponse {
 /// At most this many per-event reasons are echoed back.
 const MAX_REPORTED_ERRORS: usize = 1_000;
 
-fn split_body(body: &[u8]) -> Result<Vec<RawRecord>, ApiError> {
-    let trimmed = body.trim_ascii_start();
-    if trimmed.first() == Some(&b'[') {
-        // Only the array's structure is parsed here: each element stays raw
-        // text, parsed once by the event parser, as NDJSON lines are.
-        let values: Vec<&serde_json::value::RawValue> = serde_json::from_slice(trimmed)
-            .map_err(|e| ApiError::bad_request(format!("body is not a JSON array: {e}")))?;
-        Ok(values
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| RawRecord::new(v.get().as_bytes().to_vec(), i.to_string()))
-            .collect())
-    } else {
-        Ok(body
-            .split(|b| *b == b'\n')
-            .enumerate()
-            .filter(|(_, line)| !line.trim_ascii().is_empty())
-            .map(|(i, line)| RawRecord::new(line.trim_ascii().to_vec(), (i + 1).to_string()))
-            .collect())
-    }
-}
+/// Records validated and stored per step: memory per request stays a small
+/// multiple of the body however tiny its records are.
+const CHUNK_RECORDS: usize = 8_192;
 
 /// Ingest events.
 #[utoipa::path(
@@ -67,9 +49,11 @@ fn split_body(body: &[u8]) -> Result<Vec<RawRecord>, ApiError> {
     request_body(content = String, description = "JSON array of events, or NDJSON (one event per line)"),
     responses(
         (status = 200, description = "Counts and per-event reasons", body = IngestResponse),
-        (status = 400, description = "Body is neither a JSON array nor NDJSON", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 503, description = "Event store unavailable; nothing was stored", body = ErrorBody),
+        (status = 400, description = "Body is neither a JSON array nor NDJSON; nothing was stored", body = ErrorBody),
+        (status = 408, description = "Body not received within server.body_read_timeout_secs", body = ErrorBody),
+        (status = 413, description = "Body larger than server.max_body_bytes", body = ErrorBody),
+        (status = 429, description = "Too many requests or request bodies in flight", body = ErrorBody),
+        (status = 503, description = "Event store unavailable; events of earlier chunks may be stored, resending is safe", body = ErrorBody),
     ),
     tag = "events"
 )]
@@ -87,19 +71,35 @@ pub async fn post_events(
             ApiError::bad_request(e.body_text())
         }
     })?;
-    let records = split_body(&body)?;
+    // The split runs off the runtime and hands over a chunk at a time (two
+    // in the pipe at most); each chunk is validated and stored before the
+    // next, so earlier chunks stay stored if a later write fails (resending
+    // is safe: the store is idempotent).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<RawRecord>>(1);
+    let splitter = tokio::task::spawn_blocking(move || {
+        event_body::split(&body, CHUNK_RECORDS, |chunk| {
+            tx.blocking_send(chunk).is_ok()
+        })
+    });
     let mut rejects = CollectRejects::new(MAX_REPORTED_ERRORS);
-    let report = state
-        .ingest
-        .process(records, &mut rejects)
+    let mut report = IngestReport::default();
+    while let Some(chunk) = rx.recv().await {
+        report += state
+            .ingest
+            .process(chunk, &mut rejects)
+            .await
+            .map_err(|e| match e {
+                IngestError::Store(e) => ApiError::from(e),
+                // CollectRejects never fails; keep the mapping total anyway.
+                IngestError::Source(e) => {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                }
+            })?;
+    }
+    splitter
         .await
-        .map_err(|e| match e {
-            IngestError::Store(e) => ApiError::from(e),
-            // CollectRejects never fails; keep the mapping total anyway.
-            IngestError::Source(e) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            }
-        })?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let errors = rejects
         .notes
         .into_iter()

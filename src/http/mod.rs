@@ -8,11 +8,15 @@
 pub mod admin;
 pub mod demo_events;
 pub mod error;
+pub mod event_body;
 pub mod events;
 pub mod health;
+pub mod intake;
+pub mod json_errors;
 pub mod metrics;
 pub mod openapi;
 pub mod predict;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -58,6 +62,8 @@ pub struct AppContext {
     pub admin_open: bool,
     pub prometheus: PrometheusHandle,
     pub in_flight: Arc<Semaphore>,
+    /// Request-body bytes the server may hold at once.
+    pub body_budget: intake::BodyBudget,
     /// State of the Kafka consumer, if one runs, for `/readyz`.
     pub stream_health: IngestHealth,
     /// Supervised background tasks, for `/readyz`.
@@ -92,7 +98,18 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// Builds the full router.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route; see /openapi.json",
+    )
+}
+
+/// Builds the full router. Layers run outside in: intake (head bounds,
+/// body read under a deadline and the byte budget), then for work routes
+/// the in-flight limit, so a slow upload never holds a request permit and
+/// health, readiness and metrics are never refused for load.
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/retrain", post(admin::retrain))
@@ -106,19 +123,27 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             admin::require_token,
         ));
-    Router::new()
+    let work = Router::new()
         .route("/predict", post(predict::predict))
         .route("/predict/batch", post(predict::predict_batch))
         .route("/events", post(events::post_events))
+        .merge(admin)
+        .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
+    Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::openapi_json))
-        .merge(admin)
+        .merge(work)
+        // Before the metrics layer, so 405s are counted too.
+        .method_not_allowed_fallback(method_not_allowed)
         // route_layer: runs after routing, so the route template is known.
         .route_layer(middleware::from_fn(metrics::track))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            intake::intake,
+        ))
         .with_state(state)
 }

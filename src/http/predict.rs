@@ -80,8 +80,16 @@ pub async fn predict_batch(
     State(state): State<AppState>,
     body: Result<Json<BatchRequest>, JsonRejection>,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    let Json(request) =
-        body.map_err(|e| ApiError::bad_request(format!("invalid body: {}", e.body_text())))?;
+    let Json(request) = body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "body larger than {} bytes (server.max_body_bytes)",
+                state.limits.max_body_bytes
+            ))
+        } else {
+            ApiError::bad_request(format!("invalid body: {}", e.body_text()))
+        }
+    })?;
     if request.user_ids.len() > state.limits.max_batch_users {
         return Err(ApiError::too_large(format!(
             "{} user ids requested; at most {} per batch",

@@ -44,6 +44,16 @@ pub const KAFKA_REBALANCES_TOTAL: &str = "churn_kafka_rebalances_total";
 /// Versions and alias moves mirrored to MLflow, by outcome.
 pub const MLFLOW_EXPORTS_TOTAL: &str = "churn_mlflow_exports_total";
 
+/// Open HTTP connections.
+pub const HTTP_CONNECTIONS: &str = "churn_http_connections";
+/// Connections refused because `server.max_connections` were open.
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "churn_http_connections_refused_total";
+/// Request-body bytes held in memory right now (bounded by
+/// `server.max_inflight_body_bytes`).
+pub const HTTP_BODY_BYTES_IN_FLIGHT: &str = "churn_http_body_bytes_in_flight";
+/// Requests refused before reaching a handler, by reason.
+pub const HTTP_REQUESTS_REFUSED_TOTAL: &str = "churn_http_requests_refused_total";
+
 /// What a metric is, for its `# HELP` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -55,6 +65,22 @@ pub enum Kind {
 /// Every metric with its kind and help text: the recorder describes each
 /// at install, so `/metrics` carries `# HELP` for every family.
 pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (HTTP_CONNECTIONS, Kind::Gauge, "Open HTTP connections."),
+    (
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        Kind::Counter,
+        "Connections refused because server.max_connections were open.",
+    ),
+    (
+        HTTP_BODY_BYTES_IN_FLIGHT,
+        Kind::Gauge,
+        "Request-body bytes held in memory.",
+    ),
+    (
+        HTTP_REQUESTS_REFUSED_TOTAL,
+        Kind::Counter,
+        "Requests refused before a handler ran, by reason (overloaded, body_timeout, too_large, uri_too_long, headers_too_large).",
+    ),
     (
         HTTP_REQUESTS_TOTAL,
         Kind::Counter,
