@@ -11,7 +11,7 @@ Runs twice: the standard spec with inactivity churn, then a spec with every
 aggregation kind (tests/fixtures/every_aggregation.toml) with explicit churn
 events and activity types.
 
-Usage: chdb_check.py CHURN_BINARY CLICKHOUSE_URL WORKDIR   (exit 1 on mismatch)
+Usage: chdb_check.py churn-binary CLICKHOUSE_URL WORKDIR   (exit 1 on mismatch)
 """
 import json
 import os

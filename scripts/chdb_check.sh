@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs chDB (ClickHouse 26.x as a Python library) into a cached venv and
 # runs scripts/chdb_check.py: churn's generated SQL on a modern engine vs the
-# 18.16 server. Usage: scripts/chdb_check.sh [install|CHURN_BINARY]
+# 18.16 server. Usage: scripts/chdb_check.sh [install|churn-binary]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

@@ -376,3 +376,98 @@ fn demo_does_not_print_a_supplied_admin_token() {
     assert!(!text.contains("s3cret-admin-token-xyz"), "{text}");
     assert!(text.contains("$CHURN_SERVER__ADMIN_TOKEN"), "{text}");
 }
+
+/// `check-config` with extra environment and an optional config file;
+/// returns (exit code, stderr).
+fn check_config(dir: &Path, file: Option<&str>, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_churn"));
+    cmd.args(["--data-dir", dir.join("data").to_str().unwrap()]);
+    if let Some(text) = file {
+        let path = dir.join("extra.toml");
+        std::fs::write(&path, text).unwrap();
+        cmd.arg("--config").arg(path);
+    }
+    let out = cmd
+        .arg("check-config")
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 13, finding 5: no configuration panics, unknown keys and
+/// variables are refused with the nearest key, every number is
+/// range-checked and `check-config` parses cron as `serve` does.
+#[test]
+fn configuration_mistakes_are_named_never_ignored_or_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Option<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (
+            Some("[server]\nmax_concurrent_requests = 9223372036854775807\n"),
+            vec![],
+            "server.max_concurrent_requests",
+        ),
+        (
+            Some("[server]\nmax_body_byte = 100\n"),
+            vec![],
+            "did you mean server.max_body_bytes",
+        ),
+        (
+            None,
+            vec![("CHURN_SERVR__PORT", "9000")],
+            "did you mean CHURN_SERVER__PORT",
+        ),
+        (
+            None,
+            vec![("CHURN_SCHEDULE__RETRAIN_CRON", "every 5 minutes")],
+            "schedule.retrain_cron",
+        ),
+        (
+            None,
+            vec![("CHURN_TRAINING__GBDT__L2", "-1")],
+            "training.gbdt.l2",
+        ),
+        (
+            None,
+            vec![("CHURN_TRAINING__GBDT__MIN_LEAF_WEIGHT", "-0.5")],
+            "training.gbdt.min_leaf_weight",
+        ),
+    ];
+    for (file, env, expect) in cases {
+        let (code, stderr) = check_config(dir.path(), file, &env);
+        assert_eq!(code, Some(1), "{file:?} {env:?}: {stderr}");
+        assert!(stderr.contains(expect), "{file:?} {env:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // The same huge value reaches `serve` only through validation.
+    let out = Command::new(env!("CARGO_BIN_EXE_churn"))
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args(["serve", "--port", "0"])
+        .env(
+            "CHURN_SERVER__MAX_CONCURRENT_REQUESTS",
+            "9223372036854775807",
+        )
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// The test command's own `CHURN_TEST_*` variables (and the scripts'
+/// other `CHURN_*` names) are not settings, so the server starts among
+/// them: this test runs inside that environment.
+#[test]
+fn the_test_commands_environment_is_a_valid_configuration() {
+    assert!(
+        std::env::var_os("CHURN_TEST_CLICKHOUSE_URL").is_some(),
+        "run through scripts/test.sh, which exports CHURN_TEST_*"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = check_config(dir.path(), None, &[("CHURN_BIN", "/x")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("configuration is valid"));
+}

@@ -294,3 +294,67 @@ fn readme_configuration_reference_matches_config_toml() {
     }
     assert!(keys > 60, "{keys} keys");
 }
+
+/// Every `CHURN_*` name the repository's scripts, compose file, Dockerfile,
+/// DAGs and benchmarks use is either a setting or on the documented
+/// not-a-setting list, so `serve` never refuses the environment they make.
+/// (Tests use deliberate typos; the CLI tests check their environment by
+/// running in it.)
+#[test]
+fn every_churn_variable_in_the_repository_is_a_setting_or_listed() {
+    let keys = churn::config::keys::known_keys();
+    let mut files = vec![
+        repo("docker-compose.yml"),
+        repo("Dockerfile"),
+        repo(".env.example"),
+    ];
+    for dir in ["scripts", "airflow/dags", "bench", ".ci"] {
+        let mut stack = vec![repo(dir)];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let mut checked = 0;
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let bytes = text.as_bytes();
+        let mut at = 0;
+        while let Some(i) = text[at..].find("CHURN_") {
+            let start = at + i;
+            at = start + 6;
+            // A whole name: not the tail of AIRFLOW_VAR_CHURN_..., not a
+            // prefix pattern like CHURN_TEST_* or CHURN_<SECTION>__<KEY>.
+            if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
+                continue;
+            }
+            let end = text[start..]
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .map_or(text.len(), |n| start + n);
+            let name = &text[start..end];
+            if name.ends_with('_') || matches!(bytes.get(end), Some(b'*' | b'<')) {
+                continue;
+            }
+            checked += 1;
+            if let Some(key) = churn::config::keys::env_key(name) {
+                assert!(
+                    keys.contains(&key),
+                    "{}: {name} is neither a setting nor on the list in src/config/keys.rs",
+                    file.display()
+                );
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} names found");
+}

@@ -111,15 +111,7 @@ impl KafkaSettings {
                 "must be \"earliest\" or \"latest\"",
             ));
         }
-        if self.batch_max_events == 0 {
-            return Err(invalid("kafka.batch_max_events", "must be at least 1"));
-        }
-        if self.batch_max_wait_ms == 0 || self.retry_initial_ms == 0 {
-            return Err(invalid(
-                "kafka.batch_max_wait_ms",
-                "waits and retry delays must be at least 1 ms",
-            ));
-        }
+        // Numbers are range-checked with every other setting (ranges.rs).
         if !matches!(self.compression.as_str(), "none" | "gzip" | "lz4") {
             return Err(invalid("kafka.compression", "must be none, gzip or lz4"));
         }

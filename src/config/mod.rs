@@ -15,7 +15,9 @@ use crate::domain::time::parse_timestamp;
 use crate::domain::training::{GbdtParams, ModelSelection};
 
 mod kafka;
+pub mod keys;
 mod mlflow;
+mod ranges;
 
 pub use kafka::KafkaSettings;
 pub use mlflow::MlflowSettings;
@@ -27,6 +29,12 @@ pub enum ConfigError {
     Load(String),
     #[error("invalid setting {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("unknown setting {key} in {origin}{hint}")]
+    UnknownKey {
+        key: String,
+        origin: String,
+        hint: String,
+    },
 }
 
 pub(crate) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -358,7 +366,7 @@ impl Settings {
     /// [`ConfigError::Load`] for unreadable files or wrongly typed values.
     pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        match config_file {
+        let path = match config_file {
             Some(path) => {
                 if !path.exists() {
                     return Err(ConfigError::Load(format!(
@@ -366,10 +374,21 @@ impl Settings {
                         path.display()
                     )));
                 }
-                figment = figment.merge(Toml::file(path));
+                Some(path)
             }
-            None => figment = figment.merge(Toml::file("config.toml")),
+            None => Some(Path::new("config.toml")).filter(|p| p.exists()),
+        };
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+            keys::check_file(&path.display().to_string(), &text)?;
+            figment = figment.merge(Toml::file(path));
         }
+        keys::check_env(
+            std::env::vars_os()
+                .filter_map(|(k, _)| k.into_string().ok())
+                .filter(|k| k.starts_with("CHURN_")),
+        )?;
         figment
             .merge(Env::prefixed("CHURN_").split("__"))
             .extract()
@@ -381,6 +400,7 @@ impl Settings {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_ranges()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
@@ -389,9 +409,6 @@ impl Settings {
                 "store.sqlite_synchronous",
                 "must be \"normal\" or \"full\"",
             ));
-        }
-        if self.store.snapshot_retention == 0 {
-            return Err(invalid("store.snapshot_retention", "must be at least 1"));
         }
         if self.store.kind == StoreKind::Clickhouse {
             let c = &self.clickhouse;
@@ -436,9 +453,6 @@ impl Settings {
             ));
         }
         self.kafka.validate()?;
-        if self.ingest.batch_size == 0 {
-            return Err(invalid("ingest.batch_size", "must be at least 1"));
-        }
         if self.min_event_time().is_none() {
             return Err(invalid(
                 "ingest.min_event_time",
@@ -448,22 +462,7 @@ impl Settings {
                 ),
             ));
         }
-        if self.ingest.max_future_skew_secs < 0 {
-            return Err(invalid(
-                "ingest.max_future_skew_secs",
-                "must not be negative",
-            ));
-        }
         let t = &self.training;
-        if t.horizon_days == 0 {
-            return Err(invalid("training.horizon_days", "must be at least 1"));
-        }
-        if t.lookback_days == 0 {
-            return Err(invalid("training.lookback_days", "must be at least 1"));
-        }
-        if t.min_events == 0 {
-            return Err(invalid("training.min_events", "must be at least 1"));
-        }
         for (key, types) in [
             ("training.activity_event_types", &t.activity_event_types),
             ("training.churn_event_types", &t.churn_event_types),
@@ -488,9 +487,6 @@ impl Settings {
                 format!("{both:?} is also an activity type"),
             ));
         }
-        if t.train_snapshots == 0 {
-            return Err(invalid("training.train_snapshots", "must be at least 1"));
-        }
         if !t.validation_cutoff.is_empty() && parse_timestamp(&t.validation_cutoff).is_none() {
             return Err(invalid(
                 "training.validation_cutoff",
@@ -501,12 +497,6 @@ impl Settings {
             return Err(invalid(
                 "training.promotion_tolerance",
                 "must be within [0, 1]",
-            ));
-        }
-        if t.gbdt.iterations == 0 || t.gbdt.max_depth == 0 {
-            return Err(invalid(
-                "training.gbdt",
-                "iterations and max_depth must be at least 1",
             ));
         }
         if !(t.gbdt.learning_rate > 0.0 && t.gbdt.learning_rate <= 1.0) {
@@ -522,18 +512,6 @@ impl Settings {
             ));
         }
         let s = &self.server;
-        if s.max_batch_users == 0 {
-            return Err(invalid("server.max_batch_users", "must be at least 1"));
-        }
-        if s.max_body_bytes < 1024 {
-            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
-        }
-        if s.max_concurrent_requests == 0 {
-            return Err(invalid(
-                "server.max_concurrent_requests",
-                "must be at least 1",
-            ));
-        }
         if s.host.parse::<std::net::IpAddr>().is_err() {
             return Err(invalid(
                 "server.host",
