@@ -164,7 +164,8 @@ mod tests {
     #[test]
     fn defaults_are_in_range_and_extremes_are_not() {
         Settings::default().check_ranges().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut Settings)>)> = vec![
+        type Set = Box<dyn Fn(&mut Settings)>;
+        let cases: Vec<(&str, Set)> = vec![
             (
                 "server.max_concurrent_requests",
                 Box::new(|s| s.server.max_concurrent_requests = 9_223_372_036_854_775_807),
