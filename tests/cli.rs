@@ -405,7 +405,8 @@ fn check_config(dir: &Path, file: Option<&str>, env: &[(&str, &str)]) -> (Option
 #[test]
 fn configuration_mistakes_are_named_never_ignored_or_panicking() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(Option<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             Some("[server]\nmax_concurrent_requests = 9223372036854775807\n"),
             vec![],
