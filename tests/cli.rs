@@ -472,3 +472,96 @@ fn the_test_commands_environment_is_a_valid_configuration() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("configuration is valid"));
 }
+
+/// One HTTP/1.1 request over a std socket; returns the whole answer.
+fn http(addr: &str, method: &str, path: &str, headers: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Writes 64 KiB of random bytes into the middle of `file`.
+fn corrupt_middle(file: &Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let len = std::fs::metadata(file).unwrap().len();
+    assert!(len > 1 << 20, "a store of {len} bytes is too small to corrupt mid-file");
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.seek(SeekFrom::Start(len / 2)).unwrap();
+    let mut rng = fastrand::Rng::with_seed(13);
+    let noise: Vec<u8> = (0..65_536).map(|_| rng.u8(..)).collect();
+    f.write_all(&noise).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Issue 13, finding 4: corruption of the SQLite file is noticed — by
+/// `/readyz` once a running server meets it, and at open by every
+/// command, which then refuses to start and names the file.
+#[test]
+fn a_corrupt_sqlite_file_is_noticed_at_open_and_by_readiness() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = generated(dir.path(), "1000");
+    ok(&data, &["ingest", file.to_str().unwrap()]);
+    let db = data.join("churn.db");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_churn"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--port", "0"])
+        .env("RUST_LOG", "warn")
+        .env("CHURN_SERVER__ADMIN_TOKEN", "t")
+        .env("CHURN_SERVER__REGISTRY_POLL_SECS", "0")
+        .env("CHURN_SCHEDULE__ENABLED", "false")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let server = Demo(Some(child));
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("server output").unwrap();
+        if let Some(rest) = line.strip_prefix("churn serving on http://") {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let ready = http(&addr, "GET", "/readyz", "");
+    assert!(ready.contains("\"store_reachable\":true"), "{ready}");
+
+    corrupt_middle(&db);
+    // A rebuild reads every event and meets the damage.
+    let job = http(&addr, "POST", "/admin/features/rebuild", "authorization: Bearer t\r\n");
+    assert!(job.starts_with("HTTP/1.1 202"), "{job}");
+    let mut ready = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        ready = http(&addr, "GET", "/readyz", "");
+        if ready.contains("corrupt") {
+            break;
+        }
+    }
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains("\"store_reachable\":false"), "{ready}");
+    assert!(ready.contains("corrupt"), "{ready}");
+    drop(server);
+
+    for args in [&["stats"][..], &["serve", "--port", "0"][..]] {
+        let out = churn(&data, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("churn.db"), "{args:?} names the file: {stderr}");
+        assert!(
+            stderr.contains("integrity") || stderr.contains("malformed"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -78,6 +78,9 @@ pub struct ServingState {
     features: Arc<ArcSwapOption<FeatureSnapshot>>,
     scores: Arc<ArcSwapOption<ScoreTable>>,
     spec: Arc<FeatureSpec>,
+    /// Why the version the `production` alias names is not the one
+    /// serving (it failed to load or verify); `None` when they agree.
+    alias_problem: Arc<ArcSwapOption<String>>,
 }
 
 impl ServingState {
@@ -87,7 +90,14 @@ impl ServingState {
             features: Arc::new(ArcSwapOption::empty()),
             scores: Arc::new(ArcSwapOption::empty()),
             spec,
+            alias_problem: Arc::new(ArcSwapOption::empty()),
         }
+    }
+
+    /// Set while the `production` alias names a model this server could
+    /// not load or verify (readiness reports it).
+    pub fn alias_problem(&self) -> Option<Arc<String>> {
+        self.alias_problem.load_full()
     }
 
     /// The model serving right now (a consistent `Arc`, even mid-swap).
@@ -165,19 +175,35 @@ impl ServingState {
             .await
             .map_err(ModelsError::from)?
         else {
+            self.alias_problem.store(None);
             return Ok(ReloadOutcome::NoProductionModel);
         };
         if let Some(current) = self.model()
             && current.metadata.version == alias.version
         {
+            self.alias_problem.store(None);
             return Ok(ReloadOutcome::Unchanged {
                 version: alias.version,
             });
         }
-        let candidate = models.load(alias.version).await?;
-        let outcome = self.install_model(candidate)?;
-        self.rescore().await;
-        Ok(outcome)
+        let installed = match models.load(alias.version).await {
+            Ok(candidate) => self.install_model(candidate),
+            Err(e) => Err(SwapError::from(e)),
+        };
+        match installed {
+            Ok(outcome) => {
+                self.alias_problem.store(None);
+                self.rescore().await;
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.alias_problem.store(Some(Arc::new(format!(
+                    "the production alias names version {}, which cannot be served: {e}",
+                    alias.version
+                ))));
+                Err(e)
+            }
+        }
     }
 
     /// Verifies and swaps in an already loaded model.

@@ -58,6 +58,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     if features.is_none() {
         problems.push("no feature snapshot loaded".to_string());
     }
+    if let Some(problem) = state.predict.state().alias_problem() {
+        problems.push(problem.to_string());
+    }
     let store_reachable = match state.events.ping().await {
         Ok(()) => true,
         Err(e) => {

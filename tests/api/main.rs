@@ -589,3 +589,59 @@ async fn metric_labels_are_bounded_and_every_family_is_described() {
         );
     }
 }
+
+/// Issue 13, finding 9: when the `production` alias names a model this
+/// server cannot load, `/readyz` says so (503) while the old model keeps
+/// serving, and recovers when the alias is put back.
+#[tokio::test]
+async fn readiness_reports_a_production_alias_that_cannot_be_loaded() {
+    use churn::application::ports::AliasRecord;
+    let app = spawn_app_with(Seed::Trained, |s| s.server.registry_poll_secs = 1).await;
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let registry = app.services.registry.clone();
+    let good = registry.alias("production").await.unwrap().unwrap();
+    let broken = AliasRecord {
+        version: 999,
+        history: vec![good.version],
+        updated_at: good.updated_at.clone(),
+        reason: "points at a version that does not exist".into(),
+    };
+    registry
+        .set_alias("production", broken.clone(), Some(&good))
+        .await
+        .unwrap();
+    let mut body = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            body = r.json().await.unwrap();
+            break;
+        }
+    }
+    let problems = body["problems"].to_string();
+    assert!(problems.contains("version 999"), "{body}");
+    assert_eq!(body["model_version"], good.version, "the old model serves on");
+    let p = app
+        .client
+        .post(app.url("/predict?user_id=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p.status(), 200);
+    registry
+        .set_alias("production", good.clone(), Some(&broken))
+        .await
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if app.client.get(app.url("/readyz")).send().await.unwrap().status() == 200 {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "ready again once the alias is good");
+    app.stop().await;
+}

@@ -76,10 +76,71 @@ pub struct SqliteOptions {
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     options: Arc<SqliteOptions>,
+    /// The first corruption any call met: from then on `ping` fails with
+    /// it, so `/readyz` says the store is broken instead of "reachable".
+    corrupt: Arc<std::sync::OnceLock<String>>,
 }
 
+/// How long the integrity check at open may take; a larger file is
+/// checked this long and then trusted (the check is logged as partial).
+const INTEGRITY_CHECK_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Maps an SQLite failure to a store error. SQLite's messages for
+/// SQLITE_CORRUPT and SQLITE_NOTADB are fixed strings, and matching them
+/// here catches corruption from every call site, whatever error type the
+/// call returned.
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    let message = e.to_string();
+    if message.contains("database disk image is malformed")
+        || message.contains("file is not a database")
+    {
+        StoreError::Corrupt(message)
+    } else {
+        StoreError::Unavailable(message)
+    }
+}
+
+/// `PRAGMA quick_check` within [`INTEGRITY_CHECK_BUDGET`]: structure of
+/// every b-tree page, a fraction of a full `integrity_check`'s time.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    // A watchdog interrupts the check at its budget.
+    let interrupt = conn.get_interrupt_handle();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(INTEGRITY_CHECK_BUDGET).is_err() {
+            interrupt.interrupt();
+        }
+    });
+    let verdict: Result<Vec<String>, rusqlite::Error> = conn
+        .prepare("PRAGMA quick_check(20)")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect());
+    let _ = done.send(());
+    let _ = watchdog.join();
+    match verdict {
+        Ok(lines) if lines.len() == 1 && lines[0] == "ok" => Ok(()),
+        Ok(lines) => Err(StoreError::Corrupt(format!(
+            "{} failed its integrity check ({}); restore it from a backup, or move it aside and re-ingest",
+            path.display(),
+            lines.join("; ")
+        ))),
+        Err(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
+            tracing::warn!(
+                path = %path.display(),
+                budget = ?INTEGRITY_CHECK_BUDGET,
+                "integrity check stopped at its time budget; the rest of the file is unchecked"
+            );
+            Ok(())
+        }
+        Err(e) => match unavailable(&e) {
+            StoreError::Corrupt(m) => Err(StoreError::Corrupt(format!(
+                "{}: {m}; restore it from a backup, or move it aside and re-ingest",
+                path.display()
+            ))),
+            other => Err(other),
+        },
+    }
 }
 
 impl SqliteStore {
@@ -104,10 +165,12 @@ impl SqliteStore {
              PRAGMA cache_size=-131072; PRAGMA temp_store=MEMORY;"
         ))
         .map_err(unavailable)?;
+        quick_check(&conn, &options.path)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         Ok(Self {
             writer: Arc::new(Mutex::new(conn)),
             options: Arc::new(options),
+            corrupt: Arc::default(),
         })
     }
 
@@ -133,9 +196,14 @@ impl SqliteStore {
         f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || f(&this))
+        let result = tokio::task::spawn_blocking(move || f(&this))
             .await
-            .map_err(|e| unavailable(format!("store task failed: {e}")))?
+            .map_err(|e| unavailable(format!("store task failed: {e}")))?;
+        if let Err(StoreError::Corrupt(m)) = &result {
+            let first = self.corrupt.get_or_init(|| m.clone());
+            tracing::error!(path = %self.options.path.display(), error = %first, "the SQLite store is corrupt");
+        }
+        result
     }
 
     fn with_writer<T>(
@@ -462,6 +530,12 @@ impl EventStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if let Some(m) = self.corrupt.get() {
+            return Err(StoreError::Corrupt(format!(
+                "{} is corrupt ({m}); restore it from a backup, or move it aside and re-ingest",
+                self.options.path.display()
+            )));
+        }
         self.blocking(|s| {
             s.reader()?
                 .query_row("SELECT 1", [], |_| Ok(()))
