@@ -36,7 +36,7 @@ command -v bc >/dev/null || { apt-get update -qq >/dev/null 2>&1 || true; apt-ge
 PY_LOG="$CHURN_CACHE_DIR/python-installs.log"
 ( t0=$(date +%s)
   scripts/kafka.sh tansu-bin >/dev/null && scripts/mlflow.sh install && scripts/airflow.sh \
-    && scripts/chdb_check.sh install && echo "python installs done in $(( $(date +%s) - t0 )) s"
+    && scripts/chdb_check.sh install && scripts/api_conformance.sh install && echo "python installs done in $(( $(date +%s) - t0 )) s"
 ) > "$PY_LOG" 2>&1 &
 PY_PID=$!
 
@@ -47,6 +47,12 @@ services_base() {
     echo "installing Debian's docker-compose (to validate docker-compose.yml)"
     apt-get update -qq >/dev/null 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+  fi
+  # promtool (Debian's prometheus package) checks /metrics.
+  if ! command -v promtool >/dev/null; then
+    echo "installing Debian's prometheus (for promtool)"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   fi
   scripts/s3.sh build
 }
@@ -105,6 +111,8 @@ rm -f "$BINS"
 
 phase "modern ClickHouse check (chDB 26.x vs the 18.16 server)" \
   scripts/chdb_check.sh "$CARGO_TARGET_DIR/release/churn"
+phase "API conformance (schemathesis /openapi.json, promtool /metrics)" \
+  scripts/api_conformance.sh "$CARGO_TARGET_DIR/release/churn"
 summary
 if [ "${#FAILED[@]}" -gt 0 ]; then
   echo "failed test binaries: ${FAILED[*]}" >&2

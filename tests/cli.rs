@@ -491,7 +491,10 @@ fn http(addr: &str, method: &str, path: &str, headers: &str) -> String {
 fn corrupt_middle(file: &Path) {
     use std::io::{Seek, SeekFrom, Write};
     let len = std::fs::metadata(file).unwrap().len();
-    assert!(len > 1 << 20, "a store of {len} bytes is too small to corrupt mid-file");
+    assert!(
+        len > 1 << 20,
+        "a store of {len} bytes is too small to corrupt mid-file"
+    );
     let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
     f.seek(SeekFrom::Start(len / 2)).unwrap();
     let mut rng = fastrand::Rng::with_seed(13);
@@ -539,7 +542,12 @@ fn a_corrupt_sqlite_file_is_noticed_at_open_and_by_readiness() {
 
     corrupt_middle(&db);
     // A rebuild reads every event and meets the damage.
-    let job = http(&addr, "POST", "/admin/features/rebuild", "authorization: Bearer t\r\n");
+    let job = http(
+        &addr,
+        "POST",
+        "/admin/features/rebuild",
+        "authorization: Bearer t\r\n",
+    );
     assert!(job.starts_with("HTTP/1.1 202"), "{job}");
     let mut ready = String::new();
     for _ in 0..100 {
@@ -558,7 +566,10 @@ fn a_corrupt_sqlite_file_is_noticed_at_open_and_by_readiness() {
         let out = churn(&data, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains("churn.db"), "{args:?} names the file: {stderr}");
+        assert!(
+            stderr.contains("churn.db"),
+            "{args:?} names the file: {stderr}"
+        );
         assert!(
             stderr.contains("integrity") || stderr.contains("malformed"),
             "{args:?}: {stderr}"

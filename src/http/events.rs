@@ -71,6 +71,11 @@ pub async fn post_events(
             ApiError::bad_request(e.body_text())
         }
     })?;
+    if body.trim_ascii().is_empty() {
+        return Err(ApiError::bad_request(
+            "empty body: send a JSON array of events or NDJSON (one event per line)",
+        ));
+    }
     // The split runs off the runtime and hands over a chunk at a time (two
     // in the pipe at most); each chunk is validated and stored before the
     // next, so earlier chunks stay stored if a later write fails (resending

@@ -61,6 +61,9 @@ impl Modify for CommonResponses {
             for (op, with_body) in ops {
                 let Some(op) = op.as_mut() else { continue };
                 add(op, "405", "Method not allowed on this route");
+                if path.contains('{') {
+                    add(op, "400", "Malformed path parameter");
+                }
                 add(op, "414", "Request URI too long");
                 add(op, "431", "Request headers too large");
                 if with_body {

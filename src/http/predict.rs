@@ -10,6 +10,19 @@ use crate::application::predict::Prediction;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 
+/// User ids are stored as signed 64-bit (SQLite, ClickHouse): a larger id
+/// can never have events, so it is a client error, as at ingestion.
+const MAX_USER_ID: u64 = i64::MAX as u64;
+
+fn check_user_id(id: u64) -> Result<(), ApiError> {
+    if id > MAX_USER_ID {
+        return Err(ApiError::bad_request(format!(
+            "user_id {id} is larger than 2^63-1"
+        )));
+    }
+    Ok(())
+}
+
 /// Query of `POST /predict`.
 #[derive(Debug, Deserialize)]
 pub struct PredictParams {
@@ -39,6 +52,7 @@ pub async fn predict(
             e.body_text()
         ))
     })?;
+    check_user_id(params.user_id)?;
     Ok(Json(state.predict.predict(params.user_id)?))
 }
 
@@ -90,6 +104,9 @@ pub async fn predict_batch(
             ApiError::bad_request(format!("invalid body: {}", e.body_text()))
         }
     })?;
+    if let Some(bad) = request.user_ids.iter().find(|id| **id > MAX_USER_ID) {
+        check_user_id(*bad)?;
+    }
     if request.user_ids.len() > state.limits.max_batch_users {
         return Err(ApiError::too_large(format!(
             "{} user ids requested; at most {} per batch",

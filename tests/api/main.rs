@@ -622,7 +622,10 @@ async fn readiness_reports_a_production_alias_that_cannot_be_loaded() {
     }
     let problems = body["problems"].to_string();
     assert!(problems.contains("version 999"), "{body}");
-    assert_eq!(body["model_version"], good.version, "the old model serves on");
+    assert_eq!(
+        body["model_version"], good.version,
+        "the old model serves on"
+    );
     let p = app
         .client
         .post(app.url("/predict?user_id=1"))
@@ -637,7 +640,15 @@ async fn readiness_reports_a_production_alias_that_cannot_be_loaded() {
     let mut recovered = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if app.client.get(app.url("/readyz")).send().await.unwrap().status() == 200 {
+        if app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
             recovered = true;
             break;
         }

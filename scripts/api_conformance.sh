@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Checks a live `churn demo` against its own contracts: schemathesis (every
+# check, bounded examples) against /openapi.json, and `promtool check
+# metrics` (Debian's prometheus package) against /metrics. Any finding fails.
+# Usage: scripts/api_conformance.sh install | churn-binary
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+VENV="$CHURN_CACHE_DIR/venv-schemathesis"
+venv "$VENV" schemathesis==4.32.5
+# `install` is the pip half only: the test command runs it beside the build,
+# and Debian's promtool comes with its other packages (one dpkg at a time).
+if [ "${1:-}" = install ]; then exit 0; fi
+if ! command -v promtool >/dev/null; then
+  apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+BIN="$1"
+EXAMPLES="${CHURN_TEST_SCHEMATHESIS_EXAMPLES:-100}"
+WORK="$(mktemp -d)"
+TOKEN="conformance-token"
+PID=""
+cleanup() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# A demo with a trained model and features, so every route can answer 2xx.
+CHURN_SERVER__ADMIN_TOKEN="$TOKEN" CHURN_SCHEDULE__ENABLED=false RUST_LOG=warn \
+  "$BIN" --data-dir "$WORK/data" demo --port 0 --users 1000 > "$WORK/demo.log" 2>&1 &
+PID=$!
+BASE=""
+for _ in $(seq 600); do
+  BASE="$(sed -n 's/^Ready: serving on \(http[^ ]*\).*/\1/p' "$WORK/demo.log" | head -1)"
+  [ -n "$BASE" ] && break
+  kill -0 "$PID" 2>/dev/null || { cat "$WORK/demo.log"; echo "demo exited" >&2; exit 1; }
+  sleep 0.2
+done
+[ -n "$BASE" ] || { cat "$WORK/demo.log"; echo "demo never became ready" >&2; exit 1; }
+echo "conformance: demo at $BASE (pid $PID)"
+
+curl -sf "$BASE/metrics" > "$WORK/metrics.txt"
+echo "promtool check metrics ($(grep -c '^# TYPE' "$WORK/metrics.txt") families):"
+promtool check metrics < "$WORK/metrics.txt"
+
+# /admin/events/generate is left to its own tests: every valid example
+# generates and stores up to millions of events, minutes per case.
+"$VENV/bin/schemathesis" run "$BASE/openapi.json" \
+  --checks all \
+  --exclude-checks ignored_auth,positive_data_acceptance \
+  --max-examples "$EXAMPLES" \
+  --phases examples,coverage,fuzzing \
+  --header "Authorization: Bearer $TOKEN" \
+  --exclude-path-regex '^/admin/events/generate$' \
+  --workers 2 \
+  --seed 13 \
+  --no-color
+echo "conformance: schemathesis and promtool found nothing"
