@@ -576,3 +576,28 @@ fn a_corrupt_sqlite_file_is_noticed_at_open_and_by_readiness() {
         );
     }
 }
+
+/// Issue 13, finding 10: a reader that stops early (`| head`) ends the
+/// command quietly, for the big output (generated events) and the small
+/// (stats), with no panic and exit 0.
+#[test]
+fn a_closed_stdout_ends_commands_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bin = env!("CARGO_BIN_EXE_churn");
+    let d = data.to_str().unwrap();
+    for command in [
+        format!("{bin} --data-dir {d} generate-events --users 20000 | head -2"),
+        format!("{bin} --data-dir {d} stats --json | head -2"),
+    ] {
+        let out = Command::new("bash")
+            .args(["-c", &format!("{command}; exit ${{PIPESTATUS[0]}}")])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{command}: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).lines().count() <= 2);
+    }
+}

@@ -215,17 +215,20 @@ async fn a_body_of_tiny_bad_lines_costs_a_small_multiple_of_its_size() {
 /// with 429 instead of buffered.
 #[tokio::test]
 async fn bodies_beyond_the_in_flight_budget_are_refused() {
-    let server = Server::start(&[("CHURN_SERVER__MAX_INFLIGHT_BODY_BYTES", "100000")]);
+    let server = Server::start(&[
+        ("CHURN_SERVER__MAX_BODY_BYTES", "80000"),
+        ("CHURN_SERVER__MAX_INFLIGHT_BODY_BYTES", "100000"),
+    ]);
     // Holds 60 kB of the 100 kB budget while it trickles in.
     let mut slow = std::net::TcpStream::connect(&server.addr).unwrap();
     write!(
         slow,
-        "POST /events HTTP/1.1\r\nhost: x\r\ncontent-length: 200000\r\n\r\n"
+        "POST /events HTTP/1.1\r\nhost: x\r\ncontent-length: 80000\r\n\r\n"
     )
     .unwrap();
     slow.write_all(&vec![b'\n'; 60_000]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let body = vec![b'\n'; 50_000];
+    let body = b"{}\n".repeat(16_000);
     let mut request = format!(
         "POST /events HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
@@ -497,4 +500,30 @@ fn a_cancelled_generate_stops_and_shutdown_is_bounded() {
         "grace 3 s; exit took {took:?}"
     );
     drop(s);
+}
+
+/// Finding 8: a duplicated key refuses the event the same way on an
+/// NDJSON line and inside a JSON array.
+#[tokio::test]
+async fn duplicate_keys_are_one_rule_for_arrays_and_ndjson() {
+    let server = Server::start(&[]);
+    let http = client();
+    let event = r#"{"user_id":1,"user_id":2,"event_time":1700000000,"event_type":"login"}"#;
+    let mut reasons = Vec::new();
+    for body in [event.to_string(), format!("[{event}]")] {
+        let answer: Value = http
+            .post(server.url("/events"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["accepted"], 0, "{body}: {answer}");
+        assert_eq!(answer["rejected"], 1, "{body}: {answer}");
+        reasons.push(answer["errors"][0]["error"].as_str().unwrap().to_string());
+    }
+    assert!(reasons[0].contains("duplicate"), "{reasons:?}");
+    assert_eq!(reasons[0], reasons[1]);
 }

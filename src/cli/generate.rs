@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::output::parse_time_arg;
-use crate::application::generate::{GeneratorOptions, generate};
+use crate::application::generate::{GeneratorOptions, generate, generate_while};
 use crate::config::Settings;
 use crate::domain::time::format_rfc3339;
 
@@ -85,18 +85,28 @@ pub fn run(settings: &Settings, args: GenerateArgs) -> Result<()> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut write_error = None;
-    let summary = generate(opts, |event| {
-        if write_error.is_none()
-            && let Err(e) = serde_json::to_writer(&mut out, &event.to_json())
-                .and_then(|_| out.write_all(b"\n").map_err(serde_json::Error::io))
+    // Stops at the first failed write: `| head` closing the pipe ends the
+    // run instead of generating the rest into nowhere.
+    let summary = generate_while(opts, |event| {
+        match serde_json::to_writer(&mut out, &event.to_json())
+            .and_then(|_| out.write_all(b"\n").map_err(serde_json::Error::io))
         {
-            write_error = Some(e);
+            Ok(()) => true,
+            Err(e) => {
+                write_error = Some(std::io::Error::from(e));
+                false
+            }
         }
     });
-    if let Some(e) = write_error {
-        return Err(e).context("writing events");
+    let flushed = match write_error {
+        Some(e) => Err(e),
+        None => out.flush(),
+    };
+    match flushed {
+        // A reader that stopped early (`| head`) is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other.context("writing events")?,
     }
-    out.flush().context("writing events")?;
     eprintln!(
         "generated {} events for {} users ({} churn before the end) ending {}",
         summary.events,

@@ -277,7 +277,10 @@ pub fn parse_event_json(input: &[u8], policy: TimePolicy) -> Result<Event, Event
     let raw: RawEvent = serde_json::from_slice(input).map_err(|e| {
         // serde reports "invalid type: ..., expected struct RawEvent" for
         // non-objects: say it plainly.
-        if e.is_data() {
+        if e.is_data() && e.to_string().starts_with("duplicate field") {
+            // One key twice: which value is meant is unknowable.
+            EventError::MalformedJson(e.to_string().replace("duplicate field", "duplicate key"))
+        } else if e.is_data() {
             EventError::MalformedJson("expected a JSON object".into())
         } else {
             EventError::MalformedJson(e.to_string())
