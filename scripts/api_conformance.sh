@@ -41,6 +41,8 @@ curl -sf "$BASE/metrics" > "$WORK/metrics.txt"
 echo "promtool check metrics ($(grep -c '^# TYPE' "$WORK/metrics.txt") families):"
 promtool check metrics < "$WORK/metrics.txt"
 
+# One worker: CPython 3.11's ast.parse, which Hypothesis calls, is not
+# thread-safe (a SystemError in schemathesis itself with two).
 # /admin/events/generate is left to its own tests: every valid example
 # generates and stores up to millions of events, minutes per case.
 "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
@@ -50,7 +52,7 @@ promtool check metrics < "$WORK/metrics.txt"
   --phases examples,coverage,fuzzing \
   --header "Authorization: Bearer $TOKEN" \
   --exclude-path-regex '^/admin/events/generate$' \
-  --workers 2 \
+  --workers 1 \
   --seed 13 \
   --no-color
 echo "conformance: schemathesis and promtool found nothing"
