@@ -40,8 +40,8 @@ wait_ready http://127.0.0.1:18001/healthz
 
 # wrk's --latency table: "50%  123.00us"; normalise to microseconds.
 to_us() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000000} else print v}'; }
-run_wrk() { # url -> "rps p50_us p99_us"
-  local out; out=$(BENCH_MAX_USER="$USERS" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/predict.lua "$1")
+run_wrk() { # url [query] -> "rps p50_us p99_us non2xx"
+  local out; out=$(BENCH_QUERY="${2:-}" BENCH_MAX_USER="$USERS" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/predict.lua "$1")
   local rps p50 p99 non2xx
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_us)
@@ -53,10 +53,13 @@ echo "== wrk: 1 thread, $CONNECTIONS connections, $DURATION each (warm-up 2s fir
 BENCH_MAX_USER="$USERS" wrk -t1 -c"$CONNECTIONS" -d2s -s bench/predict.lua http://127.0.0.1:18000 >/dev/null
 read -r c_rps c_p50 c_p99 c_bad <<<"$(run_wrk http://127.0.0.1:18000)"
 read -r h_rps h_p50 h_p99 _ <<<"$(run_wrk http://127.0.0.1:18001)"
+read -r e_rps e_p50 e_p99 _ <<<"$(run_wrk http://127.0.0.1:18000 '&explain=true')"
 printf '%-22s %12s %10s %10s\n' target "requests/s" "p50 us" "p99 us"
 printf '%-22s %12.0f %10.0f %10.0f\n' "churn /predict" "$c_rps" "$c_p50" "$c_p99"
+printf '%-22s %12.0f %10.0f %10.0f\n' "churn explain=true" "$e_rps" "$e_p50" "$e_p99"
 printf '%-22s %12.0f %10.0f %10.0f\n' "bare axum hello" "$h_rps" "$h_p50" "$h_p99"
 awk -v c="$c_rps" -v h="$h_rps" 'BEGIN {printf "throughput ratio churn/hello: %.1f%%\n", 100*c/h}'
+awk -v c="$c_rps" -v e="$e_rps" 'BEGIN {printf "throughput ratio explain/plain: %.1f%%\n", 100*e/c}'
 echo "non-2xx answers from churn (unknown users count here): $c_bad"
 
 if [ -x "$OHA" ]; then

@@ -110,6 +110,7 @@ fn metadata() -> ModelMetadata {
         training_secs: 1.0,
         crate_version: "test".into(),
         checksum_sha256: String::new(),
+        feature_importance: Vec::new(),
     }
 }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::application::models::LoadedModel;
 use crate::application::serving_state::{ScoreTable, ServingState};
+use crate::domain::explanation::{Explanation, explain};
 use crate::domain::model::ModelError;
 use crate::domain::snapshot::FeatureSnapshot;
 use crate::domain::time::format_rfc3339;
@@ -36,6 +37,9 @@ pub struct Prediction {
     pub model_version: String,
     pub timestamp: String,
     pub features_as_of: String,
+    /// Present when asked for (`explain=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
 }
 
 /// The current second as RFC 3339, formatted once per second per thread
@@ -74,13 +78,35 @@ impl PredictChurn {
     /// # Errors
     /// [`PredictError`]: no model, no features, unknown user, model failure.
     pub fn predict(&self, user_id: u64) -> Result<Prediction, PredictError> {
+        self.predict_explained(user_id, None)
+    }
+
+    /// Predicts for one user; with `explain = Some(k)` the answer carries
+    /// the `k` largest feature contributions.
+    ///
+    /// # Errors
+    /// [`PredictError`]: no model, no features, unknown user, model failure.
+    pub fn predict_explained(
+        &self,
+        user_id: u64,
+        explain: Option<usize>,
+    ) -> Result<Prediction, PredictError> {
         let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
         let features = self.state.features().ok_or(PredictError::NoFeatures)?;
         let row = features
             .row_of(user_id)
             .ok_or(PredictError::UnknownUser(user_id))?;
-        let table = self.state.scores();
-        let p = Self::score(table.as_deref(), &model, &features, user_id, row)?;
+        let (p, explanation) = match explain {
+            None => {
+                let table = self.state.scores();
+                let p = Self::score(table.as_deref(), &model, &features, user_id, row)?;
+                (p, None)
+            }
+            Some(k) => {
+                let (p, e) = Self::explained(&model, &features, user_id, k)?;
+                (p, Some(e))
+            }
+        };
         metrics::counter!(names::PREDICTIONS_TOTAL).increment(1);
         Ok(Prediction {
             user_id,
@@ -88,7 +114,32 @@ impl PredictChurn {
             model_version: model.metadata.version.to_string(),
             timestamp: now_rfc3339(),
             features_as_of: features.as_of_rfc3339().to_string(),
+            explanation,
         })
+    }
+
+    /// The probability and its explanation from one model run on the
+    /// user's features, so the sum rule holds for exactly the probability
+    /// returned.
+    fn explained(
+        model: &LoadedModel,
+        features: &FeatureSnapshot,
+        user_id: u64,
+        top_k: usize,
+    ) -> Result<(f64, Explanation), PredictError> {
+        let values = features
+            .features(user_id)
+            .ok_or(PredictError::UnknownUser(user_id))?;
+        let contributions = model.classifier.contributions(&values)?;
+        let logit: f64 = contributions.iter().sum();
+        let p = crate::domain::model::sigmoid(logit);
+        let e = explain(
+            &model.metadata.feature_names,
+            &values,
+            &contributions,
+            top_k,
+        );
+        Ok((p, e))
     }
 
     /// The precomputed score when the table belongs to exactly this model
@@ -120,6 +171,7 @@ impl PredictChurn {
     pub fn predict_batch(
         &self,
         user_ids: &[u64],
+        explain: Option<usize>,
     ) -> Result<Vec<Result<Prediction, PredictError>>, PredictError> {
         let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
         let features = self.state.features().ok_or(PredictError::NoFeatures)?;
@@ -133,7 +185,16 @@ impl PredictChurn {
             .iter()
             .map(|&u| {
                 let row = features.row_of(u).ok_or(PredictError::UnknownUser(u))?;
-                let p = Self::score(table.as_deref(), &model, &features, u, row)?;
+                let (p, explanation) = match explain {
+                    None => (
+                        Self::score(table.as_deref(), &model, &features, u, row)?,
+                        None,
+                    ),
+                    Some(k) => {
+                        let (p, e) = Self::explained(&model, &features, u, k)?;
+                        (p, Some(e))
+                    }
+                };
                 served += 1;
                 Ok(Prediction {
                     user_id: u,
@@ -141,6 +202,7 @@ impl PredictChurn {
                     model_version: version.clone(),
                     timestamp: timestamp.clone(),
                     features_as_of: as_of.clone(),
+                    explanation,
                 })
             })
             .collect();

@@ -71,6 +71,7 @@ mod tests {
             training_secs: 0.0,
             crate_version: String::new(),
             checksum_sha256: String::new(),
+            feature_importance: Vec::new(),
         }
     }
 

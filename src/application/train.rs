@@ -31,11 +31,12 @@ use tokio::sync::Mutex;
 
 use crate::application::models::{LATEST, ManageModels, ModelsError, PRODUCTION};
 use crate::application::ports::{EventStore, FeatureStore, ModelTrainer, StoreError};
+use crate::domain::explanation::global_importance;
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::domain::metrics::{Evaluation, MetricError, evaluate, roc_auc};
 use crate::domain::model::{
-    Classifier, Dataset, ModelError, ModelKind, ModelMetadata, ModelMetrics,
+    Classifier, Dataset, FeatureImportance, ModelError, ModelKind, ModelMetadata, ModelMetrics,
 };
 use crate::domain::time::{DAY_SECS, floor_day, format_rfc3339};
 use crate::domain::training::{
@@ -160,6 +161,30 @@ struct Chosen {
     /// On the report half (what is recorded).
     report: ModelMetrics,
     selection: String,
+}
+
+/// Rows explained to measure global importance: enough for stable shares,
+/// few enough to cost well under the training itself.
+const IMPORTANCE_ROWS: usize = 2_000;
+
+/// Global importance of the chosen model on (up to 2,000 of) the report
+/// rows; empty when the model cannot explain them.
+fn importance(names: &[String], chosen: &Chosen, report: &Dataset) -> Vec<FeatureImportance> {
+    let n = report.n_features();
+    let rows = &report.rows[..report.len().min(IMPORTANCE_ROWS) * n];
+    match chosen.classifier.contributions(rows) {
+        Ok(c) => global_importance(names, &c)
+            .into_iter()
+            .map(|(feature, importance)| FeatureImportance {
+                feature,
+                importance,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "feature importance not computed");
+            Vec::new()
+        }
+    }
 }
 
 /// The cutoffs of one run and why there are fewer than configured.
@@ -495,6 +520,7 @@ impl TrainModel {
             training_secs: fitted.secs,
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             checksum_sha256: String::new(),
+            feature_importance: importance(&self.spec.names(), chosen, &sets.report),
         }
     }
 

@@ -7,6 +7,7 @@
 //! inside ClickHouse.
 
 pub mod event;
+pub mod explanation;
 pub mod features;
 pub mod label;
 pub mod metrics;

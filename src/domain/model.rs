@@ -52,6 +52,13 @@ pub trait Classifier: Send + Sync + Debug {
     /// # Errors
     /// [`ModelError::FeatureCount`] when `rows` is not a whole number of rows.
     fn predict_proba(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError>;
+    /// Additive log-odds contributions for row-major `rows`: per row, one
+    /// value per feature and then the bias, summing to the row's
+    /// `logit(probability)`.
+    ///
+    /// # Errors
+    /// [`ModelError::FeatureCount`] when `rows` is not a whole number of rows.
+    fn contributions(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError>;
     /// The serialized form stored in the registry.
     ///
     /// # Errors
@@ -222,6 +229,18 @@ impl Classifier for LogisticModel {
             })
             .collect())
     }
+    fn contributions(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
+        let n = self.n_features();
+        let count = row_count(rows, n)?;
+        let mut out = Vec::with_capacity(count * (n + 1));
+        for row in rows.chunks_exact(n) {
+            out.extend(row.iter().enumerate().map(|(j, x)| {
+                self.coefficients[j] * (self.transform(j, *x) - self.means[j]) / self.scales[j]
+            }));
+            out.push(self.intercept);
+        }
+        Ok(out)
+    }
     fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         serde_json::to_vec(self).map_err(|e| ModelError::Codec(e.to_string()))
     }
@@ -277,6 +296,17 @@ pub struct ModelMetadata {
     pub crate_version: String,
     /// SHA-256 of the model file, verified on every load.
     pub checksum_sha256: String,
+    /// Mean |contribution| per feature on the report rows, normalised to
+    /// sum to 1, largest first (empty for models registered before).
+    #[serde(default)]
+    pub feature_importance: Vec<FeatureImportance>,
+}
+
+/// One feature's share of the model's decisions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureImportance {
+    pub feature: String,
+    pub importance: f64,
 }
 
 #[cfg(test)]

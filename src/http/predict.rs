@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::application::predict::Prediction;
+use crate::domain::explanation::DEFAULT_TOP_K;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 
@@ -27,13 +28,31 @@ fn check_user_id(id: u64) -> Result<(), ApiError> {
 #[derive(Debug, Deserialize)]
 pub struct PredictParams {
     pub user_id: u64,
+    #[serde(default)]
+    pub explain: bool,
+    pub top_k: Option<usize>,
+}
+
+/// How many contributions to return, if any: `top_k` only with `explain`,
+/// at least 1, at most every feature (more is the same answer).
+fn top_k(explain: bool, top_k: Option<usize>) -> Result<Option<usize>, ApiError> {
+    match (explain, top_k) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(ApiError::bad_request("top_k needs explain=true")),
+        (true, Some(0)) => Err(ApiError::bad_request("top_k must be at least 1")),
+        (true, k) => Ok(Some(k.unwrap_or(DEFAULT_TOP_K))),
+    }
 }
 
 /// Churn probability of one user.
 #[utoipa::path(
     post,
     path = "/predict",
-    params(("user_id" = u64, Query, description = "The user to score")),
+    params(
+        ("user_id" = u64, Query, description = "The user to score"),
+        ("explain" = Option<bool>, Query, description = "Add the feature contributions (log-odds)"),
+        ("top_k" = Option<usize>, Query, description = "Contributions to list (default 5; needs explain=true)"),
+    ),
     responses(
         (status = 200, description = "Prediction", body = Prediction),
         (status = 400, description = "Missing or malformed user_id", body = ErrorBody),
@@ -53,13 +72,19 @@ pub async fn predict(
         ))
     })?;
     check_user_id(params.user_id)?;
-    Ok(Json(state.predict.predict(params.user_id)?))
+    let k = top_k(params.explain, params.top_k)?;
+    Ok(Json(state.predict.predict_explained(params.user_id, k)?))
 }
 
 /// Body of `POST /predict/batch`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchRequest {
     pub user_ids: Vec<u64>,
+    /// Add the feature contributions (log-odds) to every prediction.
+    #[serde(default)]
+    pub explain: bool,
+    /// Contributions to list per prediction (default 5; needs `explain`).
+    pub top_k: Option<usize>,
 }
 
 /// A user that could not be scored.
@@ -114,7 +139,8 @@ pub async fn predict_batch(
             state.limits.max_batch_users
         )));
     }
-    let results = state.predict.predict_batch(&request.user_ids)?;
+    let k = top_k(request.explain, request.top_k)?;
+    let results = state.predict.predict_batch(&request.user_ids, k)?;
     let mut response = BatchResponse {
         predictions: Vec::with_capacity(results.len()),
         errors: Vec::new(),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use forust_ml::GradientBooster;
 use forust_ml::data::Matrix;
+use forust_ml::gradientbooster::ContributionsMethod;
 use smartcore::linalg::basic::arrays::Array;
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
@@ -74,6 +75,20 @@ impl Classifier for GbdtModel {
             .into_iter()
             .map(sigmoid)
             .collect())
+    }
+    fn contributions(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
+        let n = row_count(rows, self.n_features)?;
+        let columns = if n == 1 {
+            rows.to_vec()
+        } else {
+            transpose(rows, n, self.n_features)
+        };
+        let matrix = Matrix::new(&columns, n, self.n_features);
+        // TreeSHAP: exact Shapley values of the trees, in log-odds, the
+        // bias (expected log-odds) last in each row.
+        Ok(self
+            .booster
+            .predict_contributions(&matrix, ContributionsMethod::Shapley, n > 1024))
     }
     fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         let booster = self
@@ -257,5 +272,36 @@ mod tests {
             assert!((single[0] - p[3]).abs() < 1e-12);
         }
         assert!(trainer.decode(ModelKind::Gbdt, b"{}").is_err());
+    }
+
+    /// Both models' contributions sum to the logit of their probability,
+    /// row by row and in batches, and an informative feature outweighs noise.
+    #[test]
+    fn contributions_sum_to_the_logit_of_the_probability() {
+        let train = toy(2_000, 3);
+        let test = toy(300, 4);
+        let trainer = CrateTrainer::default();
+        for kind in [ModelKind::Gbdt, ModelKind::Logistic] {
+            let m = trainer.train(kind, &train).unwrap();
+            let p = m.predict_proba(&test.rows).unwrap();
+            let c = m.contributions(&test.rows).unwrap();
+            assert_eq!(c.len(), test.len() * 4);
+            for (row, p) in c.chunks_exact(4).zip(&p) {
+                let logit = (p / (1.0 - p)).ln();
+                let sum: f64 = row.iter().sum();
+                assert!((sum - logit).abs() < 1e-6, "{kind:?}: {sum} vs {logit}");
+            }
+            let one = m.contributions(test.row(7)).unwrap();
+            for (a, b) in one.iter().zip(&c[28..32]) {
+                assert!((a - b).abs() < 1e-9, "{kind:?}: single row equals batch");
+            }
+            let names = train.feature_names.clone();
+            let imp = crate::domain::explanation::global_importance(&names, &c);
+            assert_ne!(imp[0].0, "noise", "{kind:?}: {imp:?}");
+            assert!(
+                imp.iter().find(|(f, _)| f == "noise").unwrap().1 < 0.1,
+                "{kind:?}: {imp:?}"
+            );
+        }
     }
 }

@@ -656,3 +656,102 @@ async fn readiness_reports_a_production_alias_that_cannot_be_loaded() {
     assert!(recovered, "ready again once the alias is good");
     app.stop().await;
 }
+
+/// Issue 14, explanations: `explain=true` adds the top-k contributions;
+/// base value + every contribution = logit(probability) to 1e-6, on
+/// `/predict` and `/predict/batch`; importance is in `/admin/models`.
+#[tokio::test]
+async fn explanations_sum_to_the_logit_of_the_probability() {
+    let app = spawn_app(Seed::Trained).await;
+    let post = |path: String| {
+        let client = app.client.clone();
+        async move {
+            let r = client.post(path).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, plain) = post(app.url("/predict?user_id=5")).await;
+    assert_eq!(status, 200, "{plain}");
+    assert!(plain.get("explanation").is_none(), "only when asked");
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    let check = |body: &Value, k: usize| {
+        let e = &body["explanation"];
+        let listed = e["contributions"].as_array().unwrap();
+        assert_eq!(listed.len(), k, "{body}");
+        let mags: Vec<f64> = listed
+            .iter()
+            .map(|c| c["contribution"].as_f64().unwrap().abs())
+            .collect();
+        assert!(
+            mags.windows(2).all(|w| w[0] >= w[1]),
+            "sorted by |c|: {mags:?}"
+        );
+        let total = e["base_value"].as_f64().unwrap()
+            + listed
+                .iter()
+                .map(|c| c["contribution"].as_f64().unwrap())
+                .sum::<f64>()
+            + e["rest"].as_f64().unwrap();
+        let p = body["churn_probability"].as_f64().unwrap();
+        assert!((total - logit(p)).abs() < 1e-6, "{total} vs {}", logit(p));
+        assert!(
+            listed
+                .iter()
+                .all(|c| c["feature"].is_string() && c["value"].is_number())
+        );
+    };
+    let (_, explained) = post(app.url("/predict?user_id=5&explain=true")).await;
+    check(&explained, 5);
+    let p0 = plain["churn_probability"].as_f64().unwrap();
+    let p1 = explained["churn_probability"].as_f64().unwrap();
+    // Tree sums in another order (f32 leaves): equal to far below any use.
+    assert!((p0 - p1).abs() < 1e-6, "the same probability: {p0} vs {p1}");
+    let n = app.services.spec.names().len();
+    let (_, all) =
+        post(app.url(&format!("/predict?user_id=5&explain=true&top_k={}", n + 10))).await;
+    check(&all, n);
+    assert!(
+        all["explanation"]["rest"].as_f64().unwrap().abs() < 1e-12,
+        "nothing left out"
+    );
+    let (status, _) = post(app.url("/predict?user_id=5&top_k=3")).await;
+    assert_eq!(status, 400, "top_k needs explain");
+    let (status, _) = post(app.url("/predict?user_id=5&explain=true&top_k=0")).await;
+    assert_eq!(status, 400);
+
+    let batch: Value = app
+        .client
+        .post(app.url("/predict/batch"))
+        .json(&json!({"user_ids": [1, 2, 5, 999999], "explain": true, "top_k": 3}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let predictions = batch["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 3, "{batch}");
+    for p in predictions {
+        check(p, 3);
+    }
+    assert_eq!(batch["errors"][0]["error_type"], "unknown_user");
+
+    let models: Value = app
+        .client
+        .get(app.url("/admin/models"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let importance = models[0]["feature_importance"].as_array().unwrap();
+    assert_eq!(importance.len(), n, "{models}");
+    let total: f64 = importance
+        .iter()
+        .map(|f| f["importance"].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-9);
+    app.stop().await;
+}
