@@ -83,14 +83,17 @@ def poster():
 
 
 def retrainer():
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
     auth = {"Authorization": f"Bearer {token}"}
     while time.monotonic() < stop_at:
+        # A new connection per call, as a cron client makes: the server
+        # closes keep-alive connections idle past header_read_timeout_secs,
+        # and http.client would not notice before sending on a closed one.
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
         try:
             status, data = request(conn, "POST", "/admin/retrain", headers=auth)
         except Exception as e:
             status, data = 0, str(e).encode()
-            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.close()
         # 409: the previous retrain is still running (one at a time).
         note("retrain", status, data, ok=(202, 409))
         time.sleep(60)

@@ -163,6 +163,51 @@ impl PredictChurn {
         Ok(model.classifier.predict_proba(&values)?[0])
     }
 
+    /// The `limit` users most likely to churn, most likely first, each with
+    /// its `top_k` reasons: the retention team's call list. Scores come
+    /// from the score table when it matches, else from one pass of the
+    /// model over the snapshot (CPU work: call it off the runtime).
+    ///
+    /// # Errors
+    /// [`PredictError`] when nothing can be predicted (no model/features).
+    pub fn at_risk(&self, limit: usize, top_k: usize) -> Result<Vec<Prediction>, PredictError> {
+        let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
+        let features = self.state.features().ok_or(PredictError::NoFeatures)?;
+        let table = self.state.scores().filter(|t| t.matches(&model, &features));
+        let live = match &table {
+            Some(_) => Vec::new(),
+            None => {
+                let mut scores = Vec::with_capacity(features.len());
+                let mut start = 0;
+                while start < features.len() {
+                    let end = (start + 8_192).min(features.len());
+                    scores.extend(
+                        model
+                            .classifier
+                            .predict_proba(&features.rows_f64(start..end))?,
+                    );
+                    start = end;
+                }
+                scores
+            }
+        };
+        let score = |row: usize| match &table {
+            Some(t) => t.score(row).unwrap_or(0.0),
+            None => live.get(row).copied().unwrap_or(0.0),
+        };
+        let mut ranked: Vec<(f64, u64)> = features.users().map(|(u, r)| (score(r), u)).collect();
+        let by_risk = |a: &(f64, u64), b: &(f64, u64)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if ranked.len() > limit {
+            ranked.select_nth_unstable_by(limit, by_risk);
+            ranked.truncate(limit);
+        }
+        ranked.sort_unstable_by(by_risk);
+        let users: Vec<u64> = ranked.into_iter().map(|(_, u)| u).collect();
+        self.predict_batch(&users, Some(top_k))?
+            .into_iter()
+            .collect()
+    }
+
     /// Predicts for many users against one consistent model and snapshot.
     /// Per-user failures (unknown users) are returned next to successes.
     ///

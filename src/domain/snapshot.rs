@@ -188,6 +188,11 @@ impl FeatureSnapshot {
     }
 
     /// The row number of a user (stable for this snapshot).
+    /// Every (user id, row) pair, in no particular order.
+    pub fn users(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        self.index.iter().map(|(u, r)| (*u, *r as usize))
+    }
+
     pub fn row_of(&self, user_id: u64) -> Option<usize> {
         self.index.get(&user_id).map(|i| *i as usize)
     }

@@ -192,3 +192,53 @@ async fn reload(state: &AppState) -> Result<(), ApiError> {
             )
         })
 }
+
+/// Query of `GET /admin/at-risk`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct AtRiskParams {
+    /// Users to list (default 100, at most `server.max_batch_users`).
+    pub limit: Option<usize>,
+    /// Reasons per user (default 5).
+    pub top_k: Option<usize>,
+}
+
+/// The users most likely to churn, most likely first, with their reasons.
+#[utoipa::path(
+    get,
+    path = "/admin/at-risk",
+    params(AtRiskParams),
+    responses(
+        (status = 200, description = "Predictions with explanations, highest first", body = Vec<crate::application::predict::Prediction>),
+        (status = 400, body = ErrorBody),
+        (status = 503, description = "No production model or no features yet", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn at_risk(
+    State(state): State<AppState>,
+    params: Result<axum::extract::Query<AtRiskParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<crate::application::predict::Prediction>>, ApiError> {
+    let axum::extract::Query(params) =
+        params.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let limit = params.limit.unwrap_or(100);
+    let max = state.limits.max_batch_users;
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(format!(
+            "limit must be within 1..={max}"
+        )));
+    }
+    let top_k = params
+        .top_k
+        .unwrap_or(crate::domain::explanation::DEFAULT_TOP_K);
+    if top_k == 0 {
+        return Err(ApiError::bad_request("top_k must be at least 1"));
+    }
+    let predict = state.predict.clone();
+    let list = tokio::task::spawn_blocking(move || predict.at_risk(limit, top_k))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok(Json(list))
+}

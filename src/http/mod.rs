@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/features/rebuild", post(admin::rebuild_features))
         .route("/admin/jobs/{id}", get(admin::job))
         .route("/admin/models", get(admin::models))
+        .route("/admin/at-risk", get(admin::at_risk))
         .route("/admin/models/{version}/promote", post(admin::promote))
         .route("/admin/models/rollback", post(admin::rollback))
         .route_layer(middleware::from_fn_with_state(

@@ -101,6 +101,7 @@ impl Modify for CommonResponses {
         admin::rebuild_features,
         admin::job,
         admin::models,
+        admin::at_risk,
         admin::promote,
         admin::rollback,
     ),

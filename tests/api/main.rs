@@ -755,3 +755,62 @@ async fn explanations_sum_to_the_logit_of_the_probability() {
     assert!((total - 1.0).abs() < 1e-9);
     app.stop().await;
 }
+
+/// Issue 14, the call list: `/admin/at-risk` ranks every user of the
+/// snapshot, most likely to churn first, each with reasons.
+#[tokio::test]
+async fn at_risk_lists_the_highest_scores_first_with_reasons() {
+    let app = spawn_app(Seed::Trained).await;
+    let get = |q: &str| {
+        app.client
+            .get(app.url(&format!("/admin/at-risk{q}")))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    let list: Value = get("?limit=10&top_k=2")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 10);
+    let p: Vec<f64> = list
+        .iter()
+        .map(|x| x["churn_probability"].as_f64().unwrap())
+        .collect();
+    assert!(p.windows(2).all(|w| w[0] >= w[1]), "{p:?}");
+    assert!(
+        list.iter()
+            .all(|x| x["explanation"]["contributions"].as_array().unwrap().len() == 2)
+    );
+    // No user of a batch of 1,000 scores above the top of the list.
+    let ids: Vec<u64> = (1..=1_000).collect();
+    let batch: Value = app
+        .client
+        .post(app.url("/predict/batch"))
+        .json(&json!({ "user_ids": ids }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let best = batch["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["churn_probability"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(best <= p[0] + 1e-6, "{best} > {}", p[0]);
+    assert_eq!(get("?limit=0").await.unwrap().status(), 400);
+    assert_eq!(get("?limit=100000").await.unwrap().status(), 400);
+    let anonymous = app
+        .client
+        .get(app.url("/admin/at-risk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    app.stop().await;
+}
