@@ -195,6 +195,7 @@ async fn reload(state: &AppState) -> Result<(), ApiError> {
 
 /// Query of `GET /admin/at-risk`.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AtRiskParams {
     /// Users to list (default 100, at most `server.max_batch_users`).
     pub limit: Option<usize>,
