@@ -19,23 +19,14 @@ BIN="$1"
 EXAMPLES="${CHURN_TEST_SCHEMATHESIS_EXAMPLES:-100}"
 WORK="$(mktemp -d)"
 TOKEN="conformance-token"
-PID=""
-cleanup() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
+DEMO_PID=""
+cleanup() { if [ -n "$DEMO_PID" ]; then kill "$DEMO_PID" 2>/dev/null || true; wait "$DEMO_PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 # A demo with a trained model and features, so every route can answer 2xx.
-CHURN_SERVER__ADMIN_TOKEN="$TOKEN" CHURN_SCHEDULE__ENABLED=false RUST_LOG=warn \
-  "$BIN" --data-dir "$WORK/data" demo --port 0 --users 1000 > "$WORK/demo.log" 2>&1 &
-PID=$!
-BASE=""
-for _ in $(seq 600); do
-  BASE="$(sed -n 's/^Ready: serving on \(http[^ ]*\).*/\1/p' "$WORK/demo.log" | head -1)"
-  [ -n "$BASE" ] && break
-  kill -0 "$PID" 2>/dev/null || { cat "$WORK/demo.log"; echo "demo exited" >&2; exit 1; }
-  sleep 0.2
-done
-[ -n "$BASE" ] || { cat "$WORK/demo.log"; echo "demo never became ready" >&2; exit 1; }
-echo "conformance: demo at $BASE (pid $PID)"
+start_demo "$BIN" "$WORK" 1000 CHURN_SERVER__ADMIN_TOKEN="$TOKEN" CHURN_SCHEDULE__ENABLED=false
+BASE="$DEMO_BASE"
+echo "conformance: demo at $BASE (pid $DEMO_PID)"
 
 curl -sf "$BASE/metrics" > "$WORK/metrics.txt"
 echo "promtool check metrics ($(grep -c '^# TYPE' "$WORK/metrics.txt") families):"

@@ -71,3 +71,22 @@ venv() { # dir package...
     echo "$want" > "$dir/.installed"
   fi
 }
+
+# Starts `churn demo` in the background and waits until it serves; sets
+# DEMO_PID (stop it in the caller's trap) and DEMO_BASE. Extra NAME=VALUE
+# arguments go to the demo's environment.
+# Usage: start_demo BIN WORKDIR USERS [NAME=VALUE...]   (log: WORKDIR/demo.log)
+start_demo() {
+  local bin="$1" work="$2" users="$3"; shift 3
+  env "$@" RUST_LOG=warn "$bin" --data-dir "$work/data" demo --port 0 --users "$users" \
+    > "$work/demo.log" 2>&1 &
+  DEMO_PID=$!
+  DEMO_BASE=""
+  for _ in $(seq 1200); do
+    DEMO_BASE="$(sed -n 's/^Ready: serving on \(http[^ ]*\).*/\1/p' "$work/demo.log" | head -1)"
+    [ -n "$DEMO_BASE" ] && return 0
+    kill -0 "$DEMO_PID" 2>/dev/null || { cat "$work/demo.log"; echo "demo exited" >&2; return 1; }
+    sleep 0.2
+  done
+  cat "$work/demo.log"; echo "demo never became ready" >&2; return 1
+}

@@ -61,12 +61,7 @@ impl Classifier for GbdtModel {
     }
     fn predict_proba(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
         let n = row_count(rows, self.n_features)?;
-        // forust wants column-major data; a single row is the same either way.
-        let columns = if n == 1 {
-            rows.to_vec()
-        } else {
-            transpose(rows, n, self.n_features)
-        };
+        let columns = column_major(rows, n, self.n_features);
         let matrix = Matrix::new(&columns, n, self.n_features);
         // forust returns log-odds for the log-loss objective.
         Ok(self
@@ -78,11 +73,7 @@ impl Classifier for GbdtModel {
     }
     fn contributions(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
         let n = row_count(rows, self.n_features)?;
-        let columns = if n == 1 {
-            rows.to_vec()
-        } else {
-            transpose(rows, n, self.n_features)
-        };
+        let columns = column_major(rows, n, self.n_features);
         let matrix = Matrix::new(&columns, n, self.n_features);
         // TreeSHAP: exact Shapley values of the trees, in log-odds, the
         // bias (expected log-odds) last in each row.
@@ -101,6 +92,15 @@ impl Classifier for GbdtModel {
                 .map_err(|e| ModelError::Codec(e.to_string()))?,
         };
         serde_json::to_vec(&file).map_err(|e| ModelError::Codec(e.to_string()))
+    }
+}
+
+/// forust wants column-major data; a single row is the same either way.
+fn column_major(rows: &[f64], n_rows: usize, n_cols: usize) -> Vec<f64> {
+    if n_rows == 1 {
+        rows.to_vec()
+    } else {
+        transpose(rows, n_rows, n_cols)
     }
 }
 
