@@ -36,9 +36,15 @@ promtool check metrics < "$WORK/metrics.txt"
 # thread-safe (a SystemError in schemathesis itself with two).
 # /admin/events/generate is left to its own tests: every valid example
 # generates and stores up to millions of events, minutes per case.
+# positive_data_acceptance is off: it flags inputs the schema allows but a
+# documented rule refuses with 400 (top_k >= 1, top_k only with explain, a
+# non-empty /events body); tightening the schema for it is open work.
+# Run from the scratch dir: schemathesis keeps a .schemathesis/ cache in
+# its working directory, which must not land in the checkout.
+cd "$WORK"
 "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
   --checks all \
-  --exclude-checks ignored_auth,positive_data_acceptance \
+  --exclude-checks positive_data_acceptance \
   --max-examples "$EXAMPLES" \
   --phases examples,coverage,fuzzing \
   --header "Authorization: Bearer $TOKEN" \
