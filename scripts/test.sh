@@ -54,9 +54,15 @@ services_base() {
     apt-get update -qq >/dev/null 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   fi
+  # The dashboard test drives Debian's chromium through chromedriver.
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "installing Debian's chromium and chromium-driver (for tests/dashboard.rs)"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
   scripts/s3.sh build
 }
-phase "services: ClickHouse, docker-compose, s3s-fs build" services_base
+phase "services: ClickHouse, docker-compose, chromium, s3s-fs build" services_base
 
 phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --release --all-targets --locked -- -D warnings

@@ -14,15 +14,19 @@ use crate::application::build_features::{AsOf, BuildFeatures};
 use crate::application::ingest::IngestEvents;
 use crate::application::jobs::Jobs;
 use crate::application::models::ManageModels;
-use crate::application::ports::{EventStore, FeatureStore, ModelRegistry, ModelTrainer};
+use crate::application::ports::{
+    EventStore, FeatureStore, ModelRegistry, ModelTrainer, PredictionSink,
+};
 use crate::application::predict::PredictChurn;
 use crate::application::profile::ProfileData;
 use crate::application::registry_poll::follow_production;
+use crate::application::score::ScoreUsers;
 use crate::application::serving_state::{ReloadOutcome, ServingState};
 use crate::application::stream_ingest::{IngestHealth, StreamIngest, StreamOptions};
 use crate::application::supervisor::{RestartPolicy, TaskFailed, TaskHealth, supervise};
 use crate::application::train::{TrainModel, TrainingOptions};
 use crate::config::{KafkaSettings, Settings, StoreKind};
+use crate::domain::drift::DriftThresholds;
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::domain::training::PromotionPolicy;
@@ -54,6 +58,7 @@ pub struct Services {
     pub train: TrainModel,
     pub models: ManageModels,
     pub profile: ProfileData,
+    pub score: ScoreUsers,
 }
 
 impl Services {
@@ -76,6 +81,7 @@ impl Services {
         // records, so nothing recorded before the server starts is lost.
         crate::telemetry::recorder::install();
         let spec = Arc::new(load_spec(&settings)?);
+        let mut predictions: Option<Arc<dyn PredictionSink>> = None;
         let (events, features): (Arc<dyn EventStore>, Arc<dyn FeatureStore>) =
             match settings.store.kind {
                 StoreKind::Sqlite => {
@@ -94,6 +100,7 @@ impl Services {
                 }
                 StoreKind::Clickhouse => {
                     let store = open_clickhouse(&settings).await?;
+                    predictions = Some(Arc::new(store.clone()));
                     (Arc::new(store.clone()), Arc::new(store))
                 }
             };
@@ -123,6 +130,7 @@ impl Services {
                 force: force_promote,
             },
             selection: settings.training.model_selection,
+            calibration: settings.training.calibration,
         };
         let mut models = ManageModels::new(registry.clone(), trainer.clone());
         if !settings.mlflow.tracking_uri.is_empty() {
@@ -152,6 +160,13 @@ impl Services {
             spec.clone(),
             options,
         );
+        let score = ScoreUsers::new(
+            features.clone(),
+            models.clone(),
+            spec.clone(),
+            label_policy(&settings),
+            predictions,
+        );
         Ok(Self {
             settings: Arc::new(settings),
             spec,
@@ -164,6 +179,7 @@ impl Services {
             train,
             models,
             profile,
+            score,
         })
     }
 }
@@ -474,7 +490,13 @@ impl Application {
         if let Err(e) = services.registry.ping().await {
             tracing::error!(error = %e, "model registry unreachable: check registry.url and registry.s3_* / AWS_*");
         }
-        let state = ServingState::new(services.spec.clone());
+        let m = &s.monitoring;
+        let state =
+            ServingState::new(services.spec.clone()).with_drift_thresholds(DriftThresholds {
+                feature_psi: m.feature_psi_alert,
+                prediction_psi: m.prediction_psi_alert,
+                new_user_share: m.new_user_share_alert,
+            });
         match state.reload_features(&*services.features).await {
             Ok(Some(_)) => {}
             Ok(None) => tracing::warn!(

@@ -601,3 +601,108 @@ fn a_closed_stdout_ends_commands_quietly() {
         assert!(String::from_utf8_lossy(&out.stdout).lines().count() <= 2);
     }
 }
+
+/// Issue 14, batch scores: `churn score` writes exactly one row per user
+/// eligible at the snapshot time — counted here from the raw events file
+/// (default rule: at least one event in the 30 days up to the snapshot) —
+/// in CSV and NDJSON, with the production version and the reasons asked for.
+#[test]
+fn score_writes_one_row_per_eligible_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = generated(dir.path(), "600");
+    ok(&data, &["ingest", file.to_str().unwrap()]);
+    let as_of = "2026-05-20 00:00:00";
+    ok(&data, &["build-features", "--as-of", as_of]);
+    let trained = json(&data, &["train", "--json"]);
+    let version = trained["production_version"].as_u64().unwrap();
+
+    let t = churn::domain::time::parse_timestamp(as_of).unwrap();
+    let mut eligible = std::collections::BTreeSet::new();
+    let mut everyone = std::collections::BTreeSet::new();
+    for line in std::fs::read_to_string(&file).unwrap().lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        let at = churn::domain::time::parse_timestamp(e["event_time"].as_str().unwrap()).unwrap();
+        let user = e["user_id"].as_u64().unwrap();
+        if at <= t {
+            everyone.insert(user);
+        }
+        if at > t - 30 * 86_400 && at <= t {
+            eligible.insert(user);
+        }
+    }
+    assert!(
+        eligible.len() < everyone.len(),
+        "the test needs ineligible users"
+    );
+
+    let csv = dir.path().join("scores.csv");
+    let summary = json(
+        &data,
+        &[
+            "score",
+            "--out",
+            csv.to_str().unwrap(),
+            "--reasons",
+            "2",
+            "--json",
+        ],
+    );
+    assert_eq!(summary["written"], eligible.len(), "{summary}");
+    assert_eq!(summary["model_version"], version);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        &header[..5],
+        [
+            "user_id",
+            "churn_probability",
+            "raw_probability",
+            "model_version",
+            "features_as_of"
+        ]
+    );
+    assert_eq!(header.len(), 5 + 2 * 3);
+    let users: Vec<u64> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), header.len(), "{l}");
+            let p: f64 = f[1].parse().unwrap();
+            assert!((0.0..=1.0).contains(&p), "{l}");
+            assert_eq!(f[3], version.to_string());
+            assert_eq!(f[4], "2026-05-20T00:00:00Z");
+            assert!(!f[5].is_empty() && !f[8].is_empty(), "two reasons: {l}");
+            f[0].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(users, eligible.iter().copied().collect::<Vec<_>>());
+
+    let nd = dir.path().join("scores.ndjson");
+    let all = json(
+        &data,
+        &[
+            "score",
+            "--out",
+            nd.to_str().unwrap(),
+            "--all-users",
+            "--json",
+        ],
+    );
+    assert_eq!(all["written"], everyone.len(), "{all}");
+    let rows: Vec<Value> = std::fs::read_to_string(&nd)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), everyone.len());
+    assert!(
+        rows.iter()
+            .all(|r| r["model_version"] == version && r.get("reasons").is_none())
+    );
+    let bad = churn(
+        &data,
+        &["score", "--out", nd.to_str().unwrap(), "--reasons", "0"],
+    );
+    assert!(!bad.status.success());
+}

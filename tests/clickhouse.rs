@@ -436,6 +436,57 @@ async fn end_to_end_in_clickhouse_mode() {
     assert_eq!(ready["ready"], true, "{ready}");
     stop.cancel();
     server.await.unwrap().unwrap();
+    // Batch scores also land in churn.predictions (migration 005), one row
+    // per scored user; scoring the same snapshot again replaces them.
+    let options_score = churn::application::score::ScoreOptions {
+        reasons: Some(2),
+        ..Default::default()
+    };
+    let mut emitted = 0usize;
+    let scored = services
+        .score
+        .run(options_score, |rows| {
+            emitted += rows.len();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(scored.table_rows, Some(scored.written as u64));
+    assert_eq!(emitted, scored.written);
+    assert!(
+        scored.written > 300 && scored.written < scored.snapshot_users,
+        "{scored:?}"
+    );
+    services.score.run(options_score, |_| Ok(())).await.unwrap();
+    let query = |sql: String| {
+        let client = client.clone();
+        async move {
+            client
+                .post(url())
+                .body(sql)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let distinct = query(format!(
+        "SELECT count(), uniqExact(user_id) FROM {db}.predictions FINAL"
+    ))
+    .await;
+    assert_eq!(
+        distinct.trim(),
+        format!("{0}\t{0}", scored.written),
+        "{distinct}"
+    );
+    let reasons = query(format!(
+        "SELECT reasons FROM {db}.predictions FINAL ORDER BY churn_probability DESC LIMIT 1 FORMAT TabSeparatedRaw"
+    ))
+    .await;
+    let reasons: serde_json::Value = serde_json::from_str(reasons.trim()).unwrap();
+    assert_eq!(reasons.as_array().unwrap().len(), 2, "{reasons}");
     let ch = ClickHouseStore::new(&options(&db)).unwrap();
     assert_eq!(ch.stats().await.unwrap().events as usize, events.len() + 1);
     ch.drop_database().await.unwrap();

@@ -111,6 +111,9 @@ fn metadata() -> ModelMetadata {
         crate_version: "test".into(),
         checksum_sha256: String::new(),
         feature_importance: Vec::new(),
+        calibration: None,
+        report: Default::default(),
+        drift_reference: None,
     }
 }
 

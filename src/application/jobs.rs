@@ -110,6 +110,17 @@ impl Jobs {
         self.table().jobs.get(&id).cloned()
     }
 
+    /// The `limit` newest jobs, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<JobRecord> {
+        let t = self.table();
+        let mut ids: Vec<u64> = t.jobs.keys().copied().collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.into_iter()
+            .take(limit)
+            .filter_map(|id| t.jobs.get(&id).cloned())
+            .collect()
+    }
+
     fn claim(&self, kind: JobKind, trigger: &str) -> Result<JobRecord, JobError> {
         let mut t = self.table();
         if t.running.contains_key(&kind) {

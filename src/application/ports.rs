@@ -311,3 +311,26 @@ pub trait DeadLetterSink: Send {
     async fn reject(&mut self, record: &RawRecord, error: &EventError) -> Result<(), SourceError>;
     async fn flush(&mut self) -> Result<(), SourceError>;
 }
+
+/// One user's batch score, as `churn score` writes it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScoredUser {
+    pub user_id: u64,
+    pub churn_probability: f64,
+    /// Before calibration; equal to `churn_probability` when none is kept.
+    pub raw_probability: f64,
+    pub model_version: u64,
+    /// RFC 3339.
+    pub features_as_of: String,
+    /// The top contributions (log-odds of the raw probability), when asked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<crate::domain::explanation::Contribution>,
+}
+
+/// A table batch scores are also written to (ClickHouse
+/// `churn.predictions`), for BI joins.
+#[async_trait]
+pub trait PredictionSink: Send + Sync {
+    /// Appends one chunk of scores computed at `scored_at` (seconds).
+    async fn write(&self, scored_at: i64, rows: &[ScoredUser]) -> Result<u64, StoreError>;
+}

@@ -37,6 +37,11 @@ pub struct Prediction {
     pub model_version: String,
     pub timestamp: String,
     pub features_as_of: String,
+    /// The model's own probability before calibration; present when the
+    /// model carries a calibration (`churn_probability` is then the
+    /// calibrated one, and explanations add up to this one's log-odds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_probability: Option<f64>,
     /// Present when asked for (`explain=true`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Explanation>,
@@ -110,7 +115,8 @@ impl PredictChurn {
         metrics::counter!(names::PREDICTIONS_TOTAL).increment(1);
         Ok(Prediction {
             user_id,
-            churn_probability: p,
+            churn_probability: model.metadata.served_probability(p),
+            raw_probability: model.metadata.calibration.is_some().then_some(p),
             model_version: model.metadata.version.to_string(),
             timestamp: now_rfc3339(),
             features_as_of: features.as_of_rfc3339().to_string(),
@@ -118,9 +124,9 @@ impl PredictChurn {
         })
     }
 
-    /// The probability and its explanation from one model run on the
-    /// user's features, so the sum rule holds for exactly the probability
-    /// returned.
+    /// The raw probability and its explanation from one model run on the
+    /// user's features, so the sum rule holds for exactly the (raw)
+    /// probability returned.
     fn explained(
         model: &LoadedModel,
         features: &FeatureSnapshot,
@@ -243,7 +249,8 @@ impl PredictChurn {
                 served += 1;
                 Ok(Prediction {
                     user_id: u,
-                    churn_probability: p,
+                    churn_probability: model.metadata.served_probability(p),
+                    raw_probability: model.metadata.calibration.is_some().then_some(p),
                     model_version: version.clone(),
                     timestamp: timestamp.clone(),
                     features_as_of: as_of.clone(),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::application::ports::{EventStore, FeatureStore, StoreError, TypeCount};
+use crate::application::score::eligible_users;
 use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec};
 use crate::domain::label::LabelPolicy;
 use crate::domain::time::{DAY_SECS, floor_day, format_rfc3339};
@@ -133,11 +134,13 @@ impl ProfileData {
                 lookback_days,
                 ..self.policy.clone()
             };
-            let set = self.features.training_set(&rhythm, &policy, cutoff).await?;
+            let eligible = eligible_users(&*self.features, &policy, cutoff)
+                .await?
+                .len();
             profile.eligibility.push(Eligibility {
                 lookback_days,
-                eligible_users: set.len() as u64,
-                share: set.len() as f64 / profile.users_at_cutoff.max(1) as f64,
+                eligible_users: eligible as u64,
+                share: eligible as f64 / profile.users_at_cutoff.max(1) as f64,
             });
         }
         self.hints(&mut profile);

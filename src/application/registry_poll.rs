@@ -72,6 +72,9 @@ mod tests {
             crate_version: String::new(),
             checksum_sha256: String::new(),
             feature_importance: Vec::new(),
+            calibration: None,
+            report: Default::default(),
+            drift_reference: None,
         }
     }
 

@@ -15,6 +15,9 @@ use serde::Serialize;
 
 use crate::application::models::{LoadedModel, ManageModels, ModelsError, PRODUCTION};
 use crate::application::ports::{FeatureStore, StoreError};
+use crate::domain::drift::{
+    DRIFT_SAMPLE_ROWS, DriftReport, DriftThresholds, ServingSample, measure,
+};
 use crate::domain::features::FeatureSpec;
 use crate::domain::model::ModelError;
 use crate::domain::snapshot::FeatureSnapshot;
@@ -81,6 +84,10 @@ pub struct ServingState {
     /// Why the version the `production` alias names is not the one
     /// serving (it failed to load or verify); `None` when they agree.
     alias_problem: Arc<ArcSwapOption<String>>,
+    /// The serving snapshot measured against the model's training
+    /// reference, recomputed whenever either side is swapped.
+    drift: Arc<ArcSwapOption<DriftReport>>,
+    thresholds: DriftThresholds,
 }
 
 impl ServingState {
@@ -91,7 +98,21 @@ impl ServingState {
             scores: Arc::new(ArcSwapOption::empty()),
             spec,
             alias_problem: Arc::new(ArcSwapOption::empty()),
+            drift: Arc::new(ArcSwapOption::empty()),
+            thresholds: DriftThresholds::default(),
         }
+    }
+
+    /// The thresholds of the drift alert (`[monitoring]`).
+    pub fn with_drift_thresholds(mut self, thresholds: DriftThresholds) -> Self {
+        self.thresholds = thresholds;
+        self
+    }
+
+    /// The latest drift measurement, if the serving model has a reference
+    /// and the score table for the serving snapshot is built.
+    pub fn drift(&self) -> Option<Arc<DriftReport>> {
+        self.drift.load_full()
     }
 
     /// Set while the `production` alias names a model this server could
@@ -153,7 +174,9 @@ impl ServingState {
                         secs = started.elapsed().as_secs_f64(),
                         "score table published"
                     );
-                    self.scores.store(Some(Arc::new(table)));
+                    let table = Arc::new(table);
+                    self.scores.store(Some(table.clone()));
+                    self.measure_drift(cm, cf, table).await;
                 }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "batch scoring failed; predictions stay live"),
@@ -161,6 +184,62 @@ impl ServingState {
                 tracing::warn!(error = %e, "batch scoring task failed; predictions stay live")
             }
         }
+    }
+
+    /// Measures the snapshot against the model's reference (off the
+    /// runtime), publishes the report and sets the drift gauges. A model
+    /// without a reference clears the report.
+    async fn measure_drift(
+        &self,
+        model: Arc<LoadedModel>,
+        features: Arc<FeatureSnapshot>,
+        table: Arc<ScoreTable>,
+    ) {
+        if model.metadata.drift_reference.is_none() {
+            self.drift.store(None);
+            return;
+        }
+        let thresholds = self.thresholds;
+        let measured = tokio::task::spawn_blocking(move || {
+            let reference = model.metadata.drift_reference.as_ref()?;
+            let (_, rows) = features.sample_rows(DRIFT_SAMPLE_ROWS);
+            let users = features.users_by_row();
+            let sample = ServingSample {
+                names: &model.metadata.feature_names,
+                rows: &rows,
+                users: &users,
+                scores: &table.scores,
+            };
+            Some(measure(
+                reference,
+                &sample,
+                thresholds,
+                model.metadata.version,
+                features.as_of_rfc3339().to_string(),
+            ))
+        })
+        .await;
+        let Ok(Some(report)) = measured else {
+            tracing::warn!("drift measurement failed");
+            return;
+        };
+        for f in &report.features {
+            metrics::gauge!(names::FEATURE_PSI, "feature" => f.feature.clone()).set(f.psi);
+        }
+        metrics::gauge!(names::PREDICTION_PSI).set(report.prediction_psi);
+        if let Some(share) = report.new_user_share {
+            metrics::gauge!(names::NEW_USER_SHARE).set(share);
+        }
+        metrics::gauge!(names::DRIFT_ALERT).set(if report.alert { 1.0 } else { 0.0 });
+        if report.alert {
+            tracing::warn!(alerts = ?report.alerts, "drift alert");
+        } else {
+            tracing::info!(
+                prediction_psi = report.prediction_psi,
+                "drift measured: no alert"
+            );
+        }
+        self.drift.store(Some(Arc::new(report)));
     }
 
     /// Loads the `production` alias's model and swaps it in if it differs

@@ -31,12 +31,19 @@ use tokio::sync::Mutex;
 
 use crate::application::models::{LATEST, ManageModels, ModelsError, PRODUCTION};
 use crate::application::ports::{EventStore, FeatureStore, ModelTrainer, StoreError};
+use crate::domain::calibration::{
+    Calibration, CalibrationMethod, CalibrationReport, fit as fit_calibration, keep_calibration,
+    reliability,
+};
+use crate::domain::curves::curves;
+use crate::domain::drift::{DRIFT_SAMPLE_ROWS, DriftReference};
 use crate::domain::explanation::global_importance;
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
-use crate::domain::metrics::{Evaluation, MetricError, evaluate, roc_auc};
+use crate::domain::metrics::{Evaluation, MetricError, evaluate, log_loss, roc_auc};
 use crate::domain::model::{
     Classifier, Dataset, FeatureImportance, ModelError, ModelKind, ModelMetadata, ModelMetrics,
+    ModelReport,
 };
 use crate::domain::time::{DAY_SECS, floor_day, format_rfc3339};
 use crate::domain::training::{
@@ -59,6 +66,7 @@ pub struct TrainingOptions {
     pub snapshot_step_days: u32,
     pub promotion: PromotionPolicy,
     pub selection: ModelSelection,
+    pub calibration: CalibrationMethod,
 }
 
 /// Failures of a training run.
@@ -118,6 +126,10 @@ pub struct TrainReport {
     pub constant_features: Vec<String>,
     /// What to look at, each naming the setting to change.
     pub warnings: Vec<String>,
+    /// Reliability tables, the calibration decision and curves (report half).
+    pub report: ModelReport,
+    /// Whether a drift reference was stored with the version.
+    pub drift_reference: bool,
 }
 
 /// The training use case. Only one run at a time per instance.
@@ -347,7 +359,20 @@ impl TrainModel {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        let metadata = self.metadata(&sets, &fitted, &chosen);
+        let (report, calibration) = self.report(&sets, &chosen).await?;
+        let reference = self.drift_reference(&chosen).await;
+        if reference.is_none() {
+            warnings.push(
+                "no drift reference was stored with this version: /admin/monitoring \
+                 stays empty for it (see the log for why)"
+                    .into(),
+            );
+        }
+        let drift_reference = reference.is_some();
+        let mut metadata = self.metadata(&sets, &fitted, &chosen);
+        metadata.calibration = calibration;
+        metadata.report = report.clone();
+        metadata.drift_reference = reference;
         let bytes = chosen.classifier.to_bytes()?;
         let (registered, export) = self.models.register(metadata, bytes).await?;
         let version = registered.version;
@@ -394,7 +419,136 @@ impl TrainModel {
             constant_features,
             warnings,
             export,
+            report,
+            drift_reference,
         })
+    }
+
+    /// Calibration, reliability and curves of the chosen model. The
+    /// calibration is fitted on the selection half (never trained on) and
+    /// judged on the report half (used for neither the fit nor the choice).
+    async fn report(
+        &self,
+        sets: &Sets,
+        chosen: &Chosen,
+    ) -> Result<(ModelReport, Option<Calibration>), TrainError> {
+        let method = self.options.calibration;
+        let classifier = chosen.classifier.clone();
+        let (select, report) = (sets.select.clone(), sets.report.clone());
+        let held_out = !Arc::ptr_eq(&sets.select, &sets.report)
+            && sets.select.user_ids != sets.report.user_ids;
+        tokio::task::spawn_blocking(move || -> Result<_, TrainError> {
+            let fit_raw = classifier.predict_proba(&select.rows)?;
+            let raw = classifier.predict_proba(&report.rows)?;
+            let raw_logloss = log_loss(&raw, &report.labels)?;
+            let fitted = if held_out {
+                fit_calibration(method, &fit_raw, &select.labels)
+            } else {
+                None
+            };
+            let calibrated: Option<Vec<f64>> = fitted
+                .as_ref()
+                .map(|c| raw.iter().map(|p| c.apply(*p)).collect());
+            let calibrated_logloss = match &calibrated {
+                Some(c) => Some(log_loss(c, &report.labels)?),
+                None => None,
+            };
+            let keep = calibrated_logloss.is_some_and(|c| keep_calibration(raw_logloss, c));
+            let decision = match (method, held_out, calibrated_logloss) {
+                (CalibrationMethod::None, _, _) => {
+                    "calibration is off (training.calibration)".into()
+                }
+                (_, false, _) => {
+                    "not fitted: the validation set is too small to hold rows out".into()
+                }
+                (_, _, None) => "not fitted: the held-out rows hold one class".into(),
+                (m, _, Some(c)) if keep => format!(
+                    "{} kept: log loss {raw_logloss:.5} -> {c:.5} on rows used for neither fit",
+                    m.as_str()
+                ),
+                (m, _, Some(c)) => format!(
+                    "{} dropped: log loss {raw_logloss:.5} -> {c:.5} does not improve",
+                    m.as_str()
+                ),
+            };
+            let calibration = CalibrationReport {
+                method,
+                applied: keep,
+                raw_logloss: Some(raw_logloss),
+                calibrated_logloss,
+                fitted_rows: if fitted.is_some() { select.len() } else { 0 },
+                evaluated_rows: report.len(),
+                decision,
+            };
+            let calibrated_reliability = match (&calibrated, keep) {
+                (Some(c), true) => Some(reliability(c, &report.labels)),
+                _ => None,
+            };
+            Ok((
+                ModelReport {
+                    reliability: reliability(&raw, &report.labels),
+                    calibrated_reliability,
+                    calibration: Some(calibration),
+                    curves: curves(&raw, &report.labels),
+                },
+                fitted.filter(|_| keep),
+            ))
+        })
+        .await
+        .map_err(|e| TrainError::Join(e.to_string()))?
+    }
+
+    /// Every user's features as of the newest event training saw, computed
+    /// as serving computes them, and the chosen model's raw scores on them:
+    /// what drift is measured against. `None` (logged) when it cannot be
+    /// built: monitoring is then unavailable, training is not failed.
+    async fn drift_reference(&self, chosen: &Chosen) -> Option<DriftReference> {
+        let built = async {
+            let last = self
+                .events
+                .stats()
+                .await?
+                .last_event_time
+                .ok_or_else(|| StoreError::Insufficient("no events".into()))?;
+            self.features.compute_snapshot(&self.spec, last).await
+        }
+        .await;
+        let snapshot = match built {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "drift reference not built");
+                return None;
+            }
+        };
+        let classifier = chosen.classifier.clone();
+        let n = self.spec.len();
+        let joined = tokio::task::spawn_blocking(move || -> Result<DriftReference, ModelError> {
+            let (_, rows) = snapshot.sample_rows(DRIFT_SAMPLE_ROWS);
+            let users = snapshot.users_by_row();
+            let mut scores = Vec::with_capacity(rows.len() / n.max(1));
+            for chunk in rows.chunks(8_192 * n.max(1)) {
+                scores.extend(classifier.predict_proba(chunk)?);
+            }
+            Ok(DriftReference::build(
+                snapshot.as_of_rfc3339().to_string(),
+                &users,
+                &rows,
+                n,
+                &scores,
+            ))
+        })
+        .await;
+        match joined {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "drift reference not built");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "drift reference task failed");
+                None
+            }
+        }
     }
 
     /// The stacked training set and the two validation halves, all point
@@ -521,6 +675,9 @@ impl TrainModel {
             crate_version: env!("CARGO_PKG_VERSION").to_string(),
             checksum_sha256: String::new(),
             feature_importance: importance(&self.spec.names(), chosen, &sets.report),
+            calibration: None,
+            report: ModelReport::default(),
+            drift_reference: None,
         }
     }
 
@@ -670,6 +827,7 @@ mod tests {
                     force: false,
                 },
                 selection: ModelSelection::Best,
+                calibration: CalibrationMethod::Platt,
             },
         );
         (train, registry, models)

@@ -23,6 +23,7 @@ mod models;
 pub mod output;
 mod profile;
 mod render_sql;
+mod score;
 mod serve;
 mod stats;
 mod train;
@@ -51,6 +52,9 @@ pub enum Command {
     BuildFeatures(build_features::BuildFeaturesArgs),
     /// Train, evaluate, register and (if it wins) promote a model.
     Train(train::TrainArgs),
+    /// Write every eligible user's score (CSV or NDJSON; in ClickHouse
+    /// mode also the churn.predictions table).
+    Score(score::ScoreArgs),
     /// List, promote and roll back model versions.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -110,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ingest(args) => ingest::run(settings, args).await,
         Command::BuildFeatures(args) => build_features::run(settings, args).await,
         Command::Train(args) => train::run(settings, args).await,
+        Command::Score(args) => score::run(settings, args).await,
         Command::Migrate(flag) => migrate::run(settings, flag).await,
         Command::RenderSql(args) => render_sql::run(&settings, args),
         Command::Models(cmd) => models::run(settings, cmd).await,

@@ -65,6 +65,14 @@ fn render(report: &TrainReport) -> String {
             "  registered: auc {:.4}  pr_auc {:.4}  logloss {:.4}  brier {:.4} — {}",
             m.auc, m.pr_auc, m.logloss, m.brier, report.selection
         ),
+        format!(
+            "  calibration: {}",
+            report
+                .report
+                .calibration
+                .as_ref()
+                .map_or("not evaluated", |c| c.decision.as_str())
+        ),
         format!("  {}", report.decision),
     ]
     .join("\n")

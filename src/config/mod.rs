@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::calibration::CalibrationMethod;
 use crate::domain::names::is_identifier;
 use crate::domain::time::parse_timestamp;
 use crate::domain::training::{GbdtParams, ModelSelection};
@@ -60,6 +61,31 @@ pub struct Settings {
     pub clickhouse: ClickHouseSettings,
     pub kafka: KafkaSettings,
     pub mlflow: MlflowSettings,
+    pub monitoring: MonitoringSettings,
+}
+
+/// `[monitoring]`: when the drift alert goes up (PSI: below 0.1 stable,
+/// 0.1–0.25 moderate, above 0.25 a shift).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MonitoringSettings {
+    /// A feature whose PSI against the training reference exceeds this
+    /// raises the alert.
+    pub feature_psi_alert: f64,
+    /// The same for the distribution of predicted probabilities.
+    pub prediction_psi_alert: f64,
+    /// Share of serving users absent from the training reference (0..1).
+    pub new_user_share_alert: f64,
+}
+
+impl Default for MonitoringSettings {
+    fn default() -> Self {
+        Self {
+            feature_psi_alert: 0.25,
+            prediction_psi_alert: 0.25,
+            new_user_share_alert: 0.5,
+        }
+    }
 }
 
 /// `[features]`: which feature spec every store computes.
@@ -122,6 +148,7 @@ impl Default for Settings {
             clickhouse: ClickHouseSettings::default(),
             kafka: KafkaSettings::default(),
             mlflow: MlflowSettings::default(),
+            monitoring: MonitoringSettings::default(),
         }
     }
 }
@@ -251,6 +278,9 @@ pub struct TrainingSettings {
     /// "best": register the GBDT unless the logistic baseline validates
     /// better; "gbdt": always the GBDT.
     pub model_selection: ModelSelection,
+    /// "platt", "isotonic" or "none": the calibration fitted on held-out
+    /// rows, kept only when it lowers log loss on rows used for neither.
+    pub calibration: CalibrationMethod,
     pub gbdt: GbdtParams,
 }
 
@@ -267,6 +297,7 @@ impl Default for TrainingSettings {
             snapshot_step_days: 7,
             promotion_tolerance: 0.01,
             model_selection: ModelSelection::Best,
+            calibration: CalibrationMethod::Platt,
             gbdt: GbdtParams::default(),
         }
     }

@@ -75,6 +75,25 @@ impl Settings {
         within("training.gbdt.max_depth", t.gbdt.max_depth, 1, 32)?;
         non_negative("training.gbdt.l2", t.gbdt.l2)?;
         non_negative("training.gbdt.min_leaf_weight", t.gbdt.min_leaf_weight)?;
+        let m = &self.monitoring;
+        within(
+            "monitoring.feature_psi_alert",
+            m.feature_psi_alert,
+            0.0,
+            100.0,
+        )?;
+        within(
+            "monitoring.prediction_psi_alert",
+            m.prediction_psi_alert,
+            0.0,
+            100.0,
+        )?;
+        within(
+            "monitoring.new_user_share_alert",
+            m.new_user_share_alert,
+            0.0,
+            1.0,
+        )?;
         let s = &self.server;
         within(
             "server.registry_poll_secs",

@@ -6,6 +6,9 @@
 //! code runs inside the embedded store, in unit tests and, rendered to SQL,
 //! inside ClickHouse.
 
+pub mod calibration;
+pub mod curves;
+pub mod drift;
 pub mod event;
 pub mod explanation;
 pub mod features;

@@ -10,6 +10,9 @@ use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
 
+use super::calibration::{Calibration, CalibrationReport, ReliabilityBin};
+use super::curves::Curves;
+use super::drift::DriftReference;
 use super::metrics::Evaluation;
 use super::snapshot::quantize;
 
@@ -164,7 +167,7 @@ impl Dataset {
 
 /// A well-mixed 64-bit hash (SplitMix64's finaliser): sequential user ids
 /// land in both halves evenly.
-fn splitmix64(x: u64) -> u64 {
+pub fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -300,6 +303,43 @@ pub struct ModelMetadata {
     /// sum to 1, largest first (empty for models registered before).
     #[serde(default)]
     pub feature_importance: Vec<FeatureImportance>,
+    /// Applied to the raw probability when serving (absent: none kept).
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
+    /// Reliability, calibration decision and curves on the report rows.
+    #[serde(default)]
+    pub report: ModelReport,
+    /// What drift is measured against (absent for models registered before).
+    #[serde(default)]
+    pub drift_reference: Option<DriftReference>,
+}
+
+impl ModelMetadata {
+    /// The served probability for a raw one: calibrated when a
+    /// calibration was kept, else unchanged.
+    pub fn served_probability(&self, raw: f64) -> f64 {
+        match &self.calibration {
+            Some(c) => c.apply(raw),
+            None => raw,
+        }
+    }
+}
+
+/// The evaluation figures recorded with a version, all on the report half
+/// of the validation rows (used neither to fit nor to choose the model).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelReport {
+    /// Ten-bin reliability table of the raw probabilities.
+    #[serde(default)]
+    pub reliability: Vec<ReliabilityBin>,
+    /// The same for the calibrated probabilities, when calibration is kept.
+    #[serde(default)]
+    pub calibrated_reliability: Option<Vec<ReliabilityBin>>,
+    #[serde(default)]
+    pub calibration: Option<CalibrationReport>,
+    /// ROC, precision–recall and lift of the raw scores.
+    #[serde(default)]
+    pub curves: Curves,
 }
 
 /// One feature's share of the model's decisions.

@@ -187,12 +187,41 @@ impl FeatureSnapshot {
             .then(|| self.values[..n].iter().map(|v| f64::from(*v)).collect())
     }
 
-    /// The row number of a user (stable for this snapshot).
     /// Every (user id, row) pair, in no particular order.
     pub fn users(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
         self.index.iter().map(|(u, r)| (*u, *r as usize))
     }
 
+    /// Every user id, indexed by row.
+    pub fn users_by_row(&self) -> Vec<u64> {
+        let mut out = vec![0u64; self.len()];
+        for (u, r) in self.users() {
+            if let Some(slot) = out.get_mut(r) {
+                *slot = u;
+            }
+        }
+        out
+    }
+
+    /// At most `max` rows spread evenly over the snapshot (every k-th),
+    /// widened to `f64`, row-major, with their row numbers: bounded memory
+    /// for statistics over a snapshot of any size.
+    pub fn sample_rows(&self, max: usize) -> (Vec<usize>, Vec<f64>) {
+        let n = self.feature_names.len();
+        let stride = self.len().div_ceil(max.max(1)).max(1);
+        let picked: Vec<usize> = (0..self.len()).step_by(stride).collect();
+        let mut rows = Vec::with_capacity(picked.len() * n);
+        for &r in &picked {
+            rows.extend(
+                self.values[r * n..(r + 1) * n]
+                    .iter()
+                    .map(|v| f64::from(*v)),
+            );
+        }
+        (picked, rows)
+    }
+
+    /// The row number of a user (stable for this snapshot).
     pub fn row_of(&self, user_id: u64) -> Option<usize> {
         self.index.get(&user_id).map(|i| *i as usize)
     }

@@ -243,3 +243,72 @@ pub async fn at_risk(
         })??;
     Ok(Json(list))
 }
+
+/// Drift and data quality of the serving snapshot against the production
+/// model's training reference, as of the last feature build or model swap.
+#[utoipa::path(
+    get,
+    path = "/admin/monitoring",
+    responses(
+        (status = 200, description = "PSI per feature (largest first), of the predictions, share of new users, alerts", body = crate::domain::drift::DriftReport),
+        (status = 503, description = "Nothing measured yet (no model, no snapshot, or a model registered without a reference)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn monitoring(
+    State(state): State<AppState>,
+) -> Result<Json<crate::domain::drift::DriftReport>, ApiError> {
+    let serving = state.predict.state();
+    if let Some(report) = serving.drift()
+        && serving
+            .model()
+            .is_some_and(|m| m.metadata.version == report.model_version)
+    {
+        return Ok(Json((*report).clone()));
+    }
+    let why = match (serving.model(), serving.features()) {
+        (None, _) => "no production model is loaded".to_string(),
+        (_, None) => "no feature snapshot is loaded".to_string(),
+        (Some(m), Some(_)) if m.metadata.drift_reference.is_none() => format!(
+            "model version {} was registered without a drift reference: retrain to get one",
+            m.metadata.version
+        ),
+        _ => "the serving snapshot is still being scored; retry shortly".to_string(),
+    };
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_drift_report",
+        format!("no drift measurement: {why}"),
+    ))
+}
+
+/// Query of `GET /admin/jobs`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobsParams {
+    /// Jobs to list, newest first (default 20, at most 200).
+    pub limit: Option<usize>,
+}
+
+/// The newest jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/jobs",
+    params(JobsParams),
+    responses((status = 200, body = Vec<JobRecord>), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn jobs(
+    State(state): State<AppState>,
+    params: Result<axum::extract::Query<JobsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<JobRecord>>, ApiError> {
+    let axum::extract::Query(params) =
+        params.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let limit = params.limit.unwrap_or(20);
+    if limit == 0 || limit > 200 {
+        return Err(ApiError::bad_request("limit must be within 1..=200"));
+    }
+    Ok(Json(state.jobs.recent(limit)))
+}

@@ -3,7 +3,8 @@
 //!
 //! Public routes (`/predict`, `/events`, health, `/metrics`,
 //! `/openapi.json`) are merged apart from `/admin/*`, which sits behind the
-//! bearer-token middleware. Every response is JSON except `/metrics`.
+//! bearer-token middleware. Every response is JSON except `/metrics` and
+//! the dashboard's assets under `/ui`.
 
 pub mod admin;
 pub mod demo_events;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod predict;
 pub mod server;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -115,9 +117,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/retrain", post(admin::retrain))
         .route("/admin/events/generate", post(demo_events::generate_events))
         .route("/admin/features/rebuild", post(admin::rebuild_features))
+        .route("/admin/jobs", get(admin::jobs))
         .route("/admin/jobs/{id}", get(admin::job))
         .route("/admin/models", get(admin::models))
         .route("/admin/at-risk", get(admin::at_risk))
+        .route("/admin/monitoring", get(admin::monitoring))
         .route("/admin/models/{version}/promote", post(admin::promote))
         .route("/admin/models/rollback", post(admin::rollback))
         .route_layer(middleware::from_fn_with_state(
@@ -135,6 +139,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/app.css", get(ui::app_css))
+        .route("/ui/uplot.min.js", get(ui::uplot_js))
+        .route("/ui/uplot.min.css", get(ui::uplot_css))
         .merge(work)
         // Before the metrics layer, so 405s are counted too.
         .method_not_allowed_fallback(method_not_allowed)

@@ -102,6 +102,8 @@ impl Modify for CommonResponses {
         admin::job,
         admin::models,
         admin::at_risk,
+        admin::monitoring,
+        admin::jobs,
         admin::promote,
         admin::rollback,
     ),

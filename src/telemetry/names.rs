@@ -54,6 +54,16 @@ pub const HTTP_BODY_BYTES_IN_FLIGHT: &str = "churn_http_body_bytes_in_flight";
 /// Requests refused before reaching a handler, by reason.
 pub const HTTP_REQUESTS_REFUSED_TOTAL: &str = "churn_http_requests_refused_total";
 
+/// PSI of each feature of the serving snapshot against the production
+/// model's training reference (one series per spec feature: bounded).
+pub const FEATURE_PSI: &str = "churn_feature_psi";
+/// PSI of the predicted probabilities against the training reference.
+pub const PREDICTION_PSI: &str = "churn_prediction_psi";
+/// Share of serving users absent from the training reference.
+pub const NEW_USER_SHARE: &str = "churn_new_user_share";
+/// 1 when a drift threshold (`[monitoring]`) is crossed.
+pub const DRIFT_ALERT: &str = "churn_drift_alert";
+
 /// What a metric is, for its `# HELP` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -186,6 +196,26 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         KAFKA_REBALANCES_TOTAL,
         Kind::Counter,
         "Consumer group partition assignments and revocations.",
+    ),
+    (
+        FEATURE_PSI,
+        Kind::Gauge,
+        "PSI of a feature against the production model's training reference.",
+    ),
+    (
+        PREDICTION_PSI,
+        Kind::Gauge,
+        "PSI of the predicted probabilities against the training reference.",
+    ),
+    (
+        NEW_USER_SHARE,
+        Kind::Gauge,
+        "Share of serving users absent from the training reference.",
+    ),
+    (
+        DRIFT_ALERT,
+        Kind::Gauge,
+        "1 when a [monitoring] drift threshold is crossed.",
     ),
     (
         MLFLOW_EXPORTS_TOTAL,

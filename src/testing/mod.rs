@@ -587,6 +587,7 @@ pub fn memory_jobs(store: &MemoryStore) -> crate::application::jobs::Jobs {
                 force: false,
             },
             selection: ModelSelection::Best,
+            calibration: crate::domain::calibration::CalibrationMethod::Platt,
         },
     );
     Jobs::new(

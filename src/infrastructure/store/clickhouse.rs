@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::clickhouse_sql::{self, identifier};
 use crate::application::ports::{
-    AppendOutcome, EventStats, EventStore, FeatureStore, SnapshotSummary, StoreError, TypeCount,
+    AppendOutcome, EventStats, EventStore, FeatureStore, PredictionSink, ScoredUser,
+    SnapshotSummary, StoreError, TypeCount,
 };
 use crate::domain::event::Event;
 use crate::domain::features::FeatureSpec;
@@ -51,6 +52,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         4,
         "004_feature_vectors.sql",
         include_str!("../../../migrations/004_feature_vectors.sql"),
+    ),
+    (
+        5,
+        "005_predictions.sql",
+        include_str!("../../../migrations/005_predictions.sql"),
     ),
 ];
 
@@ -292,6 +298,57 @@ impl ClickHouseStore {
             found.extend(rows);
         }
         Ok(found)
+    }
+}
+
+#[derive(Debug, Row, Serialize)]
+struct PredictionRow {
+    features_as_of: u32,
+    model_version: u64,
+    user_id: u64,
+    scored_at: u32,
+    churn_probability: f64,
+    raw_probability: f64,
+    reasons: String,
+}
+
+fn datetime(what: &str, t: i64) -> Result<u32, StoreError> {
+    u32::try_from(t).map_err(|_| StoreError::Corrupt(format!("{what} {t} outside DateTime")))
+}
+
+#[async_trait]
+impl PredictionSink for ClickHouseStore {
+    async fn write(&self, scored_at: i64, rows: &[ScoredUser]) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let scored_at = datetime("scored_at", scored_at)?;
+        let mut insert = self
+            .client
+            .insert_unescaped::<PredictionRow>(&format!("{}.predictions", self.db))
+            .await
+            .map_err(unavailable)?;
+        for r in rows {
+            let as_of =
+                crate::domain::time::parse_timestamp(&r.features_as_of).ok_or_else(|| {
+                    StoreError::Corrupt(format!("features_as_of {:?}", r.features_as_of))
+                })?;
+            insert
+                .write(&PredictionRow {
+                    features_as_of: datetime("features_as_of", as_of)?,
+                    model_version: r.model_version,
+                    user_id: r.user_id,
+                    scored_at,
+                    churn_probability: r.churn_probability,
+                    raw_probability: r.raw_probability,
+                    reasons: serde_json::to_string(&r.reasons)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+                .await
+                .map_err(unavailable)?;
+        }
+        insert.end().await.map_err(unavailable)?;
+        Ok(rows.len() as u64)
     }
 }
 

@@ -1,0 +1,235 @@
+//! `ScoreUsers`: batch scores for every eligible user of the newest
+//! snapshot (`churn score`), for a retention team's call list or a BI join.
+//!
+//! Eligible means what it means in training: at least `min_events`
+//! activity events in the lookback before the snapshot time (and, with
+//! churn events, not cancelled since). The model was trained and validated
+//! on exactly those users; scores of the others (long gone, or too new)
+//! would be extrapolations, so they are left out unless asked for.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::application::models::{LoadedModel, ManageModels, ModelsError};
+use crate::application::ports::{FeatureStore, PredictionSink, ScoredUser, StoreError};
+use crate::domain::explanation::explain;
+use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec};
+use crate::domain::label::LabelPolicy;
+use crate::domain::model::ModelError;
+use crate::domain::snapshot::FeatureSnapshot;
+
+/// Users scored per model call and per write.
+const CHUNK_USERS: usize = 8_192;
+
+/// Why scoring stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error("no production model: train one first (`churn train`)")]
+    NoModel,
+    #[error("no feature snapshot: build one first (`churn build-features`)")]
+    NoFeatures,
+    #[error("{0}")]
+    Schema(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Models(#[from] ModelsError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("writing scores: {0}")]
+    Output(String),
+    #[error("scoring task failed: {0}")]
+    Join(String),
+}
+
+/// What to score.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScoreOptions {
+    /// Top contributions per user (`None`: none).
+    pub reasons: Option<usize>,
+    /// A registered version instead of `production`.
+    pub version: Option<u64>,
+    /// Every user of the snapshot, eligible or not.
+    pub all_users: bool,
+}
+
+/// What a scoring run wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreSummary {
+    pub model_version: u64,
+    pub features_as_of: String,
+    pub snapshot_users: usize,
+    pub eligible_users: usize,
+    pub written: usize,
+    /// Rows also written to the prediction table (ClickHouse), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_rows: Option<u64>,
+    pub calibrated: bool,
+    pub secs: f64,
+}
+
+/// The batch-scoring use case.
+#[derive(Clone)]
+pub struct ScoreUsers {
+    features: Arc<dyn FeatureStore>,
+    models: ManageModels,
+    spec: Arc<FeatureSpec>,
+    policy: LabelPolicy,
+    sink: Option<Arc<dyn PredictionSink>>,
+}
+
+/// The users eligible at `cutoff` under `policy`, ascending: the training
+/// set's population, computed with a one-feature spec (cheap).
+///
+/// # Errors
+/// [`StoreError`] from the store.
+pub async fn eligible_users(
+    store: &dyn FeatureStore,
+    policy: &LabelPolicy,
+    cutoff: i64,
+) -> Result<Vec<u64>, StoreError> {
+    let probe = FeatureSpec::new(
+        vec![FeatureDef::aggregate(
+            "gap",
+            Aggregation::GapMean,
+            &[],
+            None,
+        )],
+        "eligibility",
+    )
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(store.training_set(&probe, policy, cutoff).await?.user_ids)
+}
+
+impl ScoreUsers {
+    pub fn new(
+        features: Arc<dyn FeatureStore>,
+        models: ManageModels,
+        spec: Arc<FeatureSpec>,
+        policy: LabelPolicy,
+        sink: Option<Arc<dyn PredictionSink>>,
+    ) -> Self {
+        Self {
+            features,
+            models,
+            spec,
+            policy,
+            sink,
+        }
+    }
+
+    /// Scores the users and hands them to `emit` in chunks (ascending user
+    /// id), then to the prediction table when one is configured.
+    ///
+    /// # Errors
+    /// [`ScoreError`]; rows already emitted stay emitted.
+    pub async fn run(
+        &self,
+        options: ScoreOptions,
+        mut emit: impl FnMut(&[ScoredUser]) -> Result<(), String>,
+    ) -> Result<ScoreSummary, ScoreError> {
+        let started = Instant::now();
+        let model = match options.version {
+            Some(v) => self.models.load(v).await?,
+            None => self
+                .models
+                .load_production()
+                .await?
+                .ok_or(ScoreError::NoModel)?,
+        };
+        if model.metadata.feature_fingerprint != self.spec.fingerprint() {
+            return Err(ScoreError::Schema(format!(
+                "version {} was trained on features {}, the configured spec is {}",
+                model.metadata.version,
+                model.metadata.feature_fingerprint,
+                self.spec.fingerprint()
+            )));
+        }
+        let snapshot = self
+            .features
+            .latest_snapshot()
+            .await?
+            .ok_or(ScoreError::NoFeatures)?;
+        let users: Vec<u64> = if options.all_users {
+            let mut all: Vec<u64> = snapshot.users().map(|(u, _)| u).collect();
+            all.sort_unstable();
+            all
+        } else {
+            eligible_users(&*self.features, &self.policy, snapshot.as_of())
+                .await?
+                .into_iter()
+                .filter(|u| snapshot.contains(*u))
+                .collect()
+        };
+        let (model, snapshot) = (Arc::new(model), Arc::new(snapshot));
+        let scored_at = chrono::Utc::now().timestamp();
+        let mut written = 0usize;
+        let mut table_rows = self.sink.as_ref().map(|_| 0u64);
+        for chunk in users.chunks(CHUNK_USERS) {
+            let (m, s, ids) = (model.clone(), snapshot.clone(), chunk.to_vec());
+            let reasons = options.reasons;
+            let rows = tokio::task::spawn_blocking(move || score_chunk(&m, &s, &ids, reasons))
+                .await
+                .map_err(|e| ScoreError::Join(e.to_string()))??;
+            emit(&rows).map_err(ScoreError::Output)?;
+            written += rows.len();
+            if let (Some(sink), Some(n)) = (&self.sink, table_rows.as_mut()) {
+                *n += sink.write(scored_at, &rows).await?;
+            }
+        }
+        Ok(ScoreSummary {
+            model_version: model.metadata.version,
+            features_as_of: snapshot.as_of_rfc3339().to_string(),
+            snapshot_users: snapshot.len(),
+            eligible_users: users.len(),
+            written,
+            table_rows,
+            calibrated: model.metadata.calibration.is_some(),
+            secs: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn score_chunk(
+    model: &LoadedModel,
+    snapshot: &FeatureSnapshot,
+    users: &[u64],
+    reasons: Option<usize>,
+) -> Result<Vec<ScoredUser>, ScoreError> {
+    let n = model.metadata.feature_names.len();
+    let mut rows = Vec::with_capacity(users.len() * n);
+    for u in users {
+        rows.extend(snapshot.features(*u).unwrap_or_else(|| vec![0.0; n]));
+    }
+    let raw = model.classifier.predict_proba(&rows)?;
+    let contributions = match reasons {
+        Some(_) => Some(model.classifier.contributions(&rows)?),
+        None => None,
+    };
+    let as_of = snapshot.as_of_rfc3339().to_string();
+    Ok(users
+        .iter()
+        .enumerate()
+        .map(|(i, &user_id)| ScoredUser {
+            user_id,
+            churn_probability: model.metadata.served_probability(raw[i]),
+            raw_probability: raw[i],
+            model_version: model.metadata.version,
+            features_as_of: as_of.clone(),
+            reasons: match (&contributions, reasons) {
+                (Some(c), Some(k)) => {
+                    explain(
+                        &model.metadata.feature_names,
+                        &rows[i * n..(i + 1) * n],
+                        &c[i * (n + 1)..(i + 1) * (n + 1)],
+                        k,
+                    )
+                    .contributions
+                }
+                _ => Vec::new(),
+            },
+        })
+        .collect())
+}
