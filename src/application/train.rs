@@ -503,6 +503,7 @@ impl TrainModel {
     /// what drift is measured against. `None` (logged) when it cannot be
     /// built: monitoring is then unavailable, training is not failed.
     async fn drift_reference(&self, chosen: &Chosen) -> Option<DriftReference> {
+        let started = Instant::now();
         let built = async {
             let last = self
                 .events
@@ -539,7 +540,14 @@ impl TrainModel {
         })
         .await;
         match joined {
-            Ok(Ok(r)) => Some(r),
+            Ok(Ok(r)) => {
+                tracing::info!(
+                    users = r.users,
+                    secs = started.elapsed().as_secs_f64(),
+                    "drift reference built"
+                );
+                Some(r)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "drift reference not built");
                 None

@@ -895,6 +895,11 @@ async fn drift_flags_a_shifted_feature_and_not_an_unshifted_one() {
     assert!(shifted > threshold, "shifted: {shifted} <= {threshold}");
     let unshifted = psi_of(&after, "support_ticket_count_90d");
     assert!(unshifted < 0.02, "unshifted: {unshifted}");
+    eprintln!(
+        "drift: purchase_amount_total PSI {shifted:.3} (threshold {threshold}), \
+         support_ticket_count_90d {unshifted:.5}, prediction PSI {:.3}",
+        after["prediction_psi"].as_f64().unwrap()
+    );
     assert_eq!(after["alert"], true);
     let flagged: Vec<&str> = after["features"]
         .as_array()

@@ -166,6 +166,11 @@ impl SqliteStore {
         ))
         .map_err(unavailable)?;
         quick_check(&conn, &options.path)?;
+        // The check read every page into this connection's cache (up to
+        // 128 MiB): give it back, or a server holds the whole file in RSS
+        // for pages it may never read again.
+        conn.execute_batch("PRAGMA shrink_memory;")
+            .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         Ok(Self {
             writer: Arc::new(Mutex::new(conn)),
