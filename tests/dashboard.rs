@@ -117,6 +117,15 @@ async fn console(driver: &Driver, client: &Client) -> Vec<Value> {
         .clone()
 }
 
+/// The console's errors since the last call (warnings are allowed).
+async fn console_errors(driver: &Driver, client: &Client) -> Vec<Value> {
+    console(driver, client)
+        .await
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect()
+}
+
 async fn eval(client: &Client, script: &str) -> Value {
     client.execute(script, vec![]).await.unwrap()
 }
@@ -238,11 +247,7 @@ async fn the_dashboard_loads_cleanly_draws_two_versions_and_retrains() {
         assert_eq!(s[1], json!(200), "failed request: {s}");
     }
     // No console error (warnings are allowed; chromium's own notices too).
-    let errors: Vec<Value> = console(&driver, &client)
-        .await
-        .into_iter()
-        .filter(|e| e["level"] == "SEVERE")
-        .collect();
+    let errors = console_errors(&driver, &client).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
 
     // Retrain with the token: a job starts and its status appears.
@@ -277,11 +282,7 @@ async fn the_dashboard_loads_cleanly_draws_two_versions_and_retrains() {
     )
     .await;
     screenshot(&client, "dashboard-after-retrain.png").await;
-    let errors: Vec<Value> = console(&driver, &client)
-        .await
-        .into_iter()
-        .filter(|e| e["level"] == "SEVERE")
-        .collect();
+    let errors = console_errors(&driver, &client).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
 
     client.close().await.unwrap();
