@@ -131,6 +131,7 @@ impl Services {
             },
             selection: settings.training.model_selection,
             calibration: settings.training.calibration,
+            reference_as_of: rebuild_as_of(&settings),
         };
         let mut models = ManageModels::new(registry.clone(), trainer.clone());
         if !settings.mlflow.tracking_uri.is_empty() {
@@ -181,6 +182,16 @@ impl Services {
             profile,
             score,
         })
+    }
+}
+
+/// When the server's feature rebuilds (and so the drift reference) are
+/// computed as of: `schedule.features_as_of`.
+fn rebuild_as_of(settings: &Settings) -> AsOf {
+    if settings.schedule.features_as_of == "end" {
+        AsOf::EndOfData
+    } else {
+        AsOf::Now
     }
 }
 
@@ -518,11 +529,7 @@ impl Application {
             services.features.clone(),
             state.clone(),
         )
-        .with_features_as_of(if s.schedule.features_as_of == "end" {
-            AsOf::EndOfData
-        } else {
-            AsOf::Now
-        });
+        .with_features_as_of(rebuild_as_of(s));
         let stream_health = IngestHealth::default();
         let tasks = TaskHealth::default();
         let consumer = if s.kafka.enabled() {

@@ -29,6 +29,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use crate::application::build_features::AsOf;
 use crate::application::models::{LATEST, ManageModels, ModelsError, PRODUCTION};
 use crate::application::ports::{EventStore, FeatureStore, ModelTrainer, StoreError};
 use crate::domain::calibration::{
@@ -67,6 +68,10 @@ pub struct TrainingOptions {
     pub promotion: PromotionPolicy,
     pub selection: ModelSelection,
     pub calibration: CalibrationMethod,
+    /// When the drift reference is computed as of: the same rule the
+    /// server's feature rebuilds follow (`schedule.features_as_of`), so
+    /// clock-driven features (`days_since_*`) are compared like for like.
+    pub reference_as_of: AsOf,
 }
 
 /// Failures of a training run.
@@ -498,8 +503,9 @@ impl TrainModel {
         .map_err(|e| TrainError::Join(e.to_string()))?
     }
 
-    /// Every user's features as of the newest event training saw, computed
-    /// as serving computes them, and the chosen model's raw scores on them:
+    /// Every user's features as of the time serving's rebuilds use (now, or
+    /// the newest event), computed as serving computes them, and the chosen
+    /// model's raw scores on them:
     /// what drift is measured against. `None` (logged) when it cannot be
     /// built: monitoring is then unavailable, training is not failed.
     async fn drift_reference(&self, chosen: &Chosen) -> Option<DriftReference> {
@@ -511,7 +517,12 @@ impl TrainModel {
                 .await?
                 .last_event_time
                 .ok_or_else(|| StoreError::Insufficient("no events".into()))?;
-            self.features.compute_snapshot(&self.spec, last).await
+            let as_of = match self.options.reference_as_of {
+                AsOf::Now => chrono::Utc::now().timestamp(),
+                AsOf::EndOfData => last,
+                AsOf::At(t) => t,
+            };
+            self.features.compute_snapshot(&self.spec, as_of).await
         }
         .await;
         let snapshot = match built {
@@ -836,6 +847,7 @@ mod tests {
                 },
                 selection: ModelSelection::Best,
                 calibration: CalibrationMethod::Platt,
+                reference_as_of: AsOf::EndOfData,
             },
         );
         (train, registry, models)

@@ -2,9 +2,9 @@
 //! data a model was trained on.
 //!
 //! Training stores a [`DriftReference`] with the model: per feature, bin
-//! edges at the deciles of the reference snapshot (every user's features as
-//! of the newest event training saw, computed exactly as serving computes
-//! them) and the share of users in each bin; the same for the model's raw
+//! edges at the deciles of the reference snapshot (every user's features at
+//! training time, as of the time serving's rebuilds use, computed exactly
+//! as serving computes them) and the share of users in each bin; the same for the model's raw
 //! score; and a hash sample of the reference users. Serving bins the current
 //! snapshot on those edges and reports the population stability index
 //! (PSI = Σ (a − e) · ln(a / e)) per feature and of the scores, the share of

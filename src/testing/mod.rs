@@ -588,6 +588,7 @@ pub fn memory_jobs(store: &MemoryStore) -> crate::application::jobs::Jobs {
             },
             selection: ModelSelection::Best,
             calibration: crate::domain::calibration::CalibrationMethod::Platt,
+            reference_as_of: crate::application::build_features::AsOf::EndOfData,
         },
     );
     Jobs::new(
