@@ -138,7 +138,7 @@ impl PredictChurn {
             .ok_or(PredictError::UnknownUser(user_id))?;
         let contributions = model.classifier.contributions(&values)?;
         let logit: f64 = contributions.iter().sum();
-        let p = crate::domain::model::sigmoid(logit);
+        let p = crate::domain::math::sigmoid(logit);
         let e = explain(
             &model.metadata.feature_names,
             &values,

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::sigmoid;
+use super::math::{logit, sigmoid};
 
 /// Probabilities a calibration may output: never exactly 0 or 1, so a log
 /// loss stays finite and a logit exists.
@@ -67,12 +67,6 @@ impl Calibration {
             Self::Isotonic { .. } => CalibrationMethod::Isotonic,
         }
     }
-}
-
-/// `ln(p / (1 - p))`, with `p` kept off 0 and 1.
-pub fn logit(p: f64) -> f64 {
-    let p = p.clamp(1e-12, 1.0 - 1e-12);
-    (p / (1.0 - p)).ln()
 }
 
 fn interpolate(xs: &[f64], ys: &[f64], x: f64) -> f64 {

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::splitmix64;
+use super::math::splitmix64;
 
 /// Quantile bins per feature (deciles).
 pub const DRIFT_BINS: usize = 10;

@@ -13,6 +13,7 @@ pub mod event;
 pub mod explanation;
 pub mod features;
 pub mod label;
+pub mod math;
 pub mod metrics;
 pub mod model;
 pub mod names;

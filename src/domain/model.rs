@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::calibration::{Calibration, CalibrationReport, ReliabilityBin};
 use super::curves::Curves;
 use super::drift::DriftReference;
+use super::math::{sigmoid, splitmix64};
 use super::metrics::Evaluation;
 use super::snapshot::quantize;
 
@@ -163,19 +164,6 @@ impl Dataset {
     pub fn column(&self, j: usize) -> Vec<f64> {
         (0..self.len()).map(|i| self.row(i)[j]).collect()
     }
-}
-
-/// A well-mixed 64-bit hash (SplitMix64's finaliser): sequential user ids
-/// land in both halves evenly.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-pub fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
 }
 
 /// A fitted logistic regression on standardised inputs:

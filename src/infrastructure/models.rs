@@ -15,9 +15,8 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
 use crate::application::ports::ModelTrainer;
-use crate::domain::model::{
-    Classifier, Dataset, LogisticModel, ModelError, ModelKind, row_count, sigmoid,
-};
+use crate::domain::math::sigmoid;
+use crate::domain::model::{Classifier, Dataset, LogisticModel, ModelError, ModelKind, row_count};
 use crate::domain::training::GbdtParams;
 
 /// L2 penalty of the logistic baseline (features are standardised first).

@@ -492,7 +492,8 @@ impl crate::application::ports::ModelTrainer for GradientTrainer {
         _kind: crate::domain::model::ModelKind,
         data: &Dataset,
     ) -> Result<Arc<dyn crate::domain::model::Classifier>, crate::domain::model::ModelError> {
-        use crate::domain::model::{LogisticModel, ModelError, sigmoid};
+        use crate::domain::math::sigmoid;
+        use crate::domain::model::{LogisticModel, ModelError};
         let (n, k) = (data.len(), data.n_features());
         if n == 0 || k == 0 {
             return Err(ModelError::Training("empty training set".into()));
