@@ -36,7 +36,7 @@ command -v bc >/dev/null || { apt-get update -qq >/dev/null 2>&1 || true; apt-ge
 PY_LOG="$CHURN_CACHE_DIR/python-installs.log"
 ( t0=$(date +%s)
   scripts/kafka.sh tansu-bin >/dev/null && scripts/mlflow.sh install && scripts/airflow.sh \
-    && scripts/chdb_check.sh install && scripts/api_conformance.sh install && echo "python installs done in $(( $(date +%s) - t0 )) s"
+    && scripts/chdb_check.sh install && scripts/api_conformance.sh install && scripts/notebook.sh install && echo "python installs done in $(( $(date +%s) - t0 )) s"
 ) > "$PY_LOG" 2>&1 &
 PY_PID=$!
 
@@ -61,8 +61,11 @@ services_base() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   fi
   scripts/s3.sh build
+  # Rootful podman and the Dockerfile's base images, made locally
+  # (tests/container.rs, tests/compose.rs).
+  scripts/podman.sh images
 }
-phase "services: ClickHouse, docker-compose, chromium, s3s-fs build" services_base
+phase "services: ClickHouse, docker-compose, chromium, s3s-fs build, podman" services_base
 
 phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --release --all-targets --locked -- -D warnings
@@ -95,8 +98,10 @@ services_rest() {
   scripts/kafka.sh
   scripts/s3.sh
   scripts/mlflow.sh
+  scripts/podman.sh socket
+  scripts/podman.sh compose-images
 }
-phase "services: Kafka brokers, S3, MLflow" services_rest
+phase "services: Kafka brokers, S3, MLflow, podman socket and compose images" services_rest
 
 export CHURN_TEST_CLICKHOUSE_URL="${CHURN_TEST_CLICKHOUSE_URL:-http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-8123}}"
 export CHURN_TEST_KAFKA_BROKERS="${CHURN_TEST_KAFKA_BROKERS:-noida=127.0.0.1:${NOIDA_PORT:-19092},tansu=127.0.0.1:${TANSU_PORT:-19093}}"
@@ -105,6 +110,8 @@ export CHURN_TEST_S3_ENDPOINT="${CHURN_TEST_S3_ENDPOINT:-http://127.0.0.1:${S3_P
 export CHURN_TEST_MLFLOW_URI="${CHURN_TEST_MLFLOW_URI:-http://127.0.0.1:${MLFLOW_PORT:-15000}}"
 export CHURN_TEST_AIRFLOW_BIN="$CHURN_CACHE_DIR/venv-airflow/bin/airflow"
 CHURN_TEST_AIRFLOW_HOME="$(scripts/airflow.sh home)"; export CHURN_TEST_AIRFLOW_HOME
+CHURN_TEST_JUPYTER="$(scripts/notebook.sh jupyter)"; export CHURN_TEST_JUPYTER
+eval "$(scripts/podman.sh env)"
 
 # Each test binary on its own, so its wall time is known; a failing one
 # does not stop the others, the command fails at the end.

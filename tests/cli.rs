@@ -706,3 +706,27 @@ fn score_writes_one_row_per_eligible_user() {
     );
     assert!(!bad.status.success());
 }
+
+/// `churn health` (the container's HEALTHCHECK) checks the configured
+/// port: exit 1 naming the URL when nothing answers there.
+#[test]
+fn health_fails_naming_the_url_when_nothing_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_churn"))
+        .args(["--data-dir", dir.path().to_str().unwrap(), "health"])
+        .env("CHURN_SERVER__HOST", "0.0.0.0")
+        .env("CHURN_SERVER__PORT", port.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("http://127.0.0.1:{port}/healthz")),
+        "{stderr}"
+    );
+}

@@ -17,6 +17,7 @@ mod check_config;
 mod demo;
 mod features;
 mod generate;
+mod health;
 mod ingest;
 mod migrate;
 mod models;
@@ -77,6 +78,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// The main job: generate → ingest → features → train → register → serve.
     Demo(demo::DemoArgs),
+    /// Ask this configuration's own server for `/healthz` (exit 0 when it
+    /// answers 2xx): the container's HEALTHCHECK, no curl needed.
+    Health(health::HealthArgs),
 }
 
 /// `--json` for commands that have nothing else.
@@ -121,6 +125,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stats(flag) => stats::run(settings, flag).await,
         Command::Profile(flag) => profile::run(settings, flag).await,
         Command::Features(cmd) => features::run(settings, cmd).await,
+        Command::Health(args) => health::run(&settings, args).await,
     }
 }
 

@@ -1,0 +1,167 @@
+//! Rootful podman for the container tests: the settings scripts/podman.sh
+//! writes (exported by scripts/test.sh), the image built from the
+//! project's Dockerfile as it is, and small HTTP and polling helpers for
+//! what runs in it. Absent podman settings fail loudly: the container
+//! tests never skip.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A podman command with this suite's settings (storage, runtime, limits).
+pub fn podman() -> Command {
+    for var in ["CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF"] {
+        assert!(
+            std::env::var_os(var).is_some(),
+            "{var} is not set: run scripts/podman.sh, then eval \"$(scripts/podman.sh env)\" \
+             (scripts/test.sh does both)"
+        );
+    }
+    let mut cmd = Command::new("podman");
+    // buildah keeps the Dockerfile's cache mounts under TMPDIR.
+    if let Some(tmp) = std::env::var_os("CHURN_PODMAN_TMPDIR") {
+        cmd.env("TMPDIR", tmp);
+    }
+    cmd
+}
+
+/// Runs podman with `args`; panics with its stderr when it fails.
+pub fn run(args: &[&str]) -> String {
+    let out = podman()
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("podman {args:?}: {e}"));
+    ok(&out, &format!("podman {args:?}"));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The churn image, built once per test binary from the project's
+/// Dockerfile with `--format docker` (the OCI format drops HEALTHCHECK).
+/// The layer cache and the Dockerfile's cache mounts make a rebuild of an
+/// unchanged tree take seconds.
+pub fn image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let tag =
+            std::env::var("CHURN_TEST_IMAGE").unwrap_or_else(|_| "localhost/churn:test".into());
+        let t0 = Instant::now();
+        let out = podman()
+            .args([
+                "build",
+                "--format",
+                "docker",
+                "--pull=never",
+                "--network=host",
+                "-t",
+                &tag,
+            ])
+            .arg(repo())
+            .output()
+            .expect("podman build");
+        ok(&out, "podman build of the Dockerfile");
+        eprintln!("podman build of {tag}: {:.1} s", t0.elapsed().as_secs_f64());
+        tag
+    })
+}
+
+/// A port free on 127.0.0.1 right now (containers run with host networking).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One HTTP/1.1 request; returns (status, body). `None` when nothing
+/// answers on the port.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Polls `GET path` until it answers `want`, for at most `secs`; on time
+/// out shows the container's log.
+pub fn wait_for(port: u16, path: &str, want: u16, secs: u64, container: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some((status, body)) = http(port, "GET", path, "", "") {
+            if status == want {
+                return body;
+            }
+            last = Some((status, body));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let logs = podman().args(["logs", "--tail", "40", container]).output();
+    let logs = logs.map(|o| {
+        String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout)
+    });
+    panic!(
+        "{container}: GET {path} never answered {want} in {secs} s (last: {last:?}); log:\n{logs:?}"
+    );
+}
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Removes containers and volumes when dropped, so a failed assertion
+/// leaves nothing running.
+#[derive(Default)]
+pub struct Cleanup {
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = podman().args(["rm", "-f", "-v", "-t", "2", c]).output();
+        }
+        for v in &self.volumes {
+            let _ = podman().args(["volume", "rm", "-f", v]).output();
+        }
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
