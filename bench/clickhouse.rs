@@ -11,6 +11,7 @@ use churn::application::generate::{GeneratorOptions, generate};
 use churn::application::ports::{EventStore, FeatureStore};
 use churn::domain::features::FeatureSpec;
 use churn::domain::label::LabelPolicy;
+use churn::domain::sampling::RowSample;
 use churn::domain::time::{DAY_SECS, floor_day};
 use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use churn::infrastructure::store::clickhouse_sql;
@@ -137,10 +138,14 @@ async fn main() -> anyhow::Result<()> {
         format!("feature build ({} users)", a.users)
     );
     let t = Instant::now();
-    let x = ch.training_set(&spec, &policy, cutoff).await?;
+    let x = ch
+        .training_set(&spec, &policy, cutoff, RowSample::ALL)
+        .await?;
     let ch_train = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let y = lite.training_set(&spec, &policy, cutoff).await?;
+    let y = lite
+        .training_set(&spec, &policy, cutoff, RowSample::ALL)
+        .await?;
     let lite_train = t.elapsed().as_secs_f64();
     anyhow::ensure!(x.labels == y.labels, "labels differ");
     println!(

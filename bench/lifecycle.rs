@@ -10,6 +10,7 @@ use std::time::Instant;
 use churn::application::generate::{GeneratorOptions, generate};
 use churn::application::ports::RawRecord;
 use churn::config::Settings;
+use churn::domain::sampling::RowSample;
 use churn::startup::Services;
 
 #[tokio::main]
@@ -86,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
     for c in cutoffs.iter().chain([&plan.validation_cutoff]) {
         services
             .features
-            .training_set(&services.spec, &policy, *c)
+            .training_set(&services.spec, &policy, *c, RowSample::ALL)
             .await?;
     }
     let sets_secs = t.elapsed().as_secs_f64();

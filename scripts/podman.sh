@@ -32,7 +32,7 @@ exports() {
   echo "export CONTAINERS_CONF='$DIR/containers.conf'"
   echo "export CONTAINERS_STORAGE_CONF='$DIR/storage.conf'"
   # buildah keeps `RUN --mount=type=cache` directories under $TMPDIR.
-  echo "export CHURN_PODMAN_TMPDIR='$DIR/tmp'"
+  echo "export CHURN_TEST_PODMAN_TMPDIR='$DIR/tmp'"
   echo "export DOCKER_HOST='unix://$SOCK'"
 }
 case "${1:-images}" in

@@ -29,6 +29,7 @@ use crate::config::{KafkaSettings, Settings, StoreKind};
 use crate::domain::drift::DriftThresholds;
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
+use crate::domain::sampling::RowSample;
 use crate::domain::training::PromotionPolicy;
 use crate::http::server::{ServerOptions, serve};
 use crate::http::{AppContext, Limits};
@@ -125,6 +126,7 @@ impl Services {
             validation_cutoff: settings.validation_cutoff(),
             train_snapshots: settings.training.train_snapshots,
             snapshot_step_days: settings.training.snapshot_step_days,
+            max_training_rows: settings.training.max_training_rows,
             promotion: PromotionPolicy {
                 tolerance: settings.training.promotion_tolerance,
                 force: force_promote,
@@ -298,7 +300,7 @@ pub fn render_clickhouse_sql(
         "feature_names": spec.names(),
         "migrations": migrations,
         "build_snapshot": clickhouse_sql::build_snapshot(&spec, db, as_of)?,
-        "training_set": clickhouse_sql::training_set(&spec, db, &label_policy(settings), cutoff)?,
+        "training_set": clickhouse_sql::training_set(&spec, db, &label_policy(settings), cutoff, RowSample::ALL)?,
     }))
 }
 

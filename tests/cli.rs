@@ -87,6 +87,61 @@ fn full_lifecycle_train_promote_rollback() {
         "synthetic data must not be trivially separable: {auc}"
     );
 
+    // --export-sets writes the very rows the run trained and validated on;
+    // the row cap samples them in the store.
+    let sets = dir.path().join("sets");
+    ok(&data, &["train", "--export-sets", sets.to_str().unwrap()]);
+    let lines = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(sets.join(name))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let (train_csv, validation_csv) = (lines("train.csv"), lines("validation.csv"));
+    assert!(
+        train_csv[0].starts_with("user_id,churned,days_active,"),
+        "{}",
+        train_csv[0]
+    );
+    assert_eq!(
+        train_csv.len() as u64 - 1,
+        first["train_rows"].as_u64().unwrap()
+    );
+    assert_eq!(
+        validation_csv.len() as u64 - 1,
+        first["validation_rows"].as_u64().unwrap()
+    );
+    assert_eq!(first["sampling"]["train_share"], 1.0, "{first}");
+    let capped = Command::new(env!("CARGO_BIN_EXE_churn"))
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "train",
+            "--export-sets",
+        ])
+        .arg(dir.path().join("capped"))
+        .env("RUST_LOG", "warn")
+        .env("CHURN_TRAINING__MAX_TRAINING_ROWS", "2000")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        capped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&capped.stderr)
+    );
+    let kept = std::fs::read_to_string(dir.path().join("capped/train.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert!(
+        (1_600..=2_400).contains(&kept),
+        "{kept} training rows under a cap of 2000 (of {})",
+        first["train_rows"]
+    );
+
     // A retrain on the same data is not worse by more than the tolerance, so
     // it is promoted and the first one becomes rollback history.
     let second = json(&data, &["train", "--json"]);

@@ -16,6 +16,7 @@ use churn::config::{Settings, StoreKind};
 use churn::domain::event::{Event, TimePolicy};
 use churn::domain::features::{Aggregation, FeatureSpec};
 use churn::domain::label::LabelPolicy;
+use churn::domain::sampling::RowSample;
 use churn::domain::time::DAY_SECS;
 use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
@@ -206,7 +207,10 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
     );
 
     let policy = LabelPolicy::inactivity(30, 30);
-    let at_t = ch.training_set(&spec, &policy, T).await.unwrap();
+    let at_t = ch
+        .training_set(&spec, &policy, T, RowSample::ALL)
+        .await
+        .unwrap();
     let label = |u: u64| {
         at_t.user_ids
             .iter()
@@ -234,7 +238,10 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
         None,
         "not eligible: inactive in the lookback"
     );
-    let explicit = ch.training_set(&custom, &policies[1], T).await.unwrap();
+    let explicit = ch
+        .training_set(&custom, &policies[1], T, RowSample::ALL)
+        .await
+        .unwrap();
     let label = |u: u64| {
         explicit
             .user_ids
@@ -296,8 +303,12 @@ async fn compare_stores(
     for policy in policies {
         for cutoff in [T, T - 14 * DAY_SECS] {
             let (x, y) = (
-                ch.training_set(spec, policy, cutoff).await.unwrap(),
-                lite.training_set(spec, policy, cutoff).await.unwrap(),
+                ch.training_set(spec, policy, cutoff, RowSample::ALL)
+                    .await
+                    .unwrap(),
+                lite.training_set(spec, policy, cutoff, RowSample::ALL)
+                    .await
+                    .unwrap(),
             );
             assert_eq!(x.user_ids, y.user_ids, "cutoff {cutoff} {policy:?}");
             assert_eq!(x.labels, y.labels, "cutoff {cutoff} {policy:?}");

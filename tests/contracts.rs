@@ -18,6 +18,7 @@ use churn::application::ports::{EventStore, FeatureStore};
 use churn::domain::event::{Event, TimePolicy};
 use churn::domain::features::FeatureSpec;
 use churn::domain::label::LabelPolicy;
+use churn::domain::sampling::RowSample;
 use churn::domain::snapshot::quantize;
 use churn::domain::time::DAY_SECS;
 use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
@@ -204,7 +205,11 @@ async fn training_sets_agree_and_are_rounded_like_snapshots() {
     let mut reference: Option<(Vec<u64>, Vec<bool>, Vec<f64>)> = None;
     for a in adapters().await {
         a.events.append(history()).await.unwrap();
-        let set = a.features.training_set(&spec, &policy, T).await.unwrap();
+        let set = a
+            .features
+            .training_set(&spec, &policy, T, RowSample::ALL)
+            .await
+            .unwrap();
         assert_eq!(set.user_ids, vec![1, 2], "{}: eligible users", a.name);
         assert_eq!(set.labels, vec![false, true], "{}: labels", a.name);
         assert_eq!(set.feature_names, spec.names());
@@ -225,6 +230,72 @@ async fn training_sets_agree_and_are_rounded_like_snapshots() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// A capped set keeps the same users on every store (the SQL `WHERE` and
+/// the embedded scan apply one hash), with the rows the full set has for
+/// them, and about the share asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_training_sets_keep_the_same_users_everywhere() {
+    let spec = FeatureSpec::standard();
+    let policy = LabelPolicy::inactivity(30, 30);
+    // 2000 users, each active before T: all eligible.
+    let events: Vec<Event> = (1..=2_000u64)
+        .flat_map(|u| {
+            let back = (u % 20) as i64 * DAY_SECS;
+            [
+                event(u, T - back - 3_600, "login", Some("s"), None),
+                event(u, T - back / 2, "view", Some("s"), None),
+            ]
+        })
+        .collect();
+    let sample = RowSample::share_at(0.3, T);
+    let mut reference: Option<Vec<u64>> = None;
+    for a in adapters().await {
+        a.events.append(events.clone()).await.unwrap();
+        let full = a
+            .features
+            .training_set(&spec, &policy, T, RowSample::ALL)
+            .await
+            .unwrap();
+        assert_eq!(full.len(), 2_000, "{}", a.name);
+        let part = a
+            .features
+            .training_set(&spec, &policy, T, sample)
+            .await
+            .unwrap();
+        let expected: Vec<u64> = full
+            .user_ids
+            .iter()
+            .copied()
+            .filter(|u| sample.keeps(*u))
+            .collect();
+        assert_eq!(
+            part.user_ids, expected,
+            "{}: the users the hash keeps",
+            a.name
+        );
+        // Binomial(2000, 0.3): sd ~20.
+        assert!(
+            (500..=700).contains(&part.len()),
+            "{}: {}",
+            a.name,
+            part.len()
+        );
+        for (i, u) in part.user_ids.iter().enumerate() {
+            let j = full.user_ids.binary_search(u).unwrap();
+            assert_eq!(part.row(i), full.row(j), "{}: user {u}'s features", a.name);
+            assert_eq!(
+                part.labels[i], full.labels[j],
+                "{}: user {u}'s label",
+                a.name
+            );
+        }
+        match &reference {
+            None => reference = Some(part.user_ids),
+            Some(users) => assert_eq!(&part.user_ids, users, "{} vs sqlite", a.name),
         }
     }
 }
@@ -252,7 +323,11 @@ async fn an_empty_store_answers_with_nothing() {
             "{}",
             a.name
         );
-        let set = a.features.training_set(&spec, &policy, T).await.unwrap();
+        let set = a
+            .features
+            .training_set(&spec, &policy, T, RowSample::ALL)
+            .await
+            .unwrap();
         assert!(set.is_empty(), "{}", a.name);
     }
 }

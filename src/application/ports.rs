@@ -12,6 +12,7 @@ use crate::domain::event::{Event, EventError};
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::domain::model::{Classifier, Dataset, ModelError, ModelKind, ModelMetadata};
+use crate::domain::sampling::RowSample;
 use crate::domain::snapshot::FeatureSnapshot;
 
 /// Failures of the event/feature store.
@@ -123,12 +124,15 @@ pub trait FeatureStore: Send + Sync {
     /// The stored snapshots' summaries, newest first.
     async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError>;
     /// Features as of `cutoff` and churn labels over `(cutoff, cutoff + H]`
-    /// for users eligible at `cutoff`, ordered by user id.
+    /// for users eligible at `cutoff` and kept by `sample`, ordered by user
+    /// id. The sample is applied before features are computed, so a capped
+    /// set costs the store about its share of the work.
     async fn training_set(
         &self,
         spec: &FeatureSpec,
         policy: &LabelPolicy,
         cutoff: i64,
+        sample: RowSample,
     ) -> Result<Dataset, StoreError>;
 }
 

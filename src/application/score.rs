@@ -18,6 +18,7 @@ use crate::domain::explanation::explain;
 use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec};
 use crate::domain::label::LabelPolicy;
 use crate::domain::model::ModelError;
+use crate::domain::sampling::RowSample;
 use crate::domain::snapshot::FeatureSnapshot;
 
 /// Users scored per model call and per write.
@@ -100,7 +101,10 @@ pub async fn eligible_users(
         "eligibility",
     )
     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(store.training_set(&probe, policy, cutoff).await?.user_ids)
+    Ok(store
+        .training_set(&probe, policy, cutoff, RowSample::ALL)
+        .await?
+        .user_ids)
 }
 
 impl ScoreUsers {

@@ -46,6 +46,7 @@ use crate::domain::model::{
     Classifier, Dataset, FeatureImportance, ModelError, ModelKind, ModelMetadata, ModelMetrics,
     ModelReport,
 };
+use crate::domain::sampling::RowSample;
 use crate::domain::time::{DAY_SECS, floor_day, format_rfc3339};
 use crate::domain::training::{
     Champion, ModelSelection, PromotionDecision, PromotionPolicy, decide_promotion,
@@ -65,6 +66,8 @@ pub struct TrainingOptions {
     pub validation_cutoff: Option<i64>,
     pub train_snapshots: u32,
     pub snapshot_step_days: u32,
+    /// Cap on training rows and on validation rows (0 = none).
+    pub max_training_rows: u64,
     pub promotion: PromotionPolicy,
     pub selection: ModelSelection,
     pub calibration: CalibrationMethod,
@@ -121,6 +124,10 @@ pub struct TrainReport {
     pub train_cutoffs: Vec<String>,
     pub validation_cutoff: String,
     pub train_rows: usize,
+    /// Where the run's wall time went.
+    pub phase_secs: PhaseSecs,
+    /// Whether and how rows were sampled to stay within the cap.
+    pub sampling: Sampling,
     /// Validation rows in all, and in the half the reported figures come from.
     pub validation_rows: usize,
     pub report_rows: usize,
@@ -135,6 +142,42 @@ pub struct TrainReport {
     pub report: ModelReport,
     /// Whether a drift reference was stored with the version.
     pub drift_reference: bool,
+}
+
+/// Wall time of each step of a run, seconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PhaseSecs {
+    /// Point-in-time training and validation sets from the store.
+    pub sets: f64,
+    /// Both fits and their evaluations (`gbdt` and `logistic` are the fits
+    /// alone).
+    pub fit: f64,
+    pub gbdt: f64,
+    pub logistic: f64,
+    /// Calibration, reliability tables and curves.
+    pub report: f64,
+    /// Scoring the serving snapshot for the drift reference.
+    pub drift_reference: f64,
+    /// Registering the version, re-scoring production, the gate.
+    pub register_and_gate: f64,
+}
+
+/// How the training and validation rows were sampled
+/// (`training.max_training_rows`); shares are 1 when every row was kept.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sampling {
+    /// The cap (0 = none).
+    pub max_rows: u64,
+    /// Expected share of eligible users kept at each training cutoff.
+    pub train_share: f64,
+    /// Expected share of eligible users kept at the validation cutoff.
+    pub validation_share: f64,
+}
+
+impl Sampling {
+    pub fn applied(&self) -> bool {
+        self.train_share < 1.0 || self.validation_share < 1.0
+    }
 }
 
 /// The training use case. Only one run at a time per instance.
@@ -166,7 +209,9 @@ struct Fitted {
     recency_all: f64,
     train_rows: usize,
     train_churn_rate: f64,
+    /// GBDT fit seconds.
     secs: f64,
+    logistic_secs: f64,
 }
 
 /// The candidate that becomes the registered version.
@@ -215,6 +260,7 @@ pub struct Plan {
 /// Point-in-time training rows and the two validation halves of one run.
 struct Sets {
     plan: Plan,
+    sampling: Sampling,
     train: Arc<Dataset>,
     validation: Arc<Dataset>,
     select: Arc<Dataset>,
@@ -335,9 +381,33 @@ impl TrainModel {
         result
     }
 
-    async fn run_locked(&self) -> Result<TrainReport, TrainError> {
+    /// The rows a run trains and validates on (same plan, same sample),
+    /// without fitting anything: `churn train --export-sets`.
+    ///
+    /// # Errors
+    /// As [`TrainModel::run`] before fitting.
+    pub async fn training_rows(&self) -> Result<(Dataset, Dataset), TrainError> {
         let sets = self.build_sets().await?;
+        drop((sets.select, sets.report));
+        Ok((
+            Arc::unwrap_or_clone(sets.train),
+            Arc::unwrap_or_clone(sets.validation),
+        ))
+    }
+
+    async fn run_locked(&self) -> Result<TrainReport, TrainError> {
+        let mut phases = PhaseSecs::default();
+        let mut clock = Instant::now();
+        let mut lap = |slot: &mut f64| {
+            *slot = clock.elapsed().as_secs_f64();
+            clock = Instant::now();
+        };
+        let sets = self.build_sets().await?;
+        lap(&mut phases.sets);
         let fitted = self.fit(&sets).await?;
+        lap(&mut phases.fit);
+        phases.gbdt = fitted.secs;
+        phases.logistic = fitted.logistic_secs;
         let chosen = self.choose(&fitted);
         let mut warnings = sets.warnings.clone();
         let constant_features = constant_features(&sets.train);
@@ -365,7 +435,9 @@ impl TrainModel {
             tracing::warn!("{w}");
         }
         let (report, calibration) = self.report(&sets, &chosen).await?;
+        lap(&mut phases.report);
         let reference = self.drift_reference(&chosen).await;
+        lap(&mut phases.drift_reference);
         if reference.is_none() {
             warnings.push(
                 "no drift reference was stored with this version: /admin/monitoring \
@@ -394,6 +466,7 @@ impl TrainModel {
             self.models.promote(version, &decision.to_string()).await?;
             metrics::gauge!(names::MODEL_VALIDATION_AUC).set(chosen.report.auc);
         }
+        lap(&mut phases.register_and_gate);
         let previous = champion.map(|c| c.version);
         let mut aliases = vec![LATEST.to_string()];
         if promoted {
@@ -417,6 +490,8 @@ impl TrainModel {
             train_cutoffs: registered.train_cutoffs.clone(),
             validation_cutoff: registered.validation_cutoff.clone(),
             train_rows: fitted.train_rows,
+            phase_secs: phases,
+            sampling: sets.sampling,
             validation_rows: sets.validation.len(),
             report_rows: sets.report.len(),
             training_secs: fitted.secs,
@@ -575,20 +650,54 @@ impl TrainModel {
     async fn build_sets(&self) -> Result<Sets, TrainError> {
         let plan = self.plan_cutoffs().await?;
         let policy = &self.options.policy;
+        let max_rows = self.options.max_training_rows;
+        let users = self.events.stats().await?.users.max(1);
+        // Validation first: no more users than the store holds can be
+        // eligible, so a share of `max_rows / users` bounds it; the rows it
+        // keeps then estimate how many are eligible per cutoff, which sizes
+        // the training cutoffs' share.
+        let validation_sample = RowSample::capped(max_rows, users as f64, plan.validation_cutoff);
+        let validation = self
+            .features
+            .training_set(
+                &self.spec,
+                policy,
+                plan.validation_cutoff,
+                validation_sample,
+            )
+            .await?;
+        let eligible = validation.len() as f64 / validation_sample.share();
+        let train_share =
+            RowSample::capped(max_rows, eligible * plan.train_cutoffs.len() as f64, 0).share();
         let mut train = Dataset::default();
         for &cutoff in &plan.train_cutoffs {
             train.extend(
                 self.features
-                    .training_set(&self.spec, policy, cutoff)
+                    .training_set(
+                        &self.spec,
+                        policy,
+                        cutoff,
+                        RowSample::share_at(train_share, cutoff),
+                    )
                     .await?,
             );
         }
-        let validation = self
-            .features
-            .training_set(&self.spec, policy, plan.validation_cutoff)
-            .await?;
-        let users = self.events.stats().await?.users.max(1);
-        let eligible_share = validation.len() as f64 / users as f64;
+        let eligible_share = eligible / users as f64;
+        let sampling = Sampling {
+            max_rows,
+            train_share,
+            validation_share: validation_sample.share(),
+        };
+        if sampling.applied() {
+            tracing::info!(
+                max_rows,
+                train_share,
+                validation_share = sampling.validation_share,
+                train_rows = train.len(),
+                validation_rows = validation.len(),
+                "training rows sampled (training.max_training_rows)"
+            );
+        }
         let mut warnings = plan.warnings.clone();
         if eligible_share < MIN_ELIGIBLE_SHARE {
             warnings.push(format!(
@@ -617,6 +726,7 @@ impl TrainModel {
         };
         Ok(Sets {
             plan,
+            sampling,
             train: Arc::new(train),
             validation: Arc::new(validation),
             select: Arc::new(select),
@@ -756,7 +866,9 @@ fn fit(
     let started = Instant::now();
     let gbdt = trainer.train(ModelKind::Gbdt, train)?;
     let secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     let logistic = trainer.train(ModelKind::Logistic, train)?;
+    let logistic_secs = started.elapsed().as_secs_f64();
     let candidate = |classifier: Arc<dyn Classifier>| -> Result<Candidate, TrainError> {
         Ok(Candidate {
             select: evaluate(&classifier.predict_proba(&select.rows)?, &select.labels)?,
@@ -781,6 +893,7 @@ fn fit(
         train_rows: train.len(),
         train_churn_rate: train.positive_rate(),
         secs,
+        logistic_secs,
     })
 }
 
@@ -813,6 +926,10 @@ mod tests {
     use crate::testing::{GradientTrainer, MemoryRegistry, MemoryStore};
 
     async fn setup() -> (TrainModel, MemoryRegistry, ManageModels) {
+        setup_capped(0).await
+    }
+
+    async fn setup_capped(max_training_rows: u64) -> (TrainModel, MemoryRegistry, ManageModels) {
         let store = MemoryStore::new(3);
         let mut events = Vec::new();
         generate(
@@ -841,6 +958,7 @@ mod tests {
                 validation_cutoff: None,
                 train_snapshots: 4,
                 snapshot_step_days: 7,
+                max_training_rows,
                 promotion: PromotionPolicy {
                     tolerance: 0.01,
                     force: false,
@@ -906,5 +1024,27 @@ mod tests {
         assert!(registry.list().await.unwrap().is_empty());
         // And the lock was released: the next run works.
         assert_eq!(train.run().await.unwrap().version, 1);
+    }
+
+    #[tokio::test]
+    async fn a_row_cap_samples_users_in_the_store_and_reports_it() {
+        let full = setup().await.0.run().await.unwrap();
+        assert!(!full.sampling.applied(), "{:?}", full.sampling);
+        let cap = 1_000;
+        let capped = setup_capped(cap).await.0.run().await.unwrap();
+        assert!(capped.sampling.applied(), "{:?}", capped.sampling);
+        // 1000 users, so validation keeps every one of them; four training
+        // cutoffs of ~all users are sampled to about the cap.
+        assert_eq!(capped.sampling.validation_share, 1.0);
+        assert_eq!(capped.validation_rows, full.validation_rows);
+        assert!(full.train_rows > 2 * cap as usize, "{}", full.train_rows);
+        let rows = capped.train_rows as f64;
+        assert!(
+            (0.8 * cap as f64..=1.2 * cap as f64).contains(&rows),
+            "{rows} training rows for a cap of {cap} (of {})",
+            full.train_rows
+        );
+        // A uniform sample keeps the churn rate (no weights needed).
+        assert!(capped.metrics.auc > 0.6, "{:?}", capped.metrics);
     }
 }

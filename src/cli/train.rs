@@ -1,11 +1,14 @@
 //! `churn train`: train, evaluate, register and gate one model.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 use clap::Args;
 
 use super::output::{print_json, print_line, spinner};
 use crate::application::train::TrainReport;
 use crate::config::Settings;
+use crate::domain::model::Dataset;
 use crate::startup::Services;
 
 #[derive(Debug, Args)]
@@ -16,10 +19,35 @@ pub struct TrainArgs {
     /// Promote even if production scores better (the recency gate still applies).
     #[arg(long)]
     pub force_promote: bool,
+    /// Write the rows a run would train and validate on to DIR/train.csv
+    /// and DIR/validation.csv (user_id, churned, then the features), and
+    /// exit without training: for a notebook, or another library's fit on
+    /// exactly the same rows (bench/train.sh).
+    #[arg(long, value_name = "DIR")]
+    pub export_sets: Option<PathBuf>,
 }
 
 pub async fn run(settings: Settings, args: TrainArgs) -> Result<()> {
     let services = Services::build_with(settings, args.force_promote).await?;
+    if let Some(dir) = &args.export_sets {
+        let (train, validation) = services
+            .train
+            .training_rows()
+            .await
+            .context("building the training sets")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, set) in [("train.csv", &train), ("validation.csv", &validation)] {
+            let path = dir.join(name);
+            write_csv(&path, set).with_context(|| format!("writing {}", path.display()))?;
+            print_line(&format!(
+                "{}: {} rows x {} features",
+                path.display(),
+                set.len(),
+                set.n_features()
+            ))?;
+        }
+        return Ok(());
+    }
     let bar = spinner("training");
     let report = services.train.run().await;
     bar.finish_and_clear();
@@ -31,6 +59,24 @@ pub async fn run(settings: Settings, args: TrainArgs) -> Result<()> {
         return print_json(&report);
     }
     print_line(&render(&report))
+}
+
+/// One header row, then `user_id, churned (0/1), features...` per row.
+fn write_csv(path: &Path, set: &Dataset) -> Result<()> {
+    let mut out = csv::Writer::from_path(path)?;
+    let mut header = vec!["user_id".to_string(), "churned".to_string()];
+    header.extend(set.feature_names.iter().cloned());
+    out.write_record(&header)?;
+    let mut record = Vec::with_capacity(header.len());
+    for i in 0..set.len() {
+        record.clear();
+        record.push(set.user_ids[i].to_string());
+        record.push(u8::from(set.labels[i]).to_string());
+        record.extend(set.row(i).iter().map(f64::to_string));
+        out.write_record(&record)?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// The report as text.
@@ -74,6 +120,29 @@ fn render(report: &TrainReport) -> String {
                 .map_or("not evaluated", |c| c.decision.as_str())
         ),
         format!("  {}", report.decision),
+        {
+            let t = &report.phase_secs;
+            let sampled = if report.sampling.applied() {
+                format!(
+                    "; rows sampled to training.max_training_rows = {} (training {:.1}%, validation {:.1}% of eligible users)",
+                    report.sampling.max_rows,
+                    100.0 * report.sampling.train_share,
+                    100.0 * report.sampling.validation_share
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "  time: sets {:.1}s, gbdt {:.1}s, logistic {:.1}s, evaluation {:.1}s, report {:.1}s, drift reference {:.1}s, register {:.1}s{sampled}",
+                t.sets,
+                t.gbdt,
+                t.logistic,
+                t.fit - t.gbdt - t.logistic,
+                t.report,
+                t.drift_reference,
+                t.register_and_gate
+            )
+        },
     ]
     .join("\n")
 }

@@ -243,7 +243,7 @@ pub struct IngestSettings {
 impl Default for IngestSettings {
     fn default() -> Self {
         Self {
-            batch_size: 20_000,
+            batch_size: 200_000,
             max_future_skew_secs: 86_400,
             min_event_time: "1980-01-01".into(),
             rejects_file: String::new(),
@@ -273,6 +273,9 @@ pub struct TrainingSettings {
     pub train_snapshots: u32,
     /// Days between stacked training cutoffs.
     pub snapshot_step_days: u32,
+    /// Rows the stacked training set holds at most, and the validation set
+    /// too: above it users are sampled uniformly in the store; 0 = no cap.
+    pub max_training_rows: u64,
     /// A challenger may trail production's AUC by this much and still win.
     pub promotion_tolerance: f64,
     /// "best": register the GBDT unless the logistic baseline validates
@@ -295,6 +298,7 @@ impl Default for TrainingSettings {
             validation_cutoff: String::new(),
             train_snapshots: 12,
             snapshot_step_days: 7,
+            max_training_rows: 1_000_000,
             promotion_tolerance: 0.01,
             model_selection: ModelSelection::Best,
             calibration: CalibrationMethod::Platt,

@@ -71,6 +71,15 @@ impl Settings {
             1,
             TEN_YEARS_DAYS,
         )?;
+        if t.max_training_rows != 0 && t.max_training_rows < 1_000 {
+            return Err(invalid(
+                "training.max_training_rows",
+                format!(
+                    "{} is too few rows to train and validate on: 1000 or more, or 0 for no cap",
+                    t.max_training_rows
+                ),
+            ));
+        }
         within("training.gbdt.iterations", t.gbdt.iterations, 1, 100_000)?;
         within("training.gbdt.max_depth", t.gbdt.max_depth, 1, 32)?;
         non_negative("training.gbdt.l2", t.gbdt.l2)?;

@@ -17,6 +17,7 @@ pub mod math;
 pub mod metrics;
 pub mod model;
 pub mod names;
+pub mod sampling;
 pub mod snapshot;
 pub mod time;
 pub mod training;

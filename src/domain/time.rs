@@ -15,6 +15,9 @@ pub const DAY_SECS: i64 = 86_400;
 /// keep whole seconds.
 pub fn parse_timestamp(text: &str) -> Option<i64> {
     let text = text.trim();
+    if let Some(t) = parse_plain(text.as_bytes()) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.timestamp());
     }
@@ -39,6 +42,30 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc().timestamp())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (or with `T`), the seed's form and most exports':
+/// read by hand because chrono re-interprets a format string per call,
+/// which was a third of file ingest's time. Anything else (fractions,
+/// offsets, leap seconds) is `None` and takes chrono's path.
+fn parse_plain(b: &[u8]) -> Option<i64> {
+    let shaped = b.len() == 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b' ' || b[10] == b'T')
+        && b[13] == b':'
+        && b[16] == b':';
+    if !shaped {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(num(0, 4)? as i32, num(5, 7)?, num(8, 10)?)?;
+    let time = date.and_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?)?;
+    Some(time.and_utc().timestamp())
 }
 
 /// Formats seconds as RFC 3339 UTC (`2026-01-01T12:00:00Z`).
@@ -86,6 +113,51 @@ mod tests {
         assert_eq!(parse_timestamp("2025-12-26T18:00:00.999Z"), Some(seed));
         assert_eq!(format_seed(seed), "2025-12-26 18:00:00");
         assert_eq!(format_rfc3339(seed), "2025-12-26T18:00:00Z");
+    }
+
+    #[test]
+    fn the_hand_parser_agrees_with_chrono_wherever_it_answers() {
+        let slow = |t: &str| {
+            NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
+                .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S"))
+                .ok()
+                .map(|t| t.and_utc().timestamp())
+        };
+        let mut checked = 0;
+        for y in [1970, 1999, 2000, 2024, 2100, 9999] {
+            for (m, d) in [
+                (1, 1),
+                (2, 28),
+                (2, 29),
+                (2, 30),
+                (4, 31),
+                (12, 31),
+                (13, 1),
+                (0, 5),
+            ] {
+                for (h, mi, se) in [(0, 0, 0), (23, 59, 59), (24, 0, 0), (12, 60, 0), (1, 2, 60)] {
+                    for sep in [' ', 'T'] {
+                        let t = format!("{y:04}-{m:02}-{d:02}{sep}{h:02}:{mi:02}:{se:02}");
+                        let fast = parse_plain(t.as_bytes());
+                        if fast.is_some() {
+                            checked += 1;
+                        }
+                        // Where the fast path declines, chrono decides.
+                        assert!(fast.is_none() || fast == slow(&t), "{t}: {fast:?}");
+                        assert_eq!(parse_timestamp(&t), slow(&t), "{t}");
+                    }
+                }
+            }
+        }
+        assert!(checked >= 60, "{checked}");
+        for odd in [
+            "2025-1-01 00:00:00",
+            "2025-01-01 00:00:0x",
+            "+2025-01-01 00:00:0",
+            "２０２５-01-01 00:00:00",
+        ] {
+            assert_eq!(parse_plain(odd.as_bytes()), None, "{odd}");
+        }
     }
 
     #[test]

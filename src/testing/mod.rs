@@ -21,6 +21,7 @@ use crate::domain::event::{Event, EventError};
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
 use crate::domain::label::LabelPolicy;
 use crate::domain::model::{Dataset, ModelMetadata};
+use crate::domain::sampling::RowSample;
 use crate::domain::snapshot::{FeatureSnapshot, SnapshotHeader, retained};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -249,6 +250,7 @@ impl FeatureStore for MemoryStore {
         spec: &FeatureSpec,
         policy: &LabelPolicy,
         cutoff: i64,
+        sample: RowSample,
     ) -> Result<Dataset, StoreError> {
         self.outage.check("memory store")?;
         let mut data = Dataset::with_columns(spec.names());
@@ -259,7 +261,8 @@ impl FeatureStore for MemoryStore {
             .map_err(StoreError::Insufficient)?;
         let rule = policy.compile(spec);
         for (user, events) in self.users(spec, cutoff + policy.horizon_secs()) {
-            if let Some(churned) = rule.label(&events, cutoff)
+            if sample.keeps(user)
+                && let Some(churned) = rule.label(&events, cutoff)
                 && spec.evaluate(&events, cutoff, &mut out)
             {
                 data.push(user, &out, churned);
@@ -583,6 +586,7 @@ pub fn memory_jobs(store: &MemoryStore) -> crate::application::jobs::Jobs {
             validation_cutoff: None,
             train_snapshots: 1,
             snapshot_step_days: 7,
+            max_training_rows: 0,
             promotion: PromotionPolicy {
                 tolerance: 0.0,
                 force: false,

@@ -27,7 +27,7 @@ pub fn podman() -> Command {
     }
     let mut cmd = Command::new("podman");
     // buildah keeps the Dockerfile's cache mounts under TMPDIR.
-    if let Some(tmp) = std::env::var_os("CHURN_PODMAN_TMPDIR") {
+    if let Some(tmp) = std::env::var_os("CHURN_TEST_PODMAN_TMPDIR") {
         cmd.env("TMPDIR", tmp);
     }
     cmd
@@ -112,8 +112,30 @@ pub fn http(
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
     Some((status, body))
+}
+
+/// The payload of a chunked body (ClickHouse streams query results so).
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 /// Polls `GET path` until it answers `want`, for at most `secs`; on time

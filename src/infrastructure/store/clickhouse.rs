@@ -29,6 +29,7 @@ use crate::domain::event::Event;
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::domain::model::Dataset;
+use crate::domain::sampling::RowSample;
 use crate::domain::snapshot::{FeatureSnapshot, SnapshotHeader, retained};
 
 /// The numbered DDL files, in order.
@@ -559,9 +560,10 @@ impl FeatureStore for ClickHouseStore {
         spec: &FeatureSpec,
         policy: &LabelPolicy,
         cutoff: i64,
+        sample: RowSample,
     ) -> Result<Dataset, StoreError> {
-        let sql =
-            clickhouse_sql::training_set(spec, &self.db, policy, cutoff).map_err(unavailable)?;
+        let sql = clickhouse_sql::training_set(spec, &self.db, policy, cutoff, sample)
+            .map_err(unavailable)?;
         let rows: Vec<LabelledRow> = self
             .client
             .query(&sql)

@@ -14,6 +14,7 @@
 
 use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec};
 use crate::domain::label::LabelPolicy;
+use crate::domain::sampling::RowSample;
 use crate::domain::time::DAY_SECS;
 
 /// Why SQL could not be rendered.
@@ -68,11 +69,12 @@ fn type_in(types: &[String]) -> String {
 /// `amount_or_zero` for sums, `amount_raw` for "present amounts only".
 /// (No alias may be named `amount`: ClickHouse substitutes aliases inside
 /// the same SELECT, so `amount AS amount_raw` would read the default.)
-fn events_source(db: &str, until: i64) -> String {
+fn events_source(db: &str, until: i64, also: Option<String>) -> String {
+    let also = also.map(|c| format!(" AND {c}")).unwrap_or_default();
     format!(
         "(SELECT user_id, toInt64(toUInt32(event_time)) AS t, event_type, session_id, \
          amount AS amount_raw, ifNull(amount_raw, 0.) AS amount_or_zero FROM {db}.events FINAL \
-         WHERE event_time <= toDateTime({until}))"
+         WHERE event_time <= toDateTime({until}){also})"
     )
 }
 
@@ -209,7 +211,7 @@ pub fn compute_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<Stri
         array = feature_array(spec)?,
         outer = outer.join(", "),
         inner = inner.join(", "),
-        src = events_source(db, as_of),
+        src = events_source(db, as_of, None),
     ))
 }
 
@@ -229,7 +231,7 @@ pub fn build_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<String
         array = feature_array(spec)?,
         outer = outer.join(", "),
         inner = inner.join(", "),
-        src = events_source(db, as_of),
+        src = events_source(db, as_of, None),
     ))
 }
 
@@ -244,6 +246,7 @@ pub fn training_set(
     db: &str,
     policy: &LabelPolicy,
     cutoff: i64,
+    sample: RowSample,
 ) -> Result<String, SqlError> {
     let db = identifier(db)?;
     let (mut inner, mut outer) = select_lists(spec, cutoff, true)?;
@@ -312,8 +315,21 @@ pub fn training_set(
         array = feature_array(spec)?,
         outer = outer.join(", "),
         inner = inner.join(", "),
-        src = events_source(db, h.until),
+        src = events_source(db, h.until, sampled(sample)),
     ))
+}
+
+/// The events filter of a row sample: the same hash and threshold as
+/// [`RowSample::keeps`], applied before the aggregation.
+fn sampled(sample: RowSample) -> Option<String> {
+    (!sample.is_all()).then(|| {
+        format!(
+            "intHash64(bitXor(user_id, toUInt64({}))) % {} < {}",
+            sample.salt(),
+            crate::domain::sampling::SCALE,
+            sample.keep()
+        )
+    })
 }
 
 /// Column names of a migration's `CREATE TABLE` (for the schema check).
@@ -359,14 +375,14 @@ mod tests {
         assert!(sql.contains(&quote(&spec.fingerprint())));
         assert!(!sql.contains("now()"), "features must never read the clock");
         let policy = LabelPolicy::inactivity(30, 30);
-        let train = training_set(&spec, "churn", &policy, 1_767_225_600).unwrap();
+        let train = training_set(&spec, "churn", &policy, 1_767_225_600, RowSample::ALL).unwrap();
         assert!(train.contains("t <= 1767225600"));
         assert!(train.contains(&format!("toDateTime({})", 1_767_225_600 + 30 * DAY_SECS)));
         let explicit = LabelPolicy {
             churn_event_types: vec!["Cancel".into()],
             ..policy
         };
-        let train = training_set(&spec, "churn", &explicit, 1_767_225_600).unwrap();
+        let train = training_set(&spec, "churn", &explicit, 1_767_225_600, RowSample::ALL).unwrap();
         assert!(train.contains("event_type IN ('cancel')"), "{train}");
         assert!(train.contains("NOT (event_type IN ('cancel'))"));
     }

@@ -27,6 +27,7 @@ use crate::domain::event::Event;
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
 use crate::domain::label::LabelPolicy;
 use crate::domain::model::Dataset;
+use crate::domain::sampling::RowSample;
 use crate::domain::snapshot::{FeatureSnapshot, SnapshotHeader, retained};
 
 const SCHEMA: &str = "
@@ -393,6 +394,7 @@ impl SqliteStore {
         spec: &FeatureSpec,
         policy: &LabelPolicy,
         cutoff: i64,
+        sample: RowSample,
     ) -> Result<Dataset, StoreError> {
         let mut data = Dataset::with_columns(spec.names());
         let mut out = Vec::with_capacity(spec.len());
@@ -403,7 +405,8 @@ impl SqliteStore {
             .map_err(StoreError::Insufficient)?;
         let rule = policy.compile(spec);
         self.scan_users(spec, cutoff + policy.horizon_secs(), |user, events| {
-            if let Some(churned) = rule.label(events, cutoff)
+            if sample.keeps(user)
+                && let Some(churned) = rule.label(events, cutoff)
                 && spec.evaluate(events, cutoff, &mut out)
             {
                 // The evaluator always yields one value per feature.
@@ -436,6 +439,16 @@ impl EventStore for SqliteStore {
         if events.is_empty() {
             return Ok(AppendOutcome::default());
         }
+        // In key order, each insert lands next to the previous one in the
+        // clustered B-tree: a time-ordered log (every user interleaved)
+        // then walks the tree once instead of jumping per event. Keys are
+        // computed once (the id is a SHA-256).
+        let mut order: Vec<(i64, i64, i64, usize)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.user_id() as i64, e.event_time(), e.event_id(), i))
+            .collect();
+        order.sort_unstable();
         self.blocking(move |s| {
             s.with_writer(|conn| {
                 let tx = conn.transaction()?;
@@ -447,11 +460,12 @@ impl EventStore for SqliteStore {
                          (user_id, event_time, event_id, event_type, session_id, amount)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
-                    for e in &events {
+                    for &(user, time, id, i) in &order {
+                        let e = &events[i];
                         let n = stmt.execute(params![
-                            e.user_id() as i64,
-                            e.event_time(),
-                            e.event_id(),
+                            user,
+                            time,
+                            id,
                             e.event_type(),
                             e.session_id(),
                             e.amount(),
@@ -603,9 +617,10 @@ impl FeatureStore for SqliteStore {
         spec: &FeatureSpec,
         policy: &LabelPolicy,
         cutoff: i64,
+        sample: RowSample,
     ) -> Result<Dataset, StoreError> {
         let (spec, policy) = (spec.clone(), policy.clone());
-        self.blocking(move |s| s.training_set_blocking(&spec, &policy, cutoff))
+        self.blocking(move |s| s.training_set_blocking(&spec, &policy, cutoff, sample))
             .await
     }
 }
