@@ -42,6 +42,17 @@ need_start() { # port pidfile name
     return 0
   fi
   if [ -f "$2" ] && kill -0 "$(cat "$2")" 2>/dev/null; then
+    # Started from a checkout that is gone since (CI's clones): a server
+    # that resolves paths against its working directory fails then
+    # (s3s-fs answers 500 to everything), so it is restarted.
+    case "$(readlink "/proc/$(cat "$2")/cwd" 2>/dev/null)" in
+      *" (deleted)")
+        echo "$3: restarting: its working directory was deleted"
+        stop_group "$2"
+        for _ in $(seq 1 50); do listening "$1" || return 0; sleep 0.1; done
+        echo "$3: 127.0.0.1:$1 still held after stopping it" >&2
+        exit 1 ;;
+    esac
     echo "$3: already running on 127.0.0.1:$1 (started from $CHURN_CACHE_DIR)"
     return 1
   fi

@@ -170,10 +170,18 @@ compose_images() {
 [ "${1:-images}" = compose-images ] && { cd "$(dirname "$0")/.."; compose_images; exit 0; }
 
 if [ "${1:-images}" = socket ]; then
+  # A service started from a checkout deleted since (CI's clones) cannot
+  # start containers ("write child: broken pipe"): restart it.
+  if [ -f "$DIR/socket.pid" ] \
+    && [[ "$(readlink "/proc/$(cat "$DIR/socket.pid")/cwd" 2>/dev/null)" == *" (deleted)" ]]; then
+    echo "podman: restarting the API service: its working directory was deleted"
+    stop_group "$DIR/socket.pid"
+  fi
   if [ -S "$SOCK" ] && [ -f "$DIR/socket.pid" ] && kill -0 "$(cat "$DIR/socket.pid")" 2>/dev/null; then
     echo "podman: API socket already at $SOCK"
   else
     rm -f "$SOCK"
+    cd "$DIR"
     setsid nohup podman system service --time=0 "unix://$SOCK" > "$DIR/socket.log" 2>&1 < /dev/null &
     echo $! > "$DIR/socket.pid"
     for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done

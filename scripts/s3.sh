@@ -28,6 +28,9 @@ if [ "${1:-start}" = build ]; then exit 0; fi
 
 mkdir -p "$DIR/root/mlflow-artifacts" "$DIR/root/models" "$DIR/root/churn-test"
 need_start "$PORT" "$DIR/s3s.pid" s3 || exit 0
+# s3s-fs resolves every object path through its working directory: start
+# it from its own, never from a checkout that may be deleted.
+cd "$DIR"
 setsid nohup "$CHURN_TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$PORT" \
   --access-key "$ACCESS" --secret-key "$SECRET" "$DIR/root" > "$DIR/s3s.log" 2>&1 < /dev/null &
 echo $! > "$DIR/s3s.pid"
