@@ -17,7 +17,7 @@
 //!   the registry poll, task supervision) and the ports (traits) they need.
 //! - [`infrastructure`]: adapters — the embedded SQLite store and the
 //!   ClickHouse store, the object-store registry (local or S3/MinIO), Kafka
-//!   consumer and producers, the MLflow exporter, forust/smartcore trainers,
+//!   consumer and producers, the MLflow exporter, forust and logistic trainers,
 //!   NDJSON files, the cron scheduler.
 //! - [`testing`]: in-memory fakes of every port, for unit tests of use
 //!   cases and the contract suites (never wired by [`startup`]).

@@ -6,7 +6,7 @@
 //! - [`kafka`]: the consumer-group event stream, dead-letter and demo
 //!   producers (rdkafka);
 //! - [`mlflow`]: the optional MLflow exporter (REST);
-//! - [`models`]: trainers (forust-ml GBDT, smartcore logistic);
+//! - [`models`]: trainers (forust-ml GBDT, Newton-fitted logistic);
 //! - [`file_source`]: NDJSON files and the rejects file;
 //! - [`scheduler`]: cron triggers for the jobs.
 //!
