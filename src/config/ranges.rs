@@ -212,6 +212,10 @@ mod tests {
                 "training.horizon_days",
                 Box::new(|s| s.training.horizon_days = 100_000),
             ),
+            (
+                "training.max_training_rows",
+                Box::new(|s| s.training.max_training_rows = 999),
+            ),
         ];
         for (key, set) in cases {
             let mut s = Settings::default();
@@ -219,5 +223,9 @@ mod tests {
             let err = s.check_ranges().unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+        // 0 means no cap, not too few rows.
+        let mut s = Settings::default();
+        s.training.max_training_rows = 0;
+        s.check_ranges().unwrap();
     }
 }
