@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The cost of FINAL: the same feature query with and without it.
     let client = reqwest::Client::new();
-    let insert = clickhouse_sql::build_snapshot(&spec, &db, as_of)?;
+    let insert = clickhouse_sql::build_snapshot(&spec, &db, clickhouse_sql::Dedup::OnRead, as_of)?;
     let select = &insert[insert.find("SELECT").unwrap_or(0)..];
     let with_final = format!("SELECT count() FROM ({select})");
     let without = with_final.replace(" FINAL ", " ");

@@ -1,15 +1,17 @@
 //! Kafka ingestion throughput: N generated events are produced to a fresh
-//! topic, then read back twice by fresh consumer groups, side by side:
+//! topic, then read back by fresh consumer groups, side by side:
 //!
 //! - ceiling: a bare rdkafka `StreamConsumer` that only copies payloads (the
 //!   broker + client limit, nothing stored);
 //! - end to end: the server's consumer (`KafkaStream` + `StreamIngest`:
 //!   batch, parse, validate, store, commit) into the embedded store and into
-//!   ClickHouse.
+//!   ClickHouse twice: redeliveries recognised by event-id lookup (as every
+//!   source did before) and by log position (the server's path now).
 //!
 //! Each figure includes the consumer-group join (reported separately for
 //! the ceiling run). `cargo bench --bench kafka`; env `BENCH_EVENTS`
-//! (default 500000), `BENCH_BATCH_EVENTS`, `CHURN_TEST_KAFKA_BROKERS` (`name=host:port,...`, as
+//! (default 500000), `BENCH_BATCH_EVENTS`, `BENCH_ORDER` (`time`, default,
+//! or `user`), `CHURN_TEST_KAFKA_BROKERS` (`name=host:port,...`, as
 //! the tests), `CHURN_TEST_CLICKHOUSE_URL`, `BENCH_SKIP_CLICKHOUSE=1`.
 //! Needs scripts/kafka.sh (and scripts/clickhouse.sh). Prints figures only.
 
@@ -80,6 +82,30 @@ async fn raw_consume(brokers: &str, topic: &str, n: usize) -> anyhow::Result<(f6
 struct FirstWrite {
     inner: Arc<dyn EventStore>,
     first: std::sync::OnceLock<(Instant, usize)>,
+    /// Hand the records' log positions on (the server's path). Off: the
+    /// store only sees events and deduplicates them by event-id lookup,
+    /// as every source did before positions were logged.
+    by_position: bool,
+    /// Events the store reported as newly inserted (polled instead of
+    /// `stats()`, whose full-table count would compete with the inserts).
+    inserted: std::sync::atomic::AtomicU64,
+}
+
+impl FirstWrite {
+    fn note(
+        &self,
+        outcome: Result<
+            churn::application::ports::AppendOutcome,
+            churn::application::ports::StoreError,
+        >,
+    ) -> Result<churn::application::ports::AppendOutcome, churn::application::ports::StoreError>
+    {
+        if let Ok(o) = &outcome {
+            self.inserted
+                .fetch_add(o.inserted, std::sync::atomic::Ordering::Relaxed);
+        }
+        outcome
+    }
 }
 
 #[async_trait::async_trait]
@@ -91,7 +117,20 @@ impl EventStore for FirstWrite {
     {
         let len = events.len();
         self.first.get_or_init(|| (Instant::now(), len));
-        self.inner.append(events).await
+        self.note(self.inner.append(events).await)
+    }
+    async fn append_from_log(
+        &self,
+        events: Vec<churn::domain::event::Event>,
+        positions: Vec<churn::application::ports::LogPosition>,
+    ) -> Result<churn::application::ports::AppendOutcome, churn::application::ports::StoreError>
+    {
+        if !self.by_position {
+            return self.append(events).await;
+        }
+        let len = events.len();
+        self.first.get_or_init(|| (Instant::now(), len));
+        self.note(self.inner.append_from_log(events, positions).await)
     }
     async fn stats(
         &self,
@@ -115,10 +154,13 @@ async fn end_to_end(
     k: &KafkaSettings,
     store: Arc<dyn EventStore>,
     distinct: u64,
+    by_position: bool,
 ) -> anyhow::Result<(f64, f64)> {
     let store = Arc::new(FirstWrite {
         inner: store,
         first: std::sync::OnceLock::new(),
+        by_position,
+        inserted: std::sync::atomic::AtomicU64::new(0),
     });
     let ingest = IngestEvents::new(store.clone(), 86_400, 20_000);
     let options = StreamOptions {
@@ -141,7 +183,7 @@ async fn end_to_end(
         })
     };
     loop {
-        if store.stats().await?.events >= distinct {
+        if store.inserted.load(std::sync::atomic::Ordering::Relaxed) >= distinct {
             break;
         }
         anyhow::ensure!(
@@ -151,6 +193,13 @@ async fn end_to_end(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t.elapsed().as_secs_f64();
+    // Exact: the store holds every distinct event once (a plain count, no
+    // FINAL, on ClickHouse).
+    let stored = store.stats().await?.events;
+    anyhow::ensure!(
+        stored == distinct,
+        "stored {stored} events, expected {distinct}"
+    );
     let (first_at, first_len) = *store.first.get().expect("a batch was written");
     let rate = (distinct as usize - first_len) as f64 / first_at.elapsed().as_secs_f64();
     stop.cancel();
@@ -185,6 +234,12 @@ async fn main() -> anyhow::Result<()> {
             },
             |e| events.push(e),
         );
+    }
+    // A live stream arrives in time order (BENCH_ORDER=user: the
+    // generator's user-by-user order, where every batch spans every month
+    // and so writes one ClickHouse part per month).
+    if std::env::var("BENCH_ORDER").as_deref() != Ok("user") {
+        events.sort_by_key(churn::domain::event::Event::event_time);
     }
     let payloads: Vec<(String, String)> = events
         .iter()
@@ -248,6 +303,7 @@ async fn main() -> anyhow::Result<()> {
             &settings(addr, &topic, &format!("{topic}_sqlite")),
             sqlite,
             distinct,
+            true,
         )
         .await?;
         let (rate, e2e) = e2e;
@@ -258,31 +314,38 @@ async fn main() -> anyhow::Result<()> {
         );
 
         if !skip_ch {
-            let db = format!("churn_bench_kafka_{}", std::process::id());
-            let ch = ClickHouseStore::new(&ClickHouseOptions {
-                url: ch_url.clone(),
-                database: db.clone(),
-                user: "default".into(),
-                password: String::new(),
-                validation: false,
-                snapshot_retention: 1,
-                dedup_check: true,
-            })?;
-            ch.migrate().await?;
-            let ch = Arc::new(ch);
-            let e2e = end_to_end(
-                &settings(addr, &topic, &format!("{topic}_ch")),
-                ch.clone(),
-                distinct,
-            )
-            .await?;
-            let (rate, e2e) = e2e;
-            println!(
-                "  end to end -> ClickHouse       {:>9.0} events/s  ({e2e:.2} s)  = {:.0}% of the ceiling",
-                rate,
-                100.0 * rate / raw_rate
-            );
-            ch.drop_database().await?;
+            // Side by side on the same topic: redeliveries recognised by
+            // event-id lookup (every batch reads the stored ids of its users)
+            // against by log position (one lookup in the small ledger).
+            for (label, by_position) in [("by event id", false), ("by position", true)] {
+                let db = format!("churn_bench_kafka_{}_{by_position}", std::process::id());
+                let ch = ClickHouseStore::new(&ClickHouseOptions {
+                    url: ch_url.clone(),
+                    database: db.clone(),
+                    user: "default".into(),
+                    password: String::new(),
+                    validation: false,
+                    snapshot_retention: 1,
+                    dedup_check: true,
+                })?;
+                ch.drop_database().await?;
+                ch.migrate().await?;
+                let ch = Arc::new(ch);
+                let group = format!("{topic}_ch_{by_position}");
+                let (rate, e2e) = end_to_end(
+                    &settings(addr, &topic, &group),
+                    ch.clone(),
+                    distinct,
+                    by_position,
+                )
+                .await?;
+                println!(
+                    "  end to end -> ClickHouse, dedup {label:<12} {:>9.0} events/s  ({e2e:.2} s)  = {:.0}% of the ceiling",
+                    rate,
+                    100.0 * rate / raw_rate
+                );
+                ch.drop_database().await?;
+            }
         }
     }
     println!("\n(rates start at the first message / first stored batch: group joins excluded)");

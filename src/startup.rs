@@ -285,6 +285,11 @@ pub fn render_clickhouse_sql(
 ) -> anyhow::Result<serde_json::Value> {
     use crate::infrastructure::store::{clickhouse, clickhouse_sql};
     let spec = load_spec(settings)?;
+    let dedup = if settings.clickhouse.dedup_check {
+        clickhouse_sql::Dedup::OnWrite
+    } else {
+        clickhouse_sql::Dedup::OnRead
+    };
     let migrations: Vec<_> = clickhouse::MIGRATIONS
         .iter()
         .map(|(v, name, sql)| {
@@ -299,8 +304,8 @@ pub fn render_clickhouse_sql(
         "database": db,
         "feature_names": spec.names(),
         "migrations": migrations,
-        "build_snapshot": clickhouse_sql::build_snapshot(&spec, db, as_of)?,
-        "training_set": clickhouse_sql::training_set(&spec, db, &label_policy(settings), cutoff, RowSample::ALL)?,
+        "build_snapshot": clickhouse_sql::build_snapshot(&spec, db, dedup, as_of)?,
+        "training_set": clickhouse_sql::training_set(&spec, db, dedup, &label_policy(settings), cutoff, RowSample::ALL)?,
     }))
 }
 

@@ -335,6 +335,77 @@ async fn compare_stores(
     }
 }
 
+async fn sql(query: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(url())
+        .body(query.to_string())
+        .send()
+        .await
+        .unwrap();
+    let ok = r.status().is_success();
+    let text = r.text().await.unwrap();
+    assert!(ok, "{query}: {text}");
+    text.trim().to_string()
+}
+
+/// Streamed batches are deduplicated by log position: a redelivered range
+/// (crash before the offset commit) is skipped record by record, even when
+/// it only partly overlaps, while records at reused offsets with other
+/// event ids (a recreated topic) are new. Raw rows, no `FINAL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_redeliveries_are_recognised_by_position() {
+    use churn::application::ports::LogPosition;
+    let db = unique_db("positions");
+    let ch = clickhouse(&db).await;
+    let events: Vec<Event> = all_events().into_iter().take(3_000).collect();
+    let positions: Vec<LogPosition> = (0..events.len())
+        .map(|i| LogPosition {
+            topic: "events".into(),
+            partition: (i % 3) as i32,
+            offset: (i / 3) as i64,
+        })
+        .collect();
+    let first = ch
+        .append_from_log(events[..2_000].to_vec(), positions[..2_000].to_vec())
+        .await
+        .unwrap();
+    assert_eq!((first.inserted, first.duplicates), (2_000, 0));
+    // Redelivery from offset 333 of each partition on: 1,000 seen, 1,000 new.
+    let again = ch
+        .append_from_log(events[1_000..].to_vec(), positions[1_000..].to_vec())
+        .await
+        .unwrap();
+    assert_eq!((again.inserted, again.duplicates), (1_000, 1_000));
+    // The same batch once more: all of it is a redelivery.
+    let third = ch
+        .append_from_log(events[1_000..].to_vec(), positions[1_000..].to_vec())
+        .await
+        .unwrap();
+    assert_eq!((third.inserted, third.duplicates), (0, 2_000));
+    // Offsets 0..99 reused by other events: stored, not mistaken for repeats.
+    let p = TimePolicy::at(T + 400 * DAY_SECS, 0);
+    let other: Vec<Event> = (0..100)
+        .map(|i| Event::new(7_000_000 + i, T + i as i64, "login", None, None, p).unwrap())
+        .collect();
+    let reused = ch
+        .append_from_log(other, positions[..100].to_vec())
+        .await
+        .unwrap();
+    assert_eq!((reused.inserted, reused.duplicates), (100, 0));
+    let raw = sql(&format!(
+        "SELECT count(), uniqExact(event_id) FROM {db}.events FORMAT TSV"
+    ))
+    .await;
+    assert_eq!(raw, "3100\t3100", "raw rows: no duplicate, nothing lost");
+    assert_eq!(ch.stats().await.unwrap().events, 3_100);
+    let logged = sql(&format!(
+        "SELECT count() FROM {db}.events WHERE log_topic = 'events' FORMAT TSV"
+    ))
+    .await;
+    assert_eq!(logged, "3100", "positions are stored with the events");
+    ch.drop_database().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_apply_once_and_refuse_edits() {
     let db = unique_db("migrate");

@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::application::ports::{
-    DeadLetterSink, EventSource, EventStore, RawRecord, SourceError, StoreError,
+    AppendOutcome, DeadLetterSink, EventSource, EventStore, LogPosition, RawRecord, SourceError,
+    StoreError,
 };
 use crate::domain::event::{Event, EventError, TimePolicy, parse_event_json};
 use crate::telemetry::names;
@@ -48,11 +49,17 @@ fn validate_all(records: Vec<RawRecord>, policy: TimePolicy) -> Batch {
     let mut batch = Batch {
         read: records.len() as u64,
         events: Vec::with_capacity(records.len()),
+        positions: Vec::new(),
         rejects: Vec::new(),
     };
     for record in records {
         match parse_event_json(&record.payload, policy) {
-            Ok(e) => batch.events.push(e),
+            Ok(e) => {
+                batch.events.push(e);
+                if let Some(p) = record.position {
+                    batch.positions.push(p);
+                }
+            }
             Err(err) => {
                 metrics::counter!(names::EVENTS_REJECTED_TOTAL, "field" => err.field())
                     .increment(1);
@@ -61,6 +68,18 @@ fn validate_all(records: Vec<RawRecord>, policy: TimePolicy) -> Batch {
         }
     }
     batch
+}
+
+/// The counters and report of one store write of `read` events.
+fn counted(read: u64, outcome: AppendOutcome) -> IngestReport {
+    metrics::counter!(names::EVENTS_INGESTED_TOTAL).increment(outcome.inserted);
+    metrics::counter!(names::EVENTS_DUPLICATE_TOTAL).increment(outcome.duplicates);
+    IngestReport {
+        read,
+        inserted: outcome.inserted,
+        duplicates: outcome.duplicates,
+        rejected: 0,
+    }
 }
 
 /// Why an ingestion run stopped early.
@@ -78,10 +97,21 @@ pub enum IngestError {
 pub struct Batch {
     pub read: u64,
     pub events: Vec<Event>,
+    /// Where each event was read (`positions[i]` for `events[i]`) when
+    /// every record came from a partitioned log; empty otherwise.
+    pub positions: Vec<LogPosition>,
     pub rejects: Vec<(RawRecord, EventError)>,
 }
 
 impl Batch {
+    /// Positions are all or nothing: a batch mixing logged and unlogged
+    /// records is stored by event identity alone.
+    fn keep_positions_if_complete(&mut self) {
+        if self.positions.len() != self.events.len() {
+            self.positions.clear();
+        }
+    }
+
     /// The batch's counts once its events were stored with `stored`.
     pub fn report(&self, stored: IngestReport) -> IngestReport {
         IngestReport {
@@ -143,7 +173,9 @@ impl IngestEvents {
             .min(records.len() / PARALLEL_PARSE_MIN_RECORDS)
             .min(8);
         if threads <= 1 {
-            return validate_all(records, policy);
+            let mut batch = validate_all(records, policy);
+            batch.keep_positions_if_complete();
+            return batch;
         }
         let per = records.len().div_ceil(threads);
         let mut chunks = Vec::with_capacity(threads);
@@ -170,8 +202,10 @@ impl IngestEvents {
         for part in parts {
             batch.read += part.read;
             batch.events.extend(part.events);
+            batch.positions.extend(part.positions);
             batch.rejects.extend(part.rejects);
         }
+        batch.keep_positions_if_complete();
         batch
     }
 
@@ -181,15 +215,23 @@ impl IngestEvents {
     /// [`StoreError`] when the batch could not be written (nothing was).
     pub async fn store(&self, events: Vec<Event>) -> Result<IngestReport, StoreError> {
         let read = events.len() as u64;
-        let outcome = self.store.append(events).await?;
-        metrics::counter!(names::EVENTS_INGESTED_TOTAL).increment(outcome.inserted);
-        metrics::counter!(names::EVENTS_DUPLICATE_TOTAL).increment(outcome.duplicates);
-        Ok(IngestReport {
-            read,
-            inserted: outcome.inserted,
-            duplicates: outcome.duplicates,
-            rejected: 0,
-        })
+        Ok(counted(read, self.store.append(events).await?))
+    }
+
+    /// Stage 2 for a validated batch: like [`Self::store`], handing the
+    /// store the records' log positions when the batch has them.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the batch could not be written.
+    pub async fn store_batch(&self, batch: &Batch) -> Result<IngestReport, StoreError> {
+        if batch.positions.is_empty() || batch.positions.len() != batch.events.len() {
+            return self.store(batch.events.clone()).await;
+        }
+        let outcome = self
+            .store
+            .append_from_log(batch.events.clone(), batch.positions.clone())
+            .await?;
+        Ok(counted(batch.events.len() as u64, outcome))
     }
 
     /// Stores already-valid events (generated ones) in `ingest.batch_size`
@@ -241,6 +283,7 @@ impl IngestEvents {
             read,
             events,
             rejects,
+            ..
         } = self.validate(records);
         let stored = self.store(events).await?;
         self.dead_letter(&rejects, dead_letters).await?;

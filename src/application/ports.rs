@@ -70,6 +70,19 @@ pub struct TypeCount {
 pub trait EventStore: Send + Sync {
     /// Durably appends a batch (all or nothing).
     async fn append(&self, events: Vec<Event>) -> Result<AppendOutcome, StoreError>;
+    /// Appends events read from a partitioned log, `positions[i]` being
+    /// where `events[i]` was read (same length). A store may recognise a
+    /// redelivered record by its position, which is far cheaper than
+    /// looking its event id up; the default ignores the positions (the
+    /// store is idempotent on event ids anyway).
+    async fn append_from_log(
+        &self,
+        events: Vec<Event>,
+        positions: Vec<LogPosition>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let _ = positions;
+        self.append(events).await
+    }
     async fn stats(&self) -> Result<EventStats, StoreError>;
     /// Events per type, most frequent first.
     async fn type_counts(&self) -> Result<Vec<TypeCount>, StoreError>;

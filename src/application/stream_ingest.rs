@@ -179,9 +179,10 @@ impl StreamIngest {
         let mut backoff = Backoff::new(&self.options);
         let mut paused = false;
         let stored = loop {
-            // A clone per attempt: the store takes ownership, and on failure
-            // the same batch must be retried.
-            match self.ingest.store(batch.events.clone()).await {
+            // A clone per attempt (inside): the store takes ownership, and
+            // on failure the same batch must be retried. The positions let
+            // the store recognise records of a batch it already wrote.
+            match self.ingest.store_batch(&batch).await {
                 Ok(report) => break report,
                 Err(e) => {
                     if !self

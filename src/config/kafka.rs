@@ -64,7 +64,7 @@ impl Default for KafkaSettings {
             dlq_topic: "events_dlq".into(),
             client_id: "churn".into(),
             auto_offset_reset: "earliest".into(),
-            batch_max_events: 5_000,
+            batch_max_events: 20_000,
             batch_max_wait_ms: 500,
             commit_interval_ms: 1_000,
             session_timeout_ms: 10_000,

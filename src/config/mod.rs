@@ -115,8 +115,9 @@ pub struct ClickHouseSettings {
     pub validation: bool,
     /// Apply pending `migrations/` when any command opens the store.
     pub migrate_on_start: bool,
-    /// Skip redelivered events before inserting (exact counters); off =
-    /// faster inserts, duplicates removed on read by `FINAL` only.
+    /// Recognise redeliveries before inserting (Kafka records by position,
+    /// other batches by event id): exact counters, reads without `FINAL`.
+    /// Off = faster inserts, duplicates removed on read by `FINAL` only.
     pub dedup_check: bool,
 }
 

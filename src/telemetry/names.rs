@@ -35,6 +35,10 @@ pub const STREAM_RECORDS_TOTAL: &str = "churn_stream_records_total";
 pub const STREAM_ERRORS_TOTAL: &str = "churn_stream_errors_total";
 /// 1 while consumption is paused because a write keeps failing.
 pub const STREAM_PAUSED: &str = "churn_stream_paused";
+/// Streamed batches that overlapped a batch begun before, so that stored
+/// positions had to be read back (ClickHouse store; crashes, lost insert
+/// responses and rebalances cause them, the steady state does not).
+pub const STORE_REDELIVERY_LOOKUPS_TOTAL: &str = "churn_store_redelivery_lookups_total";
 /// Records sent to the dead-letter topic.
 pub const DEAD_LETTERS_TOTAL: &str = "churn_dead_letters_total";
 /// Messages between the committed offset and the high watermark, per partition.
@@ -181,6 +185,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         STREAM_PAUSED,
         Kind::Gauge,
         "1 while stream consumption is paused by failing writes.",
+    ),
+    (
+        STORE_REDELIVERY_LOOKUPS_TOTAL,
+        Kind::Counter,
+        "Streamed batches whose stored positions were read back because they overlapped a batch begun before.",
     ),
     (
         DEAD_LETTERS_TOTAL,

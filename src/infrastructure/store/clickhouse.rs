@@ -5,24 +5,27 @@
 //! embedded store.
 //!
 //! - Writes are batched RowBinary inserts. Redeliveries are filtered before
-//!   the insert (one indexed lookup per batch) so counters stay exact, and
-//!   `ReplacingMergeTree` + `FINAL` collapse any that race past the check.
+//!   the insert so counters stay exact and reads need no `FINAL`: streamed
+//!   records by their log position (the `log_ranges` ledger, see
+//!   [`EventStore::append_from_log`] below), other batches by an event-id
+//!   lookup. `ReplacingMergeTree` still collapses what slips past on merge;
+//!   with `dedup_check` off, reads use `FINAL` instead.
 //! - Migrations (`migrations/NNN_*.sql`, compiled in) are applied once each
 //!   and recorded in `<db>.schema_migrations`.
 //! - Against 18.16 the client must run with validation off (the server lacks
 //!   `RowBinaryWithNamesAndTypes`); modern servers keep it on, which catches
 //!   type mismatches (`clickhouse.validation`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::clickhouse_sql::{self, identifier};
+use super::clickhouse_sql::{self, Dedup, identifier};
 use crate::application::ports::{
-    AppendOutcome, EventStats, EventStore, FeatureStore, PredictionSink, ScoredUser,
+    AppendOutcome, EventStats, EventStore, FeatureStore, LogPosition, PredictionSink, ScoredUser,
     SnapshotSummary, StoreError, TypeCount,
 };
 use crate::domain::event::Event;
@@ -59,6 +62,16 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "005_predictions.sql",
         include_str!("../../../migrations/005_predictions.sql"),
     ),
+    (
+        6,
+        "006_events_log_position.sql",
+        include_str!("../../../migrations/006_events_log_position.sql"),
+    ),
+    (
+        7,
+        "007_log_ranges.sql",
+        include_str!("../../../migrations/007_log_ranges.sql"),
+    ),
 ];
 
 /// Connection settings (`[clickhouse]` in the config).
@@ -70,9 +83,10 @@ pub struct ClickHouseOptions {
     pub password: String,
     pub validation: bool,
     pub snapshot_retention: usize,
-    /// Look up each batch's ids before inserting so redeliveries are not
-    /// written (exact ingest counters, less merge work). Off: every row is
-    /// written and `FINAL` alone deduplicates on read.
+    /// Recognise redeliveries before inserting so they are never written
+    /// (exact ingest counters, reads without `FINAL`): Kafka records by
+    /// their logged position, other batches by an event-id lookup. Off:
+    /// every row is written and `FINAL` deduplicates on read.
     pub dedup_check: bool,
 }
 
@@ -97,6 +111,37 @@ struct EventRow {
     event_type: String,
     session_id: Option<String>,
     amount: Option<f64>,
+}
+
+/// An event read from a partitioned log, with its position (006).
+#[derive(Debug, Row, Serialize)]
+struct LoggedEventRow {
+    user_id: u64,
+    event_time: u32,
+    event_id: i64,
+    event_type: String,
+    session_id: Option<String>,
+    amount: Option<f64>,
+    log_topic: String,
+    log_partition: i32,
+    log_offset: i64,
+}
+
+/// One (topic, partition) offset range of a streamed batch (`log_ranges`).
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+struct LogRangeRow {
+    topic: String,
+    partition: i32,
+    first_offset: i64,
+    last_offset: i64,
+    records: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct StoredPositionRow {
+    log_partition: i32,
+    log_offset: i64,
+    event_id: i64,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -266,6 +311,110 @@ impl ClickHouseStore {
             .map_err(unavailable)
     }
 
+    /// Where this store removes redeliveries (`dedup_check`).
+    pub fn dedup(&self) -> Dedup {
+        if self.dedup_check {
+            Dedup::OnWrite
+        } else {
+            Dedup::OnRead
+        }
+    }
+
+    fn events_final(&self) -> &'static str {
+        self.dedup().final_keyword()
+    }
+
+    /// The `log_ranges` rows overlapping this batch's offset ranges: the
+    /// batches begun before whose records this one may repeat.
+    async fn begun_ranges(
+        &self,
+        ranges: &BTreeMap<(String, i32), LogRangeRow>,
+    ) -> Result<Vec<LogRangeRow>, StoreError> {
+        let overlaps: Vec<String> = ranges
+            .values()
+            .map(|r| {
+                format!(
+                    "(topic = {} AND partition = {} AND first_offset <= {} AND last_offset >= {})",
+                    clickhouse_sql::quote(&r.topic),
+                    r.partition,
+                    r.last_offset,
+                    r.first_offset
+                )
+            })
+            .collect();
+        self.client
+            .query(&format!(
+                "SELECT topic, partition, first_offset, last_offset, records FROM {}.log_ranges WHERE {}",
+                self.db,
+                overlaps.join(" OR ")
+            ))
+            .fetch_all()
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Of `suspects` (records in ranges begun before), those already
+    /// stored: same topic, partition and offset *and* the same event id (a
+    /// recreated topic reuses offsets for other events). The batch's time
+    /// range prunes the scan to its months: a redelivered record carries
+    /// the same event time as its stored copy.
+    async fn stored_positions(
+        &self,
+        suspects: &[(&Event, &LogPosition)],
+    ) -> Result<HashSet<(String, i32, i64)>, StoreError> {
+        let mut by_topic: BTreeMap<&str, Vec<&(&Event, &LogPosition)>> = BTreeMap::new();
+        for s in suspects {
+            by_topic.entry(s.1.topic.as_str()).or_default().push(s);
+        }
+        let mut stored = HashSet::new();
+        for (topic, records) in by_topic {
+            let mut spans: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+            for (_, p) in &records {
+                let span = spans.entry(p.partition).or_insert((p.offset, p.offset));
+                *span = (span.0.min(p.offset), span.1.max(p.offset));
+            }
+            let first = records
+                .iter()
+                .map(|(e, _)| e.event_time())
+                .min()
+                .unwrap_or(0);
+            let last = records
+                .iter()
+                .map(|(e, _)| e.event_time())
+                .max()
+                .unwrap_or(0);
+            let spans: Vec<String> = spans
+                .iter()
+                .map(|(partition, (lo, hi))| {
+                    format!("(log_partition = {partition} AND log_offset >= {lo} AND log_offset <= {hi})")
+                })
+                .collect();
+            let rows: Vec<StoredPositionRow> = self
+                .client
+                .query(&format!(
+                    "SELECT log_partition, log_offset, event_id FROM {}.events \
+                     WHERE event_time >= toDateTime({first}) AND event_time <= toDateTime({last}) \
+                     AND log_topic = {} AND ({})",
+                    self.db,
+                    clickhouse_sql::quote(topic),
+                    spans.join(" OR ")
+                ))
+                .fetch_all()
+                .await
+                .map_err(unavailable)?;
+            let ids: HashSet<(i32, i64, i64)> = rows
+                .into_iter()
+                .map(|r| (r.log_partition, r.log_offset, r.event_id))
+                .collect();
+            for (e, p) in records {
+                if ids.contains(&(p.partition, p.offset, e.event_id())) {
+                    stored.insert((p.topic.clone(), p.partition, p.offset));
+                }
+            }
+        }
+        Ok(stored)
+    }
+
     /// Event ids of `events` that are already stored. Checked in slices:
     /// ClickHouse caps a query's syntax tree at 50,000 elements.
     async fn existing_ids(&self, events: &[Event]) -> Result<HashSet<i64>, StoreError> {
@@ -397,14 +546,114 @@ impl EventStore for ClickHouseStore {
         })
     }
 
+    /// Streamed batches: a redelivery is recognised by position, not by
+    /// event id. Steady state costs one lookup in the small `log_ranges`
+    /// ledger and one ledger insert; only a batch overlapping a range begun
+    /// before (after a crash, a lost insert response, a rebalance) reads
+    /// positions back from `events`. The ledger row goes in *before* the
+    /// events, so a write that fails half way is always looked up on retry.
+    async fn append_from_log(
+        &self,
+        events: Vec<Event>,
+        positions: Vec<LogPosition>,
+    ) -> Result<AppendOutcome, StoreError> {
+        if positions.len() != events.len() {
+            return self.append(events).await;
+        }
+        let total = events.len() as u64;
+        if events.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        let mut ranges: BTreeMap<(String, i32), LogRangeRow> = BTreeMap::new();
+        for p in &positions {
+            let r = ranges
+                .entry((p.topic.clone(), p.partition))
+                .or_insert_with(|| LogRangeRow {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    first_offset: p.offset,
+                    last_offset: p.offset,
+                    records: 0,
+                });
+            r.first_offset = r.first_offset.min(p.offset);
+            r.last_offset = r.last_offset.max(p.offset);
+            r.records += 1;
+        }
+        let stored = if self.dedup_check {
+            let begun = self.begun_ranges(&ranges).await?;
+            let suspects: Vec<(&Event, &LogPosition)> = events
+                .iter()
+                .zip(&positions)
+                .filter(|(_, p)| {
+                    begun.iter().any(|r| {
+                        r.topic == p.topic
+                            && r.partition == p.partition
+                            && (r.first_offset..=r.last_offset).contains(&p.offset)
+                    })
+                })
+                .collect();
+            if suspects.is_empty() {
+                HashSet::new()
+            } else {
+                metrics::counter!(crate::telemetry::names::STORE_REDELIVERY_LOOKUPS_TOTAL)
+                    .increment(1);
+                self.stored_positions(&suspects).await?
+            }
+        } else {
+            HashSet::new()
+        };
+        let mut ledger = self
+            .client
+            .insert_unescaped::<LogRangeRow>(&format!("{}.log_ranges", self.db))
+            .await
+            .map_err(unavailable)?;
+        for r in ranges.values() {
+            ledger.write(r).await.map_err(unavailable)?;
+        }
+        ledger.end().await.map_err(unavailable)?;
+
+        let mut seen = HashSet::with_capacity(events.len());
+        let mut insert = self
+            .client
+            .insert_unescaped::<LoggedEventRow>(&format!("{}.events", self.db))
+            .await
+            .map_err(unavailable)?;
+        let mut inserted = 0u64;
+        for (e, p) in events.into_iter().zip(positions) {
+            let id = e.event_id();
+            if stored.contains(&(p.topic.clone(), p.partition, p.offset)) || !seen.insert(id) {
+                continue;
+            }
+            let row = LoggedEventRow {
+                user_id: e.user_id(),
+                event_time: datetime("event_time", e.event_time())?,
+                event_id: id,
+                event_type: e.event_type().to_string(),
+                session_id: e.session_id().map(str::to_string),
+                amount: e.amount(),
+                log_topic: p.topic,
+                log_partition: p.partition,
+                log_offset: p.offset,
+            };
+            insert.write(&row).await.map_err(unavailable)?;
+            inserted += 1;
+        }
+        insert.end().await.map_err(unavailable)?;
+        Ok(AppendOutcome {
+            inserted,
+            duplicates: total - inserted,
+        })
+    }
+
     async fn stats(&self) -> Result<EventStats, StoreError> {
         let row: StatsRow = self
             .client
             .query(&format!(
                 "SELECT count() AS events, uniqExact(user_id) AS users, \
                  toUInt32(min(event_time)) AS first, toUInt32(max(event_time)) AS last \
-                 FROM {}.events FINAL",
-                self.db
+                 FROM {}.events{}",
+                self.db,
+                self.events_final()
             ))
             .fetch_one()
             .await
@@ -424,8 +673,9 @@ impl EventStore for ClickHouseStore {
             .query(&format!(
                 "SELECT event_type, count() AS events, uniqExact(user_id) AS users, \
                  count(amount) AS with_amount, count(session_id) AS with_session \
-                 FROM {}.events FINAL GROUP BY event_type ORDER BY events DESC, event_type",
-                self.db
+                 FROM {}.events{} GROUP BY event_type ORDER BY events DESC, event_type",
+                self.db,
+                self.events_final()
             ))
             .fetch_all()
             .await
@@ -459,7 +709,8 @@ impl FeatureStore for ClickHouseStore {
         as_of: i64,
     ) -> Result<SnapshotSummary, StoreError> {
         let db = &self.db;
-        let sql = clickhouse_sql::build_snapshot(spec, db, as_of).map_err(unavailable)?;
+        let sql =
+            clickhouse_sql::build_snapshot(spec, db, self.dedup(), as_of).map_err(unavailable)?;
         self.client
             .query(&sql)
             .execute()
@@ -505,7 +756,8 @@ impl FeatureStore for ClickHouseStore {
         spec: &FeatureSpec,
         as_of: i64,
     ) -> Result<FeatureSnapshot, StoreError> {
-        let sql = clickhouse_sql::compute_snapshot(spec, &self.db, as_of).map_err(unavailable)?;
+        let sql = clickhouse_sql::compute_snapshot(spec, &self.db, self.dedup(), as_of)
+            .map_err(unavailable)?;
         let mut snapshot = FeatureSnapshot::new(
             as_of,
             chrono::Utc::now().timestamp(),
@@ -562,8 +814,9 @@ impl FeatureStore for ClickHouseStore {
         cutoff: i64,
         sample: RowSample,
     ) -> Result<Dataset, StoreError> {
-        let sql = clickhouse_sql::training_set(spec, &self.db, policy, cutoff, sample)
-            .map_err(unavailable)?;
+        let sql =
+            clickhouse_sql::training_set(spec, &self.db, self.dedup(), policy, cutoff, sample)
+                .map_err(unavailable)?;
         let rows: Vec<LabelledRow> = self
             .client
             .query(&sql)

@@ -69,13 +69,36 @@ fn type_in(types: &[String]) -> String {
 /// `amount_or_zero` for sums, `amount_raw` for "present amounts only".
 /// (No alias may be named `amount`: ClickHouse substitutes aliases inside
 /// the same SELECT, so `amount AS amount_raw` would read the default.)
-fn events_source(db: &str, until: i64, also: Option<String>) -> String {
+fn events_source(db: &str, dedup: Dedup, until: i64, also: Option<String>) -> String {
     let also = also.map(|c| format!(" AND {c}")).unwrap_or_default();
     format!(
         "(SELECT user_id, toInt64(toUInt32(event_time)) AS t, event_type, session_id, \
-         amount AS amount_raw, ifNull(amount_raw, 0.) AS amount_or_zero FROM {db}.events FINAL \
-         WHERE event_time <= toDateTime({until}){also})"
+         amount AS amount_raw, ifNull(amount_raw, 0.) AS amount_or_zero FROM {db}.events{final_} \
+         WHERE event_time <= toDateTime({until}){also})",
+        final_ = dedup.final_keyword()
     )
+}
+
+/// Where redelivered events are removed, which decides how reads look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedup {
+    /// Redeliveries are recognised before the insert (`clickhouse.dedup_check`):
+    /// the table holds each event once and reads need no `FINAL`.
+    OnWrite,
+    /// Every row sent is written; `ReplacingMergeTree` + `FINAL` collapse
+    /// repeats on read (18.16's `FINAL` is single-threaded per partition:
+    /// an order of magnitude slower than the plain read).
+    OnRead,
+}
+
+impl Dedup {
+    /// What follows `FROM <db>.events`.
+    pub fn final_keyword(self) -> &'static str {
+        match self {
+            Self::OnWrite => "",
+            Self::OnRead => " FINAL",
+        }
+    }
 }
 
 /// `a AND b AND ...`, or `1` for nothing.
@@ -202,7 +225,12 @@ fn feature_array(spec: &FeatureSpec) -> Result<String, SqlError> {
 ///
 /// # Errors
 /// [`SqlError`] for unsafe identifiers.
-pub fn compute_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<String, SqlError> {
+pub fn compute_snapshot(
+    spec: &FeatureSpec,
+    db: &str,
+    dedup: Dedup,
+    as_of: i64,
+) -> Result<String, SqlError> {
     let db = identifier(db)?;
     let (inner, outer) = select_lists(spec, as_of, false)?;
     Ok(format!(
@@ -211,7 +239,7 @@ pub fn compute_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<Stri
         array = feature_array(spec)?,
         outer = outer.join(", "),
         inner = inner.join(", "),
-        src = events_source(db, as_of, None),
+        src = events_source(db, dedup, as_of, None),
     ))
 }
 
@@ -220,7 +248,12 @@ pub fn compute_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<Stri
 ///
 /// # Errors
 /// [`SqlError`] for unsafe identifiers.
-pub fn build_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<String, SqlError> {
+pub fn build_snapshot(
+    spec: &FeatureSpec,
+    db: &str,
+    dedup: Dedup,
+    as_of: i64,
+) -> Result<String, SqlError> {
     let db = identifier(db)?;
     let (inner, outer) = select_lists(spec, as_of, false)?;
     Ok(format!(
@@ -231,7 +264,7 @@ pub fn build_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<String
         array = feature_array(spec)?,
         outer = outer.join(", "),
         inner = inner.join(", "),
-        src = events_source(db, as_of, None),
+        src = events_source(db, dedup, as_of, None),
     ))
 }
 
@@ -244,6 +277,7 @@ pub fn build_snapshot(spec: &FeatureSpec, db: &str, as_of: i64) -> Result<String
 pub fn training_set(
     spec: &FeatureSpec,
     db: &str,
+    dedup: Dedup,
     policy: &LabelPolicy,
     cutoff: i64,
     sample: RowSample,
@@ -315,7 +349,7 @@ pub fn training_set(
         array = feature_array(spec)?,
         outer = outer.join(", "),
         inner = inner.join(", "),
-        src = events_source(db, h.until, sampled(sample)),
+        src = events_source(db, dedup, h.until, sampled(sample)),
     ))
 }
 
@@ -367,7 +401,7 @@ mod tests {
     #[test]
     fn every_feature_is_rendered_once_and_in_order() {
         let spec = FeatureSpec::standard();
-        let sql = build_snapshot(&spec, "churn", 1_767_225_600).unwrap();
+        let sql = build_snapshot(&spec, "churn", Dedup::OnRead, 1_767_225_600).unwrap();
         for name in spec.names() {
             assert!(sql.contains(&format!(" AS `{name}`")), "{name}");
         }
@@ -375,16 +409,58 @@ mod tests {
         assert!(sql.contains(&quote(&spec.fingerprint())));
         assert!(!sql.contains("now()"), "features must never read the clock");
         let policy = LabelPolicy::inactivity(30, 30);
-        let train = training_set(&spec, "churn", &policy, 1_767_225_600, RowSample::ALL).unwrap();
+        let train = training_set(
+            &spec,
+            "churn",
+            Dedup::OnRead,
+            &policy,
+            1_767_225_600,
+            RowSample::ALL,
+        )
+        .unwrap();
         assert!(train.contains("t <= 1767225600"));
         assert!(train.contains(&format!("toDateTime({})", 1_767_225_600 + 30 * DAY_SECS)));
         let explicit = LabelPolicy {
             churn_event_types: vec!["Cancel".into()],
             ..policy
         };
-        let train = training_set(&spec, "churn", &explicit, 1_767_225_600, RowSample::ALL).unwrap();
+        let train = training_set(
+            &spec,
+            "churn",
+            Dedup::OnRead,
+            &explicit,
+            1_767_225_600,
+            RowSample::ALL,
+        )
+        .unwrap();
         assert!(train.contains("event_type IN ('cancel')"), "{train}");
         assert!(train.contains("NOT (event_type IN ('cancel'))"));
+    }
+
+    #[test]
+    fn final_is_read_only_when_duplicates_are_left_to_the_read() {
+        let spec = FeatureSpec::standard();
+        let policy = LabelPolicy::inactivity(30, 30);
+        for (dedup, expected) in [(Dedup::OnRead, true), (Dedup::OnWrite, false)] {
+            let snapshot = build_snapshot(&spec, "churn", dedup, 1_767_225_600).unwrap();
+            let computed = compute_snapshot(&spec, "churn", dedup, 1_767_225_600).unwrap();
+            let train = training_set(
+                &spec,
+                "churn",
+                dedup,
+                &policy,
+                1_767_225_600,
+                RowSample::ALL,
+            )
+            .unwrap();
+            for sql in [snapshot, computed, train] {
+                assert_eq!(
+                    sql.contains("churn.events FINAL"),
+                    expected,
+                    "{dedup:?}: {sql}"
+                );
+            }
+        }
     }
 
     #[test]
