@@ -617,6 +617,8 @@ impl Application {
         // A failed task stops everything; the caller's token stays untouched.
         let stop = shutdown.child_token();
         let mut supervisors = tokio::task::JoinSet::new();
+        // Not supervised: it cannot fail, and ends with `stop`.
+        tokio::spawn(crate::telemetry::recorder::upkeep(stop.clone()));
         if s.schedule.enabled {
             let (jobs, features, retrain) = (
                 self.jobs.clone(),

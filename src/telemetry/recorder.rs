@@ -3,8 +3,10 @@
 //! handle.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 use super::names;
 
@@ -14,6 +16,30 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// in one test process share it).
 pub fn install() -> PrometheusHandle {
     HANDLE.get_or_init(build).clone()
+}
+
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds pending histogram samples into buckets every [`UPKEEP_EVERY`]
+/// until `stop`. Why: a recorder from `build_recorder` keeps every sample
+/// until the next render, so a server nobody scrapes would grow by each
+/// request's latency sample, without bound (`run_upkeep` is the crate's
+/// remedy); the exporter's own upkeep task only comes with its HTTP
+/// listener, which we do not use.
+pub async fn upkeep(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Some(handle) = HANDLE.get() {
+                    handle.run_upkeep();
+                }
+            }
+        }
+    }
 }
 
 fn build() -> PrometheusHandle {
