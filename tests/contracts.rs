@@ -300,6 +300,104 @@ async fn sampled_training_sets_keep_the_same_users_everywhere() {
     }
 }
 
+/// Several cutoffs at once (one pass over the events where the store can)
+/// give exactly the sets asked one by one, in the order asked, with each
+/// cutoff's sample applied: over enough users and events that the embedded
+/// scan splits them into many chunks across threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_sets_at_several_cutoffs_equal_the_sets_one_by_one() {
+    let spec = FeatureSpec::standard();
+    let policy = LabelPolicy::inactivity(14, 30);
+    // 3000 users, 1..=40 events each spread over 120 days before T + 30d:
+    // every cutoff sees some users churn and some stay.
+    let events: Vec<Event> = (1..=3_000u64)
+        .flat_map(|u| {
+            let n = 1 + (u * 7 % 40) as i64;
+            let start = T - 90 * DAY_SECS + (u % 60) as i64 * DAY_SECS;
+            (0..n).map(move |i| {
+                let kind = ["login", "view", "purchase"][(i as usize + u as usize) % 3];
+                let amount = (kind == "purchase").then_some((u % 13) as f64 + 0.5);
+                event(
+                    u,
+                    start + i * (u as i64 % 5 + 1) * 20_000,
+                    kind,
+                    Some("s"),
+                    amount,
+                )
+            })
+        })
+        .collect();
+    let cuts = [
+        (T, RowSample::ALL),
+        (
+            T - 30 * DAY_SECS,
+            RowSample::share_at(0.5, T - 30 * DAY_SECS),
+        ),
+        (T - 14 * DAY_SECS, RowSample::ALL),
+    ];
+    for a in adapters().await {
+        a.events.append(events.clone()).await.unwrap();
+        let read = a
+            .features
+            .training_sets(&spec, &policy, &cuts, Some(T + 30 * DAY_SECS))
+            .await
+            .unwrap();
+        let together = read.sets;
+        // The snapshot read in the same pass is the one computed alone.
+        let snapshot = read.snapshot.expect("a snapshot was asked for").unwrap();
+        let alone = a
+            .features
+            .compute_snapshot(&spec, T + 30 * DAY_SECS)
+            .await
+            .unwrap();
+        assert_eq!(snapshot.len(), 3_000, "{}", a.name);
+        assert_eq!(snapshot.as_of(), alone.as_of());
+        assert_eq!(snapshot.fingerprint(), alone.fingerprint());
+        for (user, _) in alone.users() {
+            assert_eq!(
+                snapshot.features(user),
+                alone.features(user),
+                "{}: user {user}",
+                a.name
+            );
+        }
+        assert_eq!(together.len(), cuts.len(), "{}", a.name);
+        for ((cutoff, sample), set) in cuts.iter().zip(&together) {
+            let alone = a
+                .features
+                .training_set(&spec, &policy, *cutoff, *sample)
+                .await
+                .unwrap();
+            assert!(alone.len() > 100, "{}: {} rows", a.name, alone.len());
+            assert!(
+                alone.labels.iter().any(|l| *l) && alone.labels.iter().any(|l| !*l),
+                "{}: both labels at {cutoff}",
+                a.name
+            );
+            assert_eq!(
+                set.user_ids, alone.user_ids,
+                "{}: users at {cutoff}",
+                a.name
+            );
+            assert_eq!(set.labels, alone.labels, "{}: labels at {cutoff}", a.name);
+            assert_eq!(set.rows, alone.rows, "{}: rows at {cutoff}", a.name);
+            assert_eq!(set.feature_names, spec.names());
+        }
+        let unsampled = a
+            .features
+            .training_set(&spec, &policy, cuts[1].0, RowSample::ALL)
+            .await
+            .unwrap();
+        assert!(
+            together[1].len() < unsampled.len() * 3 / 4,
+            "{}: the sample kept {} of {} users",
+            a.name,
+            together[1].len(),
+            unsampled.len()
+        );
+    }
+}
+
 /// An empty store: no snapshot, empty sets, empty stats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_store_answers_with_nothing() {

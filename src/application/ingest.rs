@@ -295,14 +295,17 @@ impl IngestEvents {
         })
     }
 
-    /// Drains a source batch by batch through [`IngestEvents::process`],
-    /// committing the source after each (so a crash before the commit
-    /// redelivers, and the idempotent store absorbs the repeats).
-    /// `progress` is called after every batch with the running totals.
+    /// Drains a source batch by batch: while one batch is being stored,
+    /// the next is read and validated (the store writes on one core, and
+    /// parsing is the rest of the work), so at most two batches are held.
+    /// Rejects are dead-lettered as their batch is validated.
+    /// `progress` is called after every stored batch with the running
+    /// totals.
     ///
     /// # Errors
-    /// [`IngestError`] if the store or the source fails; batches stored
-    /// before the failure stay stored.
+    /// [`IngestError`] if the store, the source or the sink fails; batches
+    /// stored before the failure stay stored, and reading the source again
+    /// stores only what is missing.
     pub async fn run(
         &self,
         source: &mut dyn EventSource,
@@ -310,14 +313,34 @@ impl IngestEvents {
         mut progress: impl FnMut(&IngestReport) + Send,
     ) -> Result<IngestReport, IngestError> {
         let mut total = IngestReport::default();
+        let mut storing: Option<tokio::task::JoinHandle<Result<IngestReport, StoreError>>> = None;
         loop {
-            let records = source.next_batch(self.batch_size).await?;
-            if records.is_empty() {
-                break;
+            let records = source.next_batch(self.batch_size).await;
+            let next = match records {
+                Ok(r) if r.is_empty() => None,
+                Ok(r) => Some(self.validate(r)),
+                Err(e) => {
+                    // The batch in flight still lands before the error.
+                    if let Some(h) = storing.take() {
+                        let _ = h.await;
+                    }
+                    return Err(e.into());
+                }
+            };
+            if let Some(h) = storing.take() {
+                total += h
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))??;
+                progress(&total);
             }
-            total += self.process(records, dead_letters).await?;
-            source.commit().await?;
-            progress(&total);
+            let Some(batch) = next else {
+                break;
+            };
+            self.dead_letter(&batch.rejects, dead_letters).await?;
+            total.read += batch.read - batch.events.len() as u64;
+            total.rejected += batch.rejects.len() as u64;
+            let this = self.clone();
+            storing = Some(tokio::spawn(async move { this.store(batch.events).await }));
         }
         Ok(total)
     }

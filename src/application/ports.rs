@@ -147,6 +147,38 @@ pub trait FeatureStore: Send + Sync {
         cutoff: i64,
         sample: RowSample,
     ) -> Result<Dataset, StoreError>;
+    /// [`FeatureStore::training_set`] at each `(cutoff, sample)`, in that
+    /// order, and with `snapshot_at` also what
+    /// [`FeatureStore::compute_snapshot`] gives at that time: everything a
+    /// training run reads. Stores that read every user's history anyway
+    /// override it to read it once for all of them.
+    async fn training_sets(
+        &self,
+        spec: &FeatureSpec,
+        policy: &LabelPolicy,
+        cuts: &[(i64, RowSample)],
+        snapshot_at: Option<i64>,
+    ) -> Result<TrainingRead, StoreError> {
+        let mut sets = Vec::with_capacity(cuts.len());
+        for &(cutoff, sample) in cuts {
+            sets.push(self.training_set(spec, policy, cutoff, sample).await?);
+        }
+        let snapshot = match snapshot_at {
+            Some(t) => Some(self.compute_snapshot(spec, t).await),
+            None => None,
+        };
+        Ok(TrainingRead { sets, snapshot })
+    }
+}
+
+/// What [`FeatureStore::training_sets`] read.
+#[derive(Debug, Default)]
+pub struct TrainingRead {
+    /// One set per cutoff asked, in that order.
+    pub sets: Vec<Dataset>,
+    /// Every user's features at `snapshot_at`, when asked; its failure
+    /// alone does not fail the sets (it only feeds monitoring).
+    pub snapshot: Option<Result<FeatureSnapshot, StoreError>>,
 }
 
 /// Failures of the model registry.
@@ -281,6 +313,40 @@ pub struct LogPosition {
     pub offset: i64,
 }
 
+/// How far a batch reaches in each log partition it read from: the offset
+/// after its last record, per topic and partition (what a consumer commits).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogCheckpoint {
+    next: Vec<(String, i32, i64)>,
+}
+
+impl LogCheckpoint {
+    /// The checkpoint after `records` (records without a position add
+    /// nothing).
+    pub fn after(records: &[RawRecord]) -> Self {
+        let mut next: Vec<(String, i32, i64)> = Vec::new();
+        for p in records.iter().filter_map(|r| r.position.as_ref()) {
+            match next
+                .iter_mut()
+                .find(|(t, part, _)| *part == p.partition && *t == p.topic)
+            {
+                Some(entry) => entry.2 = entry.2.max(p.offset + 1),
+                None => next.push((p.topic.clone(), p.partition, p.offset + 1)),
+            }
+        }
+        Self { next }
+    }
+
+    /// `(topic, partition, next offset)` for every partition read.
+    pub fn partitions(&self) -> impl Iterator<Item = (&str, i32, i64)> {
+        self.next.iter().map(|(t, p, o)| (t.as_str(), *p, *o))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next.is_empty()
+    }
+}
+
 /// Failures of an event source or dead-letter sink.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -288,14 +354,14 @@ pub enum SourceError {
     Io(String),
 }
 
-/// A stream of raw events (NDJSON file, HTTP body, Kafka topic).
+/// A finite source of raw events with nothing to acknowledge (an NDJSON
+/// file or stdin): a run that fails part way is recovered by reading the
+/// source again, and the store's idempotence absorbs what was stored
+/// before. Sources that track progress are [`EventStream`]s.
 #[async_trait]
 pub trait EventSource: Send {
     /// Up to `max` records; an empty vector means the source is exhausted.
     async fn next_batch(&mut self, max: usize) -> Result<Vec<RawRecord>, SourceError>;
-    /// Acknowledges everything returned so far (called only after the
-    /// batch is durably stored: at-least-once delivery).
-    async fn commit(&mut self) -> Result<(), SourceError>;
 }
 
 /// An unbounded, partitioned stream of raw events (a Kafka consumer group).
@@ -308,9 +374,11 @@ pub trait EventStream: Send {
         max: usize,
         wait: std::time::Duration,
     ) -> Result<Vec<RawRecord>, SourceError>;
-    /// Marks everything returned so far as processed (called only after the
-    /// batch is durably stored: at-least-once delivery).
-    async fn commit(&mut self) -> Result<(), SourceError>;
+    /// Marks the records up to `through` as processed (called only after
+    /// every batch up to it is durably stored: at-least-once delivery).
+    /// Records handed out after those stay uncommitted: the consumer loop
+    /// fetches the next batch while the previous one is being stored.
+    async fn commit(&mut self, through: &LogCheckpoint) -> Result<(), SourceError>;
     /// Stops fetching (the store is failing) without leaving the group.
     fn pause(&mut self) -> Result<(), SourceError>;
     /// Fetches again after [`EventStream::pause`].

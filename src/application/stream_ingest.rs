@@ -3,12 +3,13 @@
 //!
 //! Delivery is at-least-once: a batch is committed only after its valid
 //! events are durably stored *and* its invalid ones are dead-lettered. A
-//! crash anywhere before the commit redelivers the batch, and the store's
-//! event identity turns the repeats into duplicates that are not stored.
+//! crash anywhere before the commit redelivers the batch, and the store
+//! recognises the repeats (by log position, or by event identity) and does
+//! not store them again. The next batch is fetched while one is stored.
 //!
 //! While the store (or the dead-letter sink) fails, the loop pauses the
 //! stream, retries the same batch with capped exponential backoff and reads
-//! nothing more, so memory stays bounded by one batch; [`IngestHealth`]
+//! nothing more, so memory stays bounded by two batches; [`IngestHealth`]
 //! tells `/readyz` why. A bad record never blocks the records around it.
 
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::application::ingest::{IngestEvents, IngestReport};
-use crate::application::ports::{DeadLetterSink, EventStream};
+use crate::application::ingest::{Batch, IngestEvents, IngestReport};
+use crate::application::ports::{DeadLetterSink, EventStream, LogCheckpoint, StoreError};
 use crate::telemetry::names;
 
 /// Batching and retry settings of the loop.
@@ -93,6 +94,19 @@ pub struct StreamIngest {
     health: IngestHealth,
 }
 
+/// A validated batch and how far it reaches in the log.
+struct Fetched {
+    batch: Arc<Batch>,
+    through: LogCheckpoint,
+}
+
+/// A batch whose write runs in its own task.
+struct InFlight {
+    write: tokio::task::JoinHandle<Result<IngestReport, StoreError>>,
+    batch: Arc<Batch>,
+    through: LogCheckpoint,
+}
+
 /// Capped exponential backoff between retries of one batch.
 struct Backoff {
     next: Duration,
@@ -129,6 +143,12 @@ impl StreamIngest {
 
     /// Consumes until `shutdown` is cancelled, then closes the stream (which
     /// commits what was processed). Returns the totals of the run.
+    ///
+    /// Batches overlap: while one is being stored, the next is fetched and
+    /// validated, so the store's round trip and the broker's fetch are not
+    /// paid one after the other. At most two batches are held; each is
+    /// committed (its own checkpoint, never the next batch's) only once it
+    /// and every batch before it are stored.
     pub async fn run(
         &self,
         mut stream: Box<dyn EventStream>,
@@ -137,10 +157,26 @@ impl StreamIngest {
     ) -> IngestReport {
         self.health.set_running(true);
         let mut total = IngestReport::default();
+        let mut in_flight: Option<InFlight> = None;
         while !shutdown.is_cancelled() {
-            if let Some(report) = self.one_batch(&mut *stream, dead_letters, &shutdown).await {
+            let next = self.fetch(&mut *stream, &shutdown).await;
+            if let Some(previous) = in_flight.take()
+                && let Some(report) = self
+                    .complete(previous, &mut *stream, dead_letters, &shutdown)
+                    .await
+            {
                 total += report;
             }
+            in_flight = next.map(|f| self.start(f));
+        }
+        // A write already under way finishes, so what it stored is
+        // committed now rather than redelivered.
+        if let Some(last) = in_flight.take()
+            && let Some(report) = self
+                .complete(last, &mut *stream, dead_letters, &shutdown)
+                .await
+        {
+            total += report;
         }
         stream.close().await;
         self.health.set_running(false);
@@ -148,15 +184,13 @@ impl StreamIngest {
         total
     }
 
-    /// Reads, stores, dead-letters and commits one batch. `None` when there
-    /// was nothing to do or shutdown interrupted the batch (uncommitted: it
-    /// is redelivered).
-    async fn one_batch(
+    /// Reads and validates one batch. `None` when there was nothing to do
+    /// or shutdown interrupted the read.
+    async fn fetch(
         &self,
         stream: &mut dyn EventStream,
-        dead_letters: &mut dyn DeadLetterSink,
         shutdown: &CancellationToken,
-    ) -> Option<IngestReport> {
+    ) -> Option<Fetched> {
         let records = tokio::select! {
             _ = shutdown.cancelled() => return None,
             r = stream.next_batch(self.options.batch_max_events, self.options.batch_max_wait) => r,
@@ -174,15 +208,46 @@ impl StreamIngest {
             }
         };
         metrics::counter!(names::STREAM_RECORDS_TOTAL).increment(records.len() as u64);
-        let batch = self.ingest.validate(records);
+        let through = LogCheckpoint::after(&records);
+        Some(Fetched {
+            batch: Arc::new(self.ingest.validate(records)),
+            through,
+        })
+    }
 
+    /// Starts storing a fetched batch in its own task.
+    fn start(&self, fetched: Fetched) -> InFlight {
+        let (ingest, batch) = (self.ingest.clone(), fetched.batch.clone());
+        InFlight {
+            write: tokio::spawn(async move { ingest.store_batch(&batch).await }),
+            batch: fetched.batch,
+            through: fetched.through,
+        }
+    }
+
+    /// Waits for a batch's write (retrying it while the store fails),
+    /// dead-letters its rejects and commits it. `None` when shutdown
+    /// interrupted the retries (uncommitted: it is redelivered).
+    async fn complete(
+        &self,
+        in_flight: InFlight,
+        stream: &mut dyn EventStream,
+        dead_letters: &mut dyn DeadLetterSink,
+        shutdown: &CancellationToken,
+    ) -> Option<IngestReport> {
+        let InFlight {
+            write,
+            batch,
+            through,
+        } = in_flight;
+        let mut attempt = match write.await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Unavailable(format!("store task failed: {e}"))),
+        };
         let mut backoff = Backoff::new(&self.options);
         let mut paused = false;
         let stored = loop {
-            // A clone per attempt (inside): the store takes ownership, and
-            // on failure the same batch must be retried. The positions let
-            // the store recognise records of a batch it already wrote.
-            match self.ingest.store_batch(&batch).await {
+            match attempt {
                 Ok(report) => break report,
                 Err(e) => {
                     if !self
@@ -191,6 +256,10 @@ impl StreamIngest {
                     {
                         return None;
                     }
+                    // A clone per attempt (inside): the store takes
+                    // ownership. The positions let the store recognise
+                    // records of a batch it already wrote.
+                    attempt = self.ingest.store_batch(&batch).await;
                 }
             }
         };
@@ -221,7 +290,7 @@ impl StreamIngest {
             self.health.resume();
             tracing::info!("event store recovered: consumption resumed");
         }
-        if let Err(e) = stream.commit().await {
+        if let Err(e) = stream.commit(&through).await {
             // Not fatal: the batch is stored, so a redelivery is absorbed.
             metrics::counter!(names::STREAM_ERRORS_TOTAL, "stage" => "commit").increment(1);
             tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
@@ -294,6 +363,102 @@ mod tests {
         assert_eq!(h.paused_because().as_deref(), Some("event store: down"));
         h.resume();
         assert_eq!(h.paused_because(), None);
+    }
+
+    fn logged(offset: i64) -> crate::application::ports::RawRecord {
+        use crate::application::ports::{LogPosition, RawRecord};
+        RawRecord {
+            payload: format!(
+                r#"{{"user_id":{},"event_time":"2026-01-01 10:00:00","event_type":"login"}}"#,
+                offset + 1
+            )
+            .into_bytes(),
+            origin: format!("events/0@{offset}"),
+            position: Some(LogPosition {
+                topic: "events".into(),
+                partition: 0,
+                offset,
+            }),
+            key: None,
+        }
+    }
+
+    fn checkpoint(next: i64) -> LogCheckpoint {
+        LogCheckpoint::after(&[logged(next - 1)])
+    }
+
+    /// Paused time: batches overlap (the second is fetched while the first
+    /// is written), yet each commit carries only its own batch's offsets,
+    /// in order, and only after that batch is stored — also when the first
+    /// write fails and is retried after the second batch was fetched.
+    #[tokio::test(start_paused = true)]
+    async fn each_commit_covers_only_batches_already_stored() {
+        use crate::application::ports::EventStore;
+        use crate::testing::{MemoryDeadLetters, MemoryStore, ScriptedStream};
+
+        for outage in [false, true] {
+            let store = MemoryStore::new(3);
+            store.outage.set_failing(outage);
+            let ingest = IngestEvents::new(Arc::new(store.clone()), 86_400, 100);
+            let stream = ScriptedStream::new(vec![
+                (0..3).map(logged).collect(),
+                (3..7).map(logged).collect(),
+            ]);
+            let log = stream.log.clone();
+            let consumer = StreamIngest::new(
+                ingest,
+                StreamOptions {
+                    batch_max_events: 10,
+                    batch_max_wait: Duration::from_millis(50),
+                    retry_initial: Duration::from_millis(100),
+                    retry_max: Duration::from_millis(400),
+                },
+                IngestHealth::default(),
+            );
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            let task = tokio::spawn(async move {
+                consumer
+                    .run(Box::new(stream), &mut MemoryDeadLetters::default(), stop)
+                    .await
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if outage {
+                // Both batches fetched, nothing stored, nothing committed.
+                assert_eq!(log.lock().unwrap().fetched, 7);
+                assert!(log.lock().unwrap().committed.is_empty());
+                store.outage.set_failing(false);
+            }
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            assert_eq!(
+                log.lock().unwrap().committed,
+                vec![checkpoint(3), checkpoint(7)],
+                "outage {outage}"
+            );
+            shutdown.cancel();
+            let total = task.await.unwrap();
+            assert_eq!((total.read, total.inserted), (7, 7));
+            assert_eq!(store.stats().await.unwrap().events, 7);
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_is_the_offset_after_each_partitions_last_record() {
+        use crate::application::ports::{LogPosition, RawRecord};
+        let at = |partition: i32, offset: i64| RawRecord {
+            position: Some(LogPosition {
+                topic: "events".into(),
+                partition,
+                offset,
+            }),
+            ..RawRecord::new(Vec::new(), "")
+        };
+        let c = LogCheckpoint::after(&[at(0, 5), at(1, 9), at(0, 7), at(0, 6)]);
+        assert_eq!(
+            c.partitions().collect::<Vec<_>>(),
+            vec![("events", 0, 8), ("events", 1, 10)]
+        );
+        assert!(LogCheckpoint::after(&[RawRecord::new(Vec::new(), "f:1")]).is_empty());
     }
 
     /// Paused time: a store outage pauses the stream and retries the same

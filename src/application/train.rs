@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 
 use crate::application::build_features::AsOf;
 use crate::application::models::{LATEST, ManageModels, ModelsError, PRODUCTION};
-use crate::application::ports::{EventStore, FeatureStore, ModelTrainer, StoreError};
+use crate::application::ports::{EventStats, EventStore, FeatureStore, ModelTrainer, StoreError};
 use crate::domain::calibration::{
     Calibration, CalibrationMethod, CalibrationReport, fit as fit_calibration, keep_calibration,
     reliability,
@@ -47,6 +47,7 @@ use crate::domain::model::{
     ModelReport,
 };
 use crate::domain::sampling::RowSample;
+use crate::domain::snapshot::FeatureSnapshot;
 use crate::domain::time::{DAY_SECS, floor_day, format_rfc3339};
 use crate::domain::training::{
     Champion, ModelSelection, PromotionDecision, PromotionPolicy, decide_promotion,
@@ -267,6 +268,9 @@ struct Sets {
     report: Arc<Dataset>,
     eligible_share: f64,
     warnings: Vec<String>,
+    /// Every user's features as serving's rebuilds compute them, read in
+    /// the same pass as the sets: what drift is measured against.
+    reference: Result<FeatureSnapshot, String>,
 }
 
 impl TrainModel {
@@ -299,7 +303,10 @@ impl TrainModel {
     /// # Errors
     /// [`TrainError::Insufficient`] when the data does not span enough time.
     pub async fn plan_cutoffs(&self) -> Result<Plan, TrainError> {
-        let stats = self.events.stats().await?;
+        self.plan(&self.events.stats().await?)
+    }
+
+    fn plan(&self, stats: &EventStats) -> Result<Plan, TrainError> {
         let (Some(first), Some(last)) = (stats.first_event_time, stats.last_event_time) else {
             return Err(TrainError::Insufficient(
                 "the event store is empty; ingest events first".into(),
@@ -387,7 +394,7 @@ impl TrainModel {
     /// # Errors
     /// As [`TrainModel::run`] before fitting.
     pub async fn training_rows(&self) -> Result<(Dataset, Dataset), TrainError> {
-        let sets = self.build_sets().await?;
+        let sets = self.build_sets(false).await?;
         drop((sets.select, sets.report));
         Ok((
             Arc::unwrap_or_clone(sets.train),
@@ -402,7 +409,7 @@ impl TrainModel {
             *slot = clock.elapsed().as_secs_f64();
             clock = Instant::now();
         };
-        let sets = self.build_sets().await?;
+        let mut sets = self.build_sets(true).await?;
         lap(&mut phases.sets);
         let fitted = self.fit(&sets).await?;
         lap(&mut phases.fit);
@@ -436,7 +443,8 @@ impl TrainModel {
         }
         let (report, calibration) = self.report(&sets, &chosen).await?;
         lap(&mut phases.report);
-        let reference = self.drift_reference(&chosen).await;
+        let snapshot = std::mem::replace(&mut sets.reference, Err(String::new()));
+        let reference = self.drift_reference(&chosen, snapshot).await;
         lap(&mut phases.drift_reference);
         if reference.is_none() {
             warnings.push(
@@ -578,29 +586,18 @@ impl TrainModel {
         .map_err(|e| TrainError::Join(e.to_string()))?
     }
 
-    /// Every user's features as of the time serving's rebuilds use (now, or
-    /// the newest event), computed as serving computes them, and the chosen
-    /// model's raw scores on them:
-    /// what drift is measured against. `None` (logged) when it cannot be
-    /// built: monitoring is then unavailable, training is not failed.
-    async fn drift_reference(&self, chosen: &Chosen) -> Option<DriftReference> {
+    /// The chosen model's raw scores on `snapshot` (every user's features
+    /// as of the time serving's rebuilds use: now, or the newest event, as
+    /// serving computes them): what drift is measured against. `None`
+    /// (logged) when it cannot be built: monitoring is then unavailable,
+    /// training is not failed.
+    async fn drift_reference(
+        &self,
+        chosen: &Chosen,
+        snapshot: Result<FeatureSnapshot, String>,
+    ) -> Option<DriftReference> {
         let started = Instant::now();
-        let built = async {
-            let last = self
-                .events
-                .stats()
-                .await?
-                .last_event_time
-                .ok_or_else(|| StoreError::Insufficient("no events".into()))?;
-            let as_of = match self.options.reference_as_of {
-                AsOf::Now => chrono::Utc::now().timestamp(),
-                AsOf::EndOfData => last,
-                AsOf::At(t) => t,
-            };
-            self.features.compute_snapshot(&self.spec, as_of).await
-        }
-        .await;
-        let snapshot = match built {
+        let snapshot = match snapshot {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "drift reference not built");
@@ -647,41 +644,76 @@ impl TrainModel {
 
     /// The stacked training set and the two validation halves, all point
     /// in time.
-    async fn build_sets(&self) -> Result<Sets, TrainError> {
-        let plan = self.plan_cutoffs().await?;
+    /// With `reference`, the drift reference's snapshot is read in the
+    /// same pass.
+    async fn build_sets(&self, reference: bool) -> Result<Sets, TrainError> {
+        // Read once: counting users can cost a pass over the events.
+        let stats = self.events.stats().await?;
+        let plan = self.plan(&stats)?;
         let policy = &self.options.policy;
         let max_rows = self.options.max_training_rows;
-        let users = self.events.stats().await?.users.max(1);
-        // Validation first: no more users than the store holds can be
-        // eligible, so a share of `max_rows / users` bounds it; the rows it
-        // keeps then estimate how many are eligible per cutoff, which sizes
-        // the training cutoffs' share.
+        let users = stats.users.max(1);
+        let reference_at = match (reference, stats.last_event_time) {
+            (false, _) => Err("not asked for".to_string()),
+            (true, None) => Err("no events".to_string()),
+            (true, Some(last)) => Ok(match self.options.reference_as_of {
+                AsOf::Now => chrono::Utc::now().timestamp(),
+                AsOf::EndOfData => last,
+                AsOf::At(t) => t,
+            }),
+        };
+        let snapshot_at = reference_at.as_ref().ok().copied();
+        // No more users than the store holds can be eligible, so a share of
+        // `max_rows / users` bounds the validation rows.
         let validation_sample = RowSample::capped(max_rows, users as f64, plan.validation_cutoff);
-        let validation = self
-            .features
-            .training_set(
-                &self.spec,
-                policy,
-                plan.validation_cutoff,
-                validation_sample,
-            )
-            .await?;
-        let eligible = validation.len() as f64 / validation_sample.share();
-        let train_share =
-            RowSample::capped(max_rows, eligible * plan.train_cutoffs.len() as f64, 0).share();
-        let mut train = Dataset::default();
-        for &cutoff in &plan.train_cutoffs {
-            train.extend(
-                self.features
+        let n_train = plan.train_cutoffs.len() as f64;
+        let (validation, train, train_share, snapshot) =
+            if max_rows == 0 || users as f64 * n_train <= max_rows as f64 {
+                // The cap cannot bind (no cutoff has more eligible users than
+                // the store has users): every cutoff in one pass over the
+                // events.
+                let mut cuts = vec![(plan.validation_cutoff, validation_sample)];
+                cuts.extend(plan.train_cutoffs.iter().map(|&c| (c, RowSample::ALL)));
+                let read = self
+                    .features
+                    .training_sets(&self.spec, policy, &cuts, snapshot_at)
+                    .await?;
+                let mut sets = read.sets.into_iter();
+                let validation = sets.next().unwrap_or_default();
+                let mut train = Dataset::default();
+                sets.for_each(|s| train.extend(s));
+                (validation, train, 1.0, read.snapshot)
+            } else {
+                // Validation first: the rows it keeps estimate how many users
+                // are eligible per cutoff, which sizes the training share; the
+                // training cutoffs then share one pass.
+                let validation = self
+                    .features
                     .training_set(
                         &self.spec,
                         policy,
-                        cutoff,
-                        RowSample::share_at(train_share, cutoff),
+                        plan.validation_cutoff,
+                        validation_sample,
                     )
-                    .await?,
-            );
-        }
+                    .await?;
+                let eligible = validation.len() as f64 / validation_sample.share();
+                let train_share = RowSample::capped(max_rows, eligible * n_train, 0).share();
+                let cuts: Vec<(i64, RowSample)> = plan
+                    .train_cutoffs
+                    .iter()
+                    .map(|&c| (c, RowSample::share_at(train_share, c)))
+                    .collect();
+                let read = self
+                    .features
+                    .training_sets(&self.spec, policy, &cuts, snapshot_at)
+                    .await?;
+                let mut train = Dataset::default();
+                for set in read.sets {
+                    train.extend(set);
+                }
+                (validation, train, train_share, read.snapshot)
+            };
+        let eligible = validation.len() as f64 / validation_sample.share();
         let eligible_share = eligible / users as f64;
         let sampling = Sampling {
             max_rows,
@@ -733,6 +765,11 @@ impl TrainModel {
             report: Arc::new(report),
             eligible_share,
             warnings,
+            reference: reference_at.and_then(|_| match snapshot {
+                Some(Ok(s)) => Ok(s),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("the store returned no snapshot".to_string()),
+            }),
         })
     }
 

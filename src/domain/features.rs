@@ -199,12 +199,41 @@ pub fn session_key(session: Option<&str>) -> u64 {
     }
 }
 
+/// The event types one feature selects. Every event of every feature
+/// passes this test, so the usual case (type indexes below 128: a spec
+/// naming fewer than 128 types) is one bit test instead of a list search.
+#[derive(Debug, Clone)]
+enum TypeSet {
+    Mask(u128),
+    Sorted(Vec<u16>),
+}
+
+impl TypeSet {
+    fn new(idx: &[u16]) -> Self {
+        if idx.iter().all(|i| *i < 128) {
+            Self::Mask(idx.iter().fold(0, |m, i| m | 1u128 << i))
+        } else {
+            let mut v = idx.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            Self::Sorted(v)
+        }
+    }
+
+    fn contains(&self, idx: u16) -> bool {
+        match self {
+            Self::Mask(m) => idx < 128 && (m >> idx) & 1 == 1,
+            Self::Sorted(v) => v.binary_search(&idx).is_ok(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Compiled {
     Aggregate {
         aggregation: Aggregation,
         /// Type indexes selected; `None` = all.
-        types: Option<Vec<u16>>,
+        types: Option<TypeSet>,
         window_secs: Option<i64>,
     },
     Ratio {
@@ -389,7 +418,7 @@ impl FeatureSpec {
                     .map_err(|m| err(here, Some("event_types"), m))?;
                 Compiled::Aggregate {
                     aggregation: def.aggregation,
-                    types: (!idx.is_empty()).then_some(idx),
+                    types: (!idx.is_empty()).then(|| TypeSet::new(&idx)),
                     window_secs: def.window_days.map(|d| i64::from(d) * DAY_SECS),
                 }
             };
@@ -542,7 +571,7 @@ impl FeatureSpec {
                         window_secs.map_or(0, |w| history.partition_point(|e| e.time <= as_of - w));
                     let selected = history[start..]
                         .iter()
-                        .filter(|e| types.as_ref().is_none_or(|t| t.contains(&e.type_idx)));
+                        .filter(|e| types.as_ref().is_none_or(|t| t.contains(e.type_idx)));
                     aggregate(*aggregation, selected, as_of, tenure, &mut scratch)
                 }
                 Compiled::Ratio {
@@ -665,6 +694,17 @@ mod tests {
 
     fn value(spec: &FeatureSpec, out: &[f64], name: &str) -> f64 {
         out[spec.index_of(name).unwrap()]
+    }
+
+    #[test]
+    fn type_sets_answer_like_a_list_search() {
+        for idx in [vec![0u16, 5, 127], vec![3, 200, 65_000], vec![127, 128]] {
+            let set = TypeSet::new(&idx);
+            for probe in [0u16, 1, 3, 5, 126, 127, 128, 200, 65_000, OTHER_TYPE] {
+                assert_eq!(set.contains(probe), idx.contains(&probe), "{idx:?} {probe}");
+            }
+        }
+        assert!(matches!(TypeSet::new(&[1, 127]), TypeSet::Mask(_)));
     }
 
     #[test]

@@ -71,11 +71,6 @@ impl EventSource for NdjsonSource {
         }
         Ok(out)
     }
-
-    async fn commit(&mut self) -> Result<(), SourceError> {
-        // Files have no offsets to acknowledge.
-        Ok(())
-    }
 }
 
 /// Appends rejected records to an NDJSON file, one object per line:

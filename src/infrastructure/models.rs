@@ -19,7 +19,7 @@ use crate::domain::training::GbdtParams;
 /// L2 penalty of the logistic baseline (features are standardised first).
 const LOGISTIC_ALPHA: f64 = 1.0;
 
-/// Trainer backed by forust-ml and smartcore.
+/// Trainer backed by forust-ml (GBDT) and a Newton logistic fit.
 #[derive(Debug, Clone, Default)]
 pub struct CrateTrainer {
     pub gbdt: GbdtParams,
@@ -187,7 +187,9 @@ impl CrateTrainer {
 /// Hessian. Written by hand because smartcore's fit was 14 of the 22 s of
 /// `churn train` on 26k rows × 54 features (bench/train.sh), and the
 /// penalty makes the problem strictly convex, so plain Newton with step
-/// halving converges from zero.
+/// halving converges from zero. The passes over the rows are split over
+/// the machine's cores; the sums are added in a fixed order, so the fit is
+/// the same on every run of one machine.
 fn newton_logistic(
     x: &[f64],
     y: &[bool],
@@ -196,35 +198,58 @@ fn newton_logistic(
 ) -> Result<(Vec<f64>, f64), ModelError> {
     let n = y.len();
     let d = p + 1; // the intercept is the last parameter
+    // Rows with a trailing 1 for the intercept: every inner loop is then
+    // a plain slice product the compiler vectorises.
+    let mut xa = Vec::with_capacity(n * d);
+    for row in x.chunks_exact(p.max(1)).take(n) {
+        xa.extend_from_slice(row);
+        xa.push(1.0);
+    }
+    let blocks = row_blocks(n);
+    let penalty = |theta: &[f64]| 0.5 * alpha * theta[..p].iter().map(|w| w * w).sum::<f64>();
     let loss = |theta: &[f64]| -> f64 {
-        let mut f = 0.5 * alpha * theta[..p].iter().map(|w| w * w).sum::<f64>();
-        for i in 0..n {
-            let z = dot(&x[i * p..(i + 1) * p], &theta[..p]) + theta[p];
-            // log(1 + e^z) - y z, stable for large |z|.
-            f += z.max(0.0) + (-z.abs()).exp().ln_1p() - if y[i] { z } else { 0.0 };
-        }
-        f
+        penalty(theta)
+            + in_parallel(&blocks, |rows| {
+                let mut f = 0.0;
+                for i in rows {
+                    let z = dot(&xa[i * d..(i + 1) * d], theta);
+                    // log(1 + e^z) - y z, stable for large |z|.
+                    f += z.max(0.0) + (-z.abs()).exp().ln_1p() - if y[i] { z } else { 0.0 };
+                }
+                f
+            })
+            .into_iter()
+            .sum::<f64>()
     };
     let mut theta = vec![0.0; d];
     let mut current = loss(&theta);
     for _ in 0..100 {
-        let mut g = vec![0.0; d];
-        let mut h = vec![0.0; d * d];
-        for i in 0..n {
-            let row = &x[i * p..(i + 1) * p];
-            let mu = sigmoid(dot(row, &theta[..p]) + theta[p]);
-            let r = mu - f64::from(u8::from(y[i]));
-            let s = mu * (1.0 - mu);
-            for a in 0..d {
-                let xa = if a < p { row[a] } else { 1.0 };
-                g[a] += r * xa;
-                let sxa = s * xa;
-                // Lower triangle only; mirrored below.
-                for b in 0..=a {
-                    let xb = if b < p { row[b] } else { 1.0 };
-                    h[a * d + b] += sxa * xb;
+        let parts = in_parallel(&blocks, |rows| {
+            let mut g = vec![0.0; d];
+            // Lower triangle only, row-major; mirrored below.
+            let mut h = vec![0.0; d * d];
+            for i in rows {
+                let row = &xa[i * d..(i + 1) * d];
+                let mu = sigmoid(dot(row, &theta));
+                let r = mu - f64::from(u8::from(y[i]));
+                let s = mu * (1.0 - mu);
+                for (a, &xv) in row.iter().enumerate() {
+                    g[a] += r * xv;
+                    let sxa = s * xv;
+                    for (hb, xb) in h[a * d..a * d + a + 1].iter_mut().zip(&row[..=a]) {
+                        *hb += sxa * xb;
+                    }
                 }
             }
+            (g, h)
+        });
+        let mut parts = parts.into_iter();
+        let (mut g, mut h) = parts
+            .next()
+            .unwrap_or_else(|| (vec![0.0; d], vec![0.0; d * d]));
+        for (pg, ph) in parts {
+            g.iter_mut().zip(&pg).for_each(|(a, b)| *a += b);
+            h.iter_mut().zip(&ph).for_each(|(a, b)| *a += b);
         }
         for a in 0..d {
             for b in 0..a {
@@ -262,6 +287,38 @@ fn newton_logistic(
     let intercept = theta[p];
     theta.truncate(p);
     Ok((theta, intercept))
+}
+
+/// Below this many rows per core, one thread does a pass.
+const PARALLEL_MIN_ROWS: usize = 4_096;
+
+/// `n` rows cut into one contiguous block per core (one block when small).
+fn row_blocks(n: usize) -> Vec<std::ops::Range<usize>> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let k = cores.min(n / PARALLEL_MIN_ROWS).max(1);
+    let per = n.div_ceil(k);
+    (0..k).map(|b| b * per..((b + 1) * per).min(n)).collect()
+}
+
+/// `f` on every block, each on its own thread; results in block order.
+fn in_parallel<R: Send>(
+    blocks: &[std::ops::Range<usize>],
+    f: impl Fn(std::ops::Range<usize>) -> R + Sync,
+) -> Vec<R> {
+    if blocks.len() == 1 {
+        return vec![f(blocks[0].clone())];
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = blocks
+            .iter()
+            .map(|b| scope.spawn(move || f(b.clone())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

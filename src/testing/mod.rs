@@ -15,7 +15,8 @@ use async_trait::async_trait;
 
 use crate::application::ports::{
     AliasRecord, AppendOutcome, DeadLetterSink, EventStats, EventStore, EventStream, FeatureStore,
-    ModelRegistry, RawRecord, RegistryError, SnapshotSummary, SourceError, StoreError, TypeCount,
+    LogCheckpoint, ModelRegistry, RawRecord, RegistryError, SnapshotSummary, SourceError,
+    StoreError, TypeCount,
 };
 use crate::domain::event::{Event, EventError};
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
@@ -390,6 +391,8 @@ impl ModelRegistry for MemoryRegistry {
 pub struct StreamLog {
     pub fetched: usize,
     pub commits: usize,
+    /// Every checkpoint committed, in order.
+    pub committed: Vec<LogCheckpoint>,
     pub pauses: usize,
     pub resumes: usize,
     pub closed: bool,
@@ -433,8 +436,10 @@ impl EventStream for ScriptedStream {
         }
     }
 
-    async fn commit(&mut self) -> Result<(), SourceError> {
-        lock(&self.log).commits += 1;
+    async fn commit(&mut self, through: &LogCheckpoint) -> Result<(), SourceError> {
+        let mut log = lock(&self.log);
+        log.commits += 1;
+        log.committed.push(through.clone());
         Ok(())
     }
 

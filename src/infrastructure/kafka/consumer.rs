@@ -2,13 +2,14 @@
 //! messages to [`crate::application::stream_ingest::StreamIngest`].
 //!
 //! Offsets: `enable.auto.offset.store = false` and auto commit on. Offsets
-//! are *stored* only in [`EventStream::commit`], which the loop calls after
-//! a batch is durably written; librdkafka then commits stored offsets every
+//! are *stored* only in [`EventStream::commit`], which the loop calls with
+//! a batch's checkpoint after that batch is durably written (the next
+//! batch, already fetched, stays uncommitted); librdkafka then commits stored offsets every
 //! `commit_interval_ms`, before a rebalance hands partitions away, and on
 //! close. This is librdkafka's documented at-least-once pattern, and it
 //! never blocks the runtime on a commit round trip.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,16 +19,13 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaOptions;
-use crate::application::ports::{EventStream, LogPosition, RawRecord, SourceError};
+use crate::application::ports::{EventStream, LogCheckpoint, LogPosition, RawRecord, SourceError};
 use crate::infrastructure::kafka::client_config;
 use crate::infrastructure::kafka::context::ConsumerCallbacks;
 
 /// A subscribed consumer-group member.
 pub struct KafkaStream {
     consumer: StreamConsumer<ConsumerCallbacks>,
-    /// Next offset to commit per (topic, partition), for records handed out
-    /// since the last [`EventStream::commit`].
-    delivered: HashMap<(String, i32), i64>,
     /// Records that arrived while paused (kept, never dropped).
     held: VecDeque<RawRecord>,
     paused: bool,
@@ -102,21 +100,9 @@ impl KafkaStream {
         tracing::info!(brokers = %settings.brokers, group = %settings.group_id, ?topics, "kafka consumer subscribed");
         Ok(Self {
             consumer,
-            delivered: HashMap::new(),
             held: VecDeque::new(),
             paused: false,
         })
-    }
-
-    /// Remembers the next offset to commit for every record handed out.
-    fn track(&mut self, records: &[RawRecord]) {
-        for p in records.iter().filter_map(|r| r.position.as_ref()) {
-            let next = self
-                .delivered
-                .entry((p.topic.clone(), p.partition))
-                .or_insert(p.offset + 1);
-            *next = (*next).max(p.offset + 1);
-        }
     }
 
     /// The current assignment, paused or resumed as a whole.
@@ -164,12 +150,11 @@ impl EventStream for KafkaStream {
                 _ = &mut deadline => break,
             }
         }
-        self.track(&out);
         Ok(out)
     }
 
-    async fn commit(&mut self) -> Result<(), SourceError> {
-        if self.delivered.is_empty() {
+    async fn commit(&mut self, through: &LogCheckpoint) -> Result<(), SourceError> {
+        if through.is_empty() {
             return Ok(());
         }
         let assigned = self
@@ -177,11 +162,11 @@ impl EventStream for KafkaStream {
             .assignment()
             .map_err(|e| source_error("assignment", e))?;
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in self.delivered.drain() {
+        for (topic, partition, next) in through.partitions() {
             // A partition revoked meanwhile belongs to another member now:
             // its offsets are abandoned and that member re-reads (deduped).
-            if assigned.find_partition(&topic, partition).is_some() {
-                tpl.add_partition_offset(&topic, partition, Offset::Offset(next))
+            if assigned.find_partition(topic, partition).is_some() {
+                tpl.add_partition_offset(topic, partition, Offset::Offset(next))
                     .map_err(|e| source_error("offsets", e))?;
             }
         }

@@ -4,3 +4,4 @@
 pub mod clickhouse;
 pub mod clickhouse_sql;
 pub mod sqlite;
+pub mod user_scan;
