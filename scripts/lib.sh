@@ -62,12 +62,23 @@ need_start() { # port pidfile name
 }
 
 # Stops the process group recorded in pid file $1 (services run under
-# setsid, so the group holds their children too) and waits for it to end.
+# setsid, so the group holds their children too) and waits for every member
+# to end: a child that outlives its leader (noida-db's binary under its
+# Python wrapper did, spinning a core) would keep the port with no pid file
+# left to stop it by. Members still there after 10 s are killed.
 stop_group() {
   [ -f "$1" ] || return 0
   local pid; pid="$(cat "$1")"
   kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 100); do
+    kill -0 -- "-$pid" 2>/dev/null || kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 -- "-$pid" 2>/dev/null; then
+    echo "process group $pid outlived SIGTERM by 10 s: killing it" >&2
+    kill -9 -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   rm -f "$1"
 }
 

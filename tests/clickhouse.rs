@@ -366,19 +366,19 @@ async fn streamed_redeliveries_are_recognised_by_position() {
         })
         .collect();
     let first = ch
-        .append_from_log(events[..2_000].to_vec(), positions[..2_000].to_vec())
+        .append_from_log(&events[..2_000], &positions[..2_000])
         .await
         .unwrap();
     assert_eq!((first.inserted, first.duplicates), (2_000, 0));
     // Redelivery from offset 333 of each partition on: 1,000 seen, 1,000 new.
     let again = ch
-        .append_from_log(events[1_000..].to_vec(), positions[1_000..].to_vec())
+        .append_from_log(&events[1_000..], &positions[1_000..])
         .await
         .unwrap();
     assert_eq!((again.inserted, again.duplicates), (1_000, 1_000));
     // The same batch once more: all of it is a redelivery.
     let third = ch
-        .append_from_log(events[1_000..].to_vec(), positions[1_000..].to_vec())
+        .append_from_log(&events[1_000..], &positions[1_000..])
         .await
         .unwrap();
     assert_eq!((third.inserted, third.duplicates), (0, 2_000));
@@ -387,10 +387,7 @@ async fn streamed_redeliveries_are_recognised_by_position() {
     let other: Vec<Event> = (0..100)
         .map(|i| Event::new(7_000_000 + i, T + i as i64, "login", None, None, p).unwrap())
         .collect();
-    let reused = ch
-        .append_from_log(other, positions[..100].to_vec())
-        .await
-        .unwrap();
+    let reused = ch.append_from_log(&other, &positions[..100]).await.unwrap();
     assert_eq!((reused.inserted, reused.duplicates), (100, 0));
     let raw = sql(&format!(
         "SELECT count(), uniqExact(event_id) FROM {db}.events FORMAT TSV"

@@ -229,7 +229,7 @@ impl IngestEvents {
         }
         let outcome = self
             .store
-            .append_from_log(batch.events.clone(), batch.positions.clone())
+            .append_from_log(&batch.events, &batch.positions)
             .await?;
         Ok(counted(batch.events.len() as u64, outcome))
     }

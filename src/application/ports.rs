@@ -74,14 +74,16 @@ pub trait EventStore: Send + Sync {
     /// where `events[i]` was read (same length). A store may recognise a
     /// redelivered record by its position, which is far cheaper than
     /// looking its event id up; the default ignores the positions (the
-    /// store is idempotent on event ids anyway).
+    /// store is idempotent on event ids anyway). Borrowed: the caller keeps
+    /// the batch to retry it, and a store that writes from references
+    /// copies nothing.
     async fn append_from_log(
         &self,
-        events: Vec<Event>,
-        positions: Vec<LogPosition>,
+        events: &[Event],
+        positions: &[LogPosition],
     ) -> Result<AppendOutcome, StoreError> {
         let _ = positions;
-        self.append(events).await
+        self.append(events.to_vec()).await
     }
     async fn stats(&self) -> Result<EventStats, StoreError>;
     /// Events per type, most frequent first.

@@ -256,9 +256,8 @@ impl StreamIngest {
                     {
                         return None;
                     }
-                    // A clone per attempt (inside): the store takes
-                    // ownership. The positions let the store recognise
-                    // records of a batch it already wrote.
+                    // The same batch again: the positions let the store
+                    // recognise records of a batch it already wrote.
                     attempt = self.ingest.store_batch(&batch).await;
                 }
             }

@@ -35,7 +35,7 @@ pub struct KafkaSettings {
     /// name) lets a restarted replica take its partitions back without a
     /// rebalance. Empty = dynamic membership.
     pub group_instance_id: String,
-    /// Per-partition prefetch cap (bounds memory while the store is slow).
+    /// Prefetch cap of the consumer queue (bounds memory while the store is slow).
     pub queued_max_kbytes: u64,
     /// Consumer statistics (lag metrics) interval; 0 = off.
     pub statistics_interval_ms: u64,
@@ -64,13 +64,13 @@ impl Default for KafkaSettings {
             dlq_topic: "events_dlq".into(),
             client_id: "churn".into(),
             auto_offset_reset: "earliest".into(),
-            batch_max_events: 20_000,
+            batch_max_events: 100_000,
             batch_max_wait_ms: 500,
             commit_interval_ms: 1_000,
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 60_000,
             group_instance_id: String::new(),
-            queued_max_kbytes: 16_384,
+            queued_max_kbytes: 65_536,
             statistics_interval_ms: 5_000,
             retry_initial_ms: 200,
             retry_max_ms: 10_000,

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -134,18 +135,24 @@ impl EventStream for KafkaStream {
         let mut out: Vec<RawRecord> = self.held.drain(..take).collect();
         let deadline = tokio::time::sleep(wait);
         tokio::pin!(deadline);
+        // One message stream for the whole batch: `recv()` builds (and
+        // registers a waker for) a new one per message.
+        let mut messages = self.consumer.stream();
         while out.len() < max {
             tokio::select! {
                 biased;
-                msg = self.consumer.recv() => match msg {
-                    Ok(msg) => out.push(record_of(&msg)),
-                    // Records already handed out must reach the caller
-                    // (their offsets are tracked); report the error later.
-                    Err(e) if out.is_empty() => return Err(source_error("fetch", e)),
-                    Err(e) => {
+                msg = messages.next() => match msg {
+                    Some(Ok(msg)) => out.push(record_of(&msg)),
+                    // Records already read must reach the caller (the
+                    // batch's checkpoint covers them); report the error
+                    // later.
+                    Some(Err(e)) if out.is_empty() => return Err(source_error("fetch", e)),
+                    Some(Err(e)) => {
                         tracing::warn!(error = %e, "kafka fetch error after a partial batch");
                         break;
                     }
+                    // The stream never ends while the consumer lives.
+                    None => break,
                 },
                 _ = &mut deadline => break,
             }

@@ -556,18 +556,18 @@ impl EventStore for ClickHouseStore {
     /// events, so a write that fails half way is always looked up on retry.
     async fn append_from_log(
         &self,
-        events: Vec<Event>,
-        positions: Vec<LogPosition>,
+        events: &[Event],
+        positions: &[LogPosition],
     ) -> Result<AppendOutcome, StoreError> {
         if positions.len() != events.len() {
-            return self.append(events).await;
+            return self.append(events.to_vec()).await;
         }
         let total = events.len() as u64;
         if events.is_empty() {
             return Ok(AppendOutcome::default());
         }
         let mut ranges: BTreeMap<(String, i32), LogRangeRow> = BTreeMap::new();
-        for p in &positions {
+        for p in positions {
             let r = ranges
                 .entry((p.topic.clone(), p.partition))
                 .or_insert_with(|| LogRangeRow {
@@ -585,7 +585,7 @@ impl EventStore for ClickHouseStore {
             let begun = self.begun_ranges(&ranges).await?;
             let suspects: Vec<(&Event, &LogPosition)> = events
                 .iter()
-                .zip(&positions)
+                .zip(positions)
                 .filter(|(_, p)| {
                     begun.iter().any(|r| {
                         r.topic == p.topic
@@ -621,7 +621,7 @@ impl EventStore for ClickHouseStore {
             .await
             .map_err(unavailable)?;
         let mut inserted = 0u64;
-        for (e, p) in events.iter().zip(&positions) {
+        for (e, p) in events.iter().zip(positions) {
             let id = e.event_id();
             if (!stored.is_empty() && stored.contains(&(p.topic.clone(), p.partition, p.offset)))
                 || !seen.insert(id)
