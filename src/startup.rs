@@ -381,7 +381,7 @@ pub struct Application {
     services: Services,
     state: ServingState,
     jobs: Jobs,
-    app: axum::Router,
+    app: crate::http::Api,
     consumer: Option<KafkaConsumer>,
     tasks: TaskHealth,
     restart: RestartPolicy,
@@ -573,7 +573,7 @@ impl Application {
             stream_health: stream_health.clone(),
             tasks: tasks.clone(),
         });
-        let app = crate::http::router(app_state);
+        let app = crate::http::Api::new(app_state);
         Ok(Self {
             listener,
             services,

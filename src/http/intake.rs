@@ -48,14 +48,28 @@ fn refused(status: StatusCode, reason: &'static str, message: String) -> ApiErro
     ApiError::new(status, reason, message)
 }
 
-/// Whether the request announces a body.
-fn has_body(request: &Request) -> bool {
-    let headers = request.headers();
+/// Whether a request with these headers announces a body.
+pub fn has_body(headers: &axum::http::HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING)
         || headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0")
+}
+
+/// The request target's length (path and query), as bounded by
+/// [`MAX_URI_BYTES`].
+pub fn uri_bytes(uri: &axum::http::Uri) -> usize {
+    uri.path_and_query().map_or(0, |p| p.as_str().len())
+}
+
+/// The head's size (every header name and value), as bounded by
+/// [`MAX_HEADER_BYTES`].
+pub fn head_bytes(headers: &axum::http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 /// Bytes of a body reserved from the budget, returned when dropped.
@@ -150,10 +164,7 @@ pub async fn intake(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let uri_len = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |p| p.as_str().len());
+    let uri_len = uri_bytes(request.uri());
     if uri_len > MAX_URI_BYTES {
         return Err(refused(
             StatusCode::URI_TOO_LONG,
@@ -161,11 +172,7 @@ pub async fn intake(
             format!("request URI of {uri_len} bytes; at most {MAX_URI_BYTES}"),
         ));
     }
-    let header_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
+    let header_bytes = head_bytes(request.headers());
     if header_bytes > MAX_HEADER_BYTES {
         return Err(refused(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -173,7 +180,7 @@ pub async fn intake(
             format!("request headers of {header_bytes} bytes; at most {MAX_HEADER_BYTES}"),
         ));
     }
-    if !has_body(&request) {
+    if !has_body(request.headers()) {
         return Ok(next.run(request).await);
     }
     let budget = &state.body_budget;

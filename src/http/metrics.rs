@@ -14,26 +14,39 @@ use metrics::{Counter, Histogram};
 use crate::http::AppState;
 use crate::telemetry::names;
 
-/// Metric handles per (route, method, status), created once: building
-/// labelled keys on every request (strings, hashing, a registry lookup) cost
-/// more than the prediction itself.
-type HandleKey = (String, Method, u16);
-static HANDLES: OnceLock<RwLock<HashMap<HandleKey, (Counter, Histogram)>>> = OnceLock::new();
+/// Metric handles per route, then per (method, status), created once:
+/// building labelled keys on every request (strings, hashing, a registry
+/// lookup) cost more than the prediction itself. Looked up by the route's
+/// `&str`, so a request allocates nothing here.
+type ByStatus = Vec<((Method, u16), (Counter, Histogram))>;
+static HANDLES: OnceLock<RwLock<HashMap<String, ByStatus>>> = OnceLock::new();
 
-fn handles(route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
+/// Counts one request and records its latency (the router's [`track`]
+/// layer, and the fast path that answers before the router).
+pub fn record(route: &str, method: &Method, status: u16, seconds: f64) {
     let map = HANDLES.get_or_init(Default::default);
-    let key = (route.to_string(), method.clone(), status);
-    if let Some(h) = map.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return h.clone();
+    {
+        let read = map.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, (count, latency))) = read
+            .get(route)
+            .and_then(|v| v.iter().find(|((m, s), _)| *s == status && m == method))
+        {
+            count.increment(1);
+            latency.record(seconds);
+            return;
+        }
     }
-    let h = (
+    let (count, latency) = (
         metrics::counter!(names::HTTP_REQUESTS_TOTAL, "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string()),
         metrics::histogram!(names::HTTP_REQUEST_DURATION_SECONDS, "route" => route.to_string()),
     );
+    count.increment(1);
+    latency.record(seconds);
     map.write()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(key, h.clone());
-    h
+        .entry(route.to_string())
+        .or_default()
+        .push(((method.clone(), status), (count, latency)));
 }
 
 /// The method as a label: the standard ones, anything else `OTHER` (a
@@ -59,9 +72,12 @@ pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let (count, latency) = handles(route, &method, response.status().as_u16());
-    count.increment(1);
-    latency.record(started.elapsed().as_secs_f64());
+    record(
+        route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

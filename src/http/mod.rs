@@ -11,6 +11,7 @@ pub mod demo_events;
 pub mod error;
 pub mod event_body;
 pub mod events;
+pub mod fast_path;
 pub mod health;
 pub mod intake;
 pub mod json_errors;
@@ -28,6 +29,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
@@ -82,7 +84,8 @@ async fn shed_load(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+    // Borrowed, not owned: the permit lives as long as this call.
+    let Ok(_permit) = state.in_flight.try_acquire() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "overloaded",
@@ -106,6 +109,45 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this route; see /openapi.json",
     )
+}
+
+/// The API as the server runs it: [`fast_path`] first, then the router.
+#[derive(Clone)]
+pub struct Api {
+    state: AppState,
+    router: TowerToHyperService<Router>,
+}
+
+/// The fast path's answer, or the router's future.
+pub type ApiFuture<B> = futures::future::Either<
+    std::future::Ready<Result<Response, std::convert::Infallible>>,
+    TowerToHyperServiceFuture<Router, axum::http::Request<B>>,
+>;
+
+impl Api {
+    pub fn new(state: AppState) -> Self {
+        Self {
+            router: TowerToHyperService::new(router(state.clone())),
+            state,
+        }
+    }
+}
+
+impl<B> hyper::service::Service<axum::http::Request<B>> for Api
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = ApiFuture<B>;
+
+    fn call(&self, request: axum::http::Request<B>) -> Self::Future {
+        match fast_path::answer(&self.state, &request) {
+            Some(response) => futures::future::Either::Left(std::future::ready(Ok(response))),
+            None => futures::future::Either::Right(self.router.call(request)),
+        }
+    }
 }
 
 /// Builds the full router. Layers run outside in: intake (head bounds,

@@ -13,7 +13,7 @@ use crate::http::error::{ApiError, ErrorBody};
 
 /// User ids are stored as signed 64-bit (SQLite, ClickHouse): a larger id
 /// can never have events, so it is a client error, as at ingestion.
-const MAX_USER_ID: u64 = i64::MAX as u64;
+pub(crate) const MAX_USER_ID: u64 = i64::MAX as u64;
 
 fn check_user_id(id: u64) -> Result<(), ApiError> {
     if id > MAX_USER_ID {

@@ -8,16 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::Api;
 use crate::http::json_errors::JsonErrors;
 use crate::telemetry::names;
 
@@ -35,7 +34,7 @@ pub struct ServerOptions {
 /// caller bounds that wait).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: Api,
     options: ServerOptions,
     stop: CancellationToken,
 ) {
@@ -69,10 +68,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection(
-            TokioIo::new(JsonErrors::new(stream)),
-            TowerToHyperService::new(app.clone()),
-        );
+        let conn = builder.serve_connection(TokioIo::new(JsonErrors::new(stream)), app.clone());
         let conn = graceful.watch(conn);
         let connections = connections.clone();
         connections.increment(1.0);

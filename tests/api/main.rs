@@ -300,6 +300,94 @@ async fn health_metrics_and_openapi() {
     app.stop().await;
 }
 
+/// The plain `?user_id=N` request is answered before the router (issue 16);
+/// the same request with another parameter goes through the router. Both
+/// must give the same status, headers and JSON, and both must be counted.
+#[tokio::test]
+async fn the_fast_path_answers_as_the_router_does() {
+    let app = spawn_app(Seed::Trained).await;
+    let metric = "churn_http_requests_total{route=\"/predict\",method=\"POST\",status=\"200\"}";
+    let count = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(metric))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let before = count(
+        &app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    let mut answered = 0;
+    for user in ["1", "2", "42", "0042"] {
+        let fast = app.predict(user).await;
+        let routed = app
+            .client
+            .post(app.url(&format!("/predict?user_id={user}&explain=false")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(fast.status(), routed.status(), "user {user}");
+        let headers = |r: &reqwest::Response| -> Vec<(String, String)> {
+            let mut h: Vec<(String, String)> = r
+                .headers()
+                .iter()
+                .filter(|(k, _)| *k != "date")
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            h.sort();
+            h
+        };
+        let status = fast.status();
+        let fast_headers = headers(&fast);
+        let routed_headers = headers(&routed);
+        let mut fast: Value = fast.json().await.unwrap();
+        let mut routed: Value = routed.json().await.unwrap();
+        fast.as_object_mut().unwrap().remove("timestamp");
+        routed.as_object_mut().unwrap().remove("timestamp");
+        assert_eq!(fast, routed, "user {user}");
+        // Same JSON, so the same length too.
+        assert_eq!(fast_headers, routed_headers, "user {user}");
+        if status == 200 {
+            answered += 2;
+        }
+    }
+    assert!(answered >= 4, "{answered}");
+    let after = count(
+        &app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(after - before, answered, "both paths counted");
+
+    // Not the fast path's to answer: still answered by the router.
+    error_body(app.predict("987654").await, 404, "unknown_user").await;
+    error_body(
+        app.predict("99999999999999999999").await,
+        400,
+        "bad_request",
+    )
+    .await;
+    let r = app
+        .client
+        .post(app.url("/predict?user_id=1"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn admin_requires_the_token() {
     let app = spawn_app(Seed::Trained).await;

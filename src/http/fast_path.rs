@@ -1,0 +1,93 @@
+//! The hot request, `POST /predict?user_id=N`, answered before the router.
+//!
+//! Why: under load (callgrind on `churn serve`, `bench/serve.sh`), axum's
+//! routing — cloning the route's boxed service, three `from_fn` layers and
+//! the query extractor's error bookkeeping — cost twice the instructions of
+//! the prediction and its JSON together. Only the plain form is taken here:
+//! `user_id` as the only parameter, no body, within the head limits, a
+//! request permit free, and a user the snapshot knows. It is answered with
+//! the handler's own use case and byte-identical JSON, and counted under
+//! the same metrics. Anything else — other parameters, a body, a refusal,
+//! an error — is left to the router, which answers it as it always has.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{Method, Request, Response, StatusCode, header};
+
+use crate::http::AppContext;
+use crate::http::intake::{MAX_HEADER_BYTES, MAX_URI_BYTES, has_body, head_bytes, uri_bytes};
+use crate::http::predict::MAX_USER_ID;
+
+/// The prediction's answer, or `None` when the router should take the
+/// request (it then does every check and answers any error).
+pub fn answer<B>(state: &AppContext, request: &Request<B>) -> Option<Response<Body>> {
+    if request.method() != Method::POST || request.uri().path() != "/predict" {
+        return None;
+    }
+    let user_id = plain_user_id(request.uri().query()?)?;
+    let headers = request.headers();
+    if has_body(headers)
+        || uri_bytes(request.uri()) > MAX_URI_BYTES
+        || head_bytes(headers) > MAX_HEADER_BYTES
+    {
+        return None;
+    }
+    let started = Instant::now();
+    // The router's in-flight limit, held while predicting as the handler
+    // would hold it.
+    let _permit = state.in_flight.try_acquire().ok()?;
+    let prediction = state.predict.predict_explained(user_id, None).ok()?;
+    let body = serde_json::to_vec(&prediction).ok()?;
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .ok()?;
+    crate::http::metrics::record(
+        "/predict",
+        &Method::POST,
+        200,
+        started.elapsed().as_secs_f64(),
+    );
+    Some(response)
+}
+
+/// `N` from a query that is exactly `user_id=N`, `N` a decimal id the
+/// router would accept.
+fn plain_user_id(query: &str) -> Option<u64> {
+    let digits = query.strip_prefix("user_id=")?;
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|id| *id <= MAX_USER_ID)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_plain_query_is_taken() {
+        assert_eq!(plain_user_id("user_id=42"), Some(42));
+        assert_eq!(plain_user_id("user_id=0042"), Some(42));
+        assert_eq!(
+            plain_user_id("user_id=9223372036854775807"),
+            Some(MAX_USER_ID)
+        );
+        for other in [
+            "user_id=9223372036854775808",
+            "user_id=",
+            "user_id=-1",
+            "user_id=4%32",
+            "user_id=42&explain=true",
+            "explain=true&user_id=42",
+            "user_id=42&",
+            "user_id=+42",
+            "user_id=99999999999999999999",
+            "userid=42",
+        ] {
+            assert_eq!(plain_user_id(other), None, "{other}");
+        }
+    }
+}
