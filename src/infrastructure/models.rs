@@ -155,26 +155,31 @@ impl CrateTrainer {
             scales: vec![1.0; n],
             log1p,
         };
-        let transformed: Vec<f64> = data
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(k, x)| model.transform(k % n, *x))
-            .collect();
+        // One working copy, not three: rows with a trailing 1 for the
+        // intercept (what the Newton passes read), transformed, then
+        // standardised in place. At 1M rows × 54 features each copy is
+        // 0.4 GB; the transformed and standardised copies made before were
+        // most of `churn train`'s peak memory (bench/scale.sh).
+        let d = n + 1;
+        let mut xa = Vec::with_capacity(rows * d);
+        for i in 0..rows {
+            let row = data.row(i);
+            xa.extend(row.iter().enumerate().map(|(j, x)| model.transform(j, *x)));
+            xa.push(1.0);
+        }
         for j in 0..n {
-            let col = (0..rows).map(|i| transformed[i * n + j]);
+            let col = xa.iter().skip(j).step_by(d);
             let mean = col.clone().sum::<f64>() / rows as f64;
             let var = col.map(|x| (x - mean).powi(2)).sum::<f64>() / rows as f64;
             model.means[j] = mean;
             model.scales[j] = if var > 1e-12 { var.sqrt() } else { 1.0 };
         }
-        let standardised: Vec<f64> = transformed
-            .iter()
-            .enumerate()
-            .map(|(k, x)| (x - model.means[k % n]) / model.scales[k % n])
-            .collect();
-        let (coefficients, intercept) =
-            newton_logistic(&standardised, &data.labels, n, LOGISTIC_ALPHA)?;
+        for row in xa.chunks_exact_mut(d) {
+            for ((x, mean), scale) in row.iter_mut().zip(&model.means).zip(&model.scales) {
+                *x = (*x - mean) / scale;
+            }
+        }
+        let (coefficients, intercept) = newton_logistic(&xa, &data.labels, n, LOGISTIC_ALPHA)?;
         model.coefficients = coefficients;
         model.intercept = intercept;
         Ok(model)
@@ -190,21 +195,18 @@ impl CrateTrainer {
 /// halving converges from zero. The passes over the rows are split over
 /// the machine's cores; the sums are added in a fixed order, so the fit is
 /// the same on every run of one machine.
+///
+/// `xa` holds the rows with a trailing 1 for the intercept (p + 1 values
+/// each): every inner loop is then a plain slice product the compiler
+/// vectorises.
 fn newton_logistic(
-    x: &[f64],
+    xa: &[f64],
     y: &[bool],
     p: usize,
     alpha: f64,
 ) -> Result<(Vec<f64>, f64), ModelError> {
     let n = y.len();
     let d = p + 1; // the intercept is the last parameter
-    // Rows with a trailing 1 for the intercept: every inner loop is then
-    // a plain slice product the compiler vectorises.
-    let mut xa = Vec::with_capacity(n * d);
-    for row in x.chunks_exact(p.max(1)).take(n) {
-        xa.extend_from_slice(row);
-        xa.push(1.0);
-    }
     let blocks = row_blocks(n);
     let penalty = |theta: &[f64]| 0.5 * alpha * theta[..p].iter().map(|w| w * w).sum::<f64>();
     let loss = |theta: &[f64]| -> f64 {
