@@ -5,17 +5,21 @@
 //! the query extractor's error bookkeeping — cost twice the instructions of
 //! the prediction and its JSON together. Only the plain form is taken here:
 //! `user_id` as the only parameter, no body, within the head limits, a
-//! request permit free, and a user the snapshot knows. It is answered with
-//! the handler's own use case and byte-identical JSON, and counted under
-//! the same metrics. Anything else — other parameters, a body, a refusal,
-//! an error — is left to the router, which answers it as it always has.
+//! request permit free. It is answered with the handler's own use case and
+//! byte-identical JSON (a prediction, or the 404 of an unknown user), and
+//! counted under the same metrics. Anything else — other parameters, a
+//! body, a refusal, any other error — is left to the router, which answers
+//! it as it always has.
 
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode, header};
+use axum::response::IntoResponse;
 
+use crate::application::predict::PredictError;
 use crate::http::AppContext;
+use crate::http::error::ApiError;
 use crate::http::intake::{MAX_HEADER_BYTES, MAX_URI_BYTES, has_body, head_bytes, uri_bytes};
 use crate::http::predict::MAX_USER_ID;
 
@@ -37,17 +41,25 @@ pub fn answer<B>(state: &AppContext, request: &Request<B>) -> Option<Response<Bo
     // The router's in-flight limit, held while predicting as the handler
     // would hold it.
     let _permit = state.in_flight.try_acquire().ok()?;
-    let prediction = state.predict.predict_explained(user_id, None).ok()?;
-    let body = serde_json::to_vec(&prediction).ok()?;
-    let response = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .ok()?;
+    let response = match state.predict.predict_explained(user_id, None) {
+        Ok(prediction) => {
+            let body = serde_json::to_vec(&prediction).ok()?;
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .ok()?
+        }
+        // An id without features is an ordinary answer under real traffic
+        // (new users, typos): answered here too, as the handler answers
+        // it, rather than predicted a second time by the router.
+        Err(e @ PredictError::UnknownUser(_)) => ApiError::from(e).into_response(),
+        Err(_) => return None,
+    };
     crate::http::metrics::record(
         "/predict",
         &Method::POST,
-        200,
+        response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     Some(response)

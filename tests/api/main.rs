@@ -306,24 +306,31 @@ async fn health_metrics_and_openapi() {
 #[tokio::test]
 async fn the_fast_path_answers_as_the_router_does() {
     let app = spawn_app(Seed::Trained).await;
-    let metric = "churn_http_requests_total{route=\"/predict\",method=\"POST\",status=\"200\"}";
-    let count = |text: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(metric))
-            .map_or(0, |v| v.trim().parse().unwrap())
+    let counts = |text: &str| -> [u64; 2] {
+        ["200", "404"].map(|status| {
+            let metric = format!(
+                "churn_http_requests_total{{route=\"/predict\",method=\"POST\",status=\"{status}\"}}"
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(metric.as_str()))
+                .map_or(0, |v| v.trim().parse().unwrap())
+        })
     };
-    let before = count(
-        &app.client
+    let metrics = || async {
+        let text = app
+            .client
             .get(app.url("/metrics"))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap(),
-    );
-    let mut answered = 0;
-    for user in ["1", "2", "42", "0042"] {
+            .unwrap();
+        counts(&text)
+    };
+    let before = metrics().await;
+    let mut answered = [0, 0];
+    for user in ["1", "2", "42", "0042", "987654"] {
         let fast = app.predict(user).await;
         let routed = app
             .client
@@ -352,25 +359,24 @@ async fn the_fast_path_answers_as_the_router_does() {
         assert_eq!(fast, routed, "user {user}");
         // Same JSON, so the same length too.
         assert_eq!(fast_headers, routed_headers, "user {user}");
-        if status == 200 {
-            answered += 2;
+        match status.as_u16() {
+            200 => answered[0] += 2,
+            404 => {
+                assert_eq!(fast["error_type"], "unknown_user", "{fast}");
+                answered[1] += 2;
+            }
+            other => panic!("user {user}: status {other}"),
         }
     }
-    assert!(answered >= 4, "{answered}");
-    let after = count(
-        &app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+    assert!(answered[0] >= 4 && answered[1] == 2, "{answered:?}");
+    let after = metrics().await;
+    assert_eq!(
+        [after[0] - before[0], after[1] - before[1]],
+        answered,
+        "both paths counted"
     );
-    assert_eq!(after - before, answered, "both paths counted");
 
     // Not the fast path's to answer: still answered by the router.
-    error_body(app.predict("987654").await, 404, "unknown_user").await;
     error_body(
         app.predict("99999999999999999999").await,
         400,
