@@ -956,6 +956,15 @@ async fn drift_flags_a_shifted_feature_and_not_an_unshifted_one() {
         before["new_user_share"].as_f64().unwrap() < 0.05,
         "{before}"
     );
+    // Snapshots are told apart by their as-of second, and seeding, training
+    // and the first report can all fall within one: the rebuild must start
+    // in a later second, or `monitoring_after` would wait for a change it
+    // cannot see.
+    let seeded =
+        churn::domain::time::parse_timestamp(before["features_as_of"].as_str().unwrap()).unwrap();
+    while chrono::Utc::now().timestamp() <= seeded {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let stats = app.services.events.stats().await.unwrap();
     let at = stats.last_event_time.unwrap() - 3_600;
     let when = churn::domain::time::format_rfc3339(at);
