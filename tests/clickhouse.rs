@@ -348,6 +348,50 @@ async fn sql(query: &str) -> String {
     text.trim().to_string()
 }
 
+/// Files and HTTP are deduplicated by event id. A slice whose users hold
+/// more stored events in its time span than the check brings back (a
+/// shuffled file over long histories) is checked by its own ids instead:
+/// the counts stay exact either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_over_long_histories_is_checked_by_its_ids() {
+    use churn::infrastructure::store::clickhouse::STORED_IDS_PER_SLICE;
+    let db = unique_db("long_histories");
+    let ch = clickhouse(&db).await;
+    let p = TimePolicy::at(T + 400 * DAY_SECS, 0);
+    let users = 10u64;
+    let per_user = (STORED_IDS_PER_SLICE as u64 / users) + 100;
+    let span = 100 * DAY_SECS;
+    let history: Vec<Event> = (0..users * per_user)
+        .map(|i| {
+            let (u, k) = (1 + i % users, i / users);
+            let t = T - span + (k as i64 * span) / per_user as i64;
+            Event::new(u, t, "view", None, None, p).unwrap()
+        })
+        .collect();
+    for chunk in history.chunks(50_000) {
+        let r = ch.append(chunk.to_vec()).await.unwrap();
+        assert_eq!(r.duplicates, 0);
+    }
+    // One stored and one new event per user, at both ends of the span: the
+    // slice's users and span cover every stored event, over the cap.
+    let mut batch = Vec::new();
+    for u in 1..=users {
+        batch.push(history[(u - 1) as usize].clone());
+        batch.push(Event::new(u, T, "purchase", None, Some(1.0), p).unwrap());
+    }
+    let r = ch.append(batch.clone()).await.unwrap();
+    assert_eq!((r.inserted, r.duplicates), (users, users));
+    let r = ch.append(batch).await.unwrap();
+    assert_eq!((r.inserted, r.duplicates), (0, 2 * users));
+    let raw = sql(&format!("SELECT count() FROM {db}.events FORMAT TSV")).await;
+    assert_eq!(
+        raw,
+        (users * per_user + users).to_string(),
+        "raw rows, no FINAL"
+    );
+    ch.drop_database().await.unwrap();
+}
+
 /// Streamed batches are deduplicated by log position: a redelivered range
 /// (crash before the offset commit) is skipped record by record, even when
 /// it only partly overlaps, while records at reused offsets with other

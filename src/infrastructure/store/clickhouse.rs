@@ -427,28 +427,45 @@ impl ClickHouseStore {
     /// users and its time span and returns the ids stored there; the
     /// client intersects. user_id leads the sort key and event_time the
     /// partition key, so it reads only those users' granules in the
-    /// slice's months. New data (the steady state) returns nothing; a
-    /// redelivered slice returns its own ids; what else can come back is
-    /// bounded by the slice's users' stored events inside its time span.
+    /// slice's months. New data (the steady state) returns nothing and a
+    /// redelivered slice its own ids. What else could come back (a
+    /// shuffled file: every user's whole stored history) is capped: past
+    /// [`STORED_IDS_PER_SLICE`] the slice is checked by its ids instead.
     async fn existing_ids(&self, events: &[Event]) -> Result<HashSet<i64>, StoreError> {
-        const EVENTS_PER_QUERY: usize = 20_000;
         let mut found = HashSet::new();
-        for slice in events.chunks(EVENTS_PER_QUERY) {
+        for slice in events.chunks(EVENTS_PER_CHECK) {
             let mut users: Vec<u64> = slice.iter().map(Event::user_id).collect();
             users.sort_unstable();
             users.dedup();
             let users: Vec<String> = users.iter().map(u64::to_string).collect();
             let first = slice.iter().map(Event::event_time).min().unwrap_or(0);
             let last = slice.iter().map(Event::event_time).max().unwrap_or(0);
-            let sql = format!(
-                "SELECT event_id FROM {}.events WHERE user_id IN ({}) \
+            let scope = format!(
+                "FROM {}.events WHERE user_id IN ({}) \
                  AND event_time >= toDateTime({first}) AND event_time <= toDateTime({last})",
                 self.db,
                 users.join(",")
             );
             let rows: Vec<i64> = self
                 .client
-                .query(&sql)
+                .query(&format!(
+                    "SELECT event_id {scope} LIMIT {}",
+                    STORED_IDS_PER_SLICE + 1
+                ))
+                .fetch_all()
+                .await
+                .map_err(unavailable)?;
+            if rows.len() <= STORED_IDS_PER_SLICE {
+                found.extend(rows);
+                continue;
+            }
+            let ids: Vec<String> = slice.iter().map(|e| e.event_id().to_string()).collect();
+            let rows: Vec<i64> = self
+                .client
+                .query(&format!(
+                    "SELECT event_id {scope} AND event_id IN ({})",
+                    ids.join(",")
+                ))
                 .fetch_all()
                 .await
                 .map_err(unavailable)?;
@@ -457,6 +474,14 @@ impl ClickHouseStore {
         Ok(found)
     }
 }
+
+/// Events per redelivery check query (file, HTTP and generator batches).
+const EVENTS_PER_CHECK: usize = 20_000;
+
+/// Stored ids one check may bring back before the slice is checked by its
+/// own ids instead: bounds the client's memory (about 1 MB) whatever the
+/// batch's shape.
+pub const STORED_IDS_PER_SLICE: usize = 4 * EVENTS_PER_CHECK;
 
 #[derive(Debug, Row, Serialize)]
 struct PredictionRow {
