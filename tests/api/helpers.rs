@@ -111,6 +111,13 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        let r = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     pub async fn admin_post(&self, path: &str) -> reqwest::Response {
         self.client
             .post(self.url(path))

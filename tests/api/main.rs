@@ -217,15 +217,7 @@ async fn events_accept_arrays_and_ndjson_and_report_rejects() {
         .unwrap();
     error_body(r, 400, "bad_request").await;
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("churn_events_ingested_total"), "{metrics}");
     assert!(
         metrics.contains("churn_events_rejected_total{field=\"event_time\"}"),
@@ -316,19 +308,7 @@ async fn the_fast_path_answers_as_the_router_does() {
                 .map_or(0, |v| v.trim().parse().unwrap())
         })
     };
-    let metrics = || async {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        counts(&text)
-    };
-    let before = metrics().await;
+    let before = counts(&app.metrics().await);
     let mut answered = [0, 0];
     for user in ["1", "2", "42", "0042", "987654"] {
         let fast = app.predict(user).await;
@@ -369,7 +349,7 @@ async fn the_fast_path_answers_as_the_router_does() {
         }
     }
     assert!(answered[0] >= 4 && answered[1] == 2, "{answered:?}");
-    let after = metrics().await;
+    let after = counts(&app.metrics().await);
     assert_eq!(
         [after[0] - before[0], after[1] - before[1]],
         answered,
@@ -656,15 +636,7 @@ async fn metric_labels_are_bounded_and_every_family_is_described() {
             .await
             .unwrap();
     }
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         !text.contains("method=\"M1X\""),
         "made-up methods are not labels"
@@ -1013,15 +985,7 @@ async fn drift_flags_a_shifted_feature_and_not_an_unshifted_one() {
         .collect();
     assert!(flagged.contains(&"purchase_amount_total"), "{flagged:?}");
     assert!(!flagged.contains(&"support_ticket_count_90d"));
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("churn_drift_alert 1"), "{metrics}");
     assert!(metrics.contains("churn_feature_psi{feature=\"purchase_amount_total\"}"));
     assert!(metrics.contains("churn_prediction_psi "));
