@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
             end,
             seed: 21,
             churn_share: 0.35,
+            string_ids: false,
         },
         |e| events.push(e),
     );

@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             end,
             seed: 17,
             churn_share: 0.35,
+            string_ids: false,
         },
         |e| events.push(e),
     );

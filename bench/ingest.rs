@@ -15,10 +15,11 @@ use std::time::Instant;
 
 use churn::application::generate::{GeneratorOptions, generate};
 use churn::application::ingest::IngestReport;
+use churn::application::ingest::SourceKind;
 use churn::config::Settings;
 use churn::domain::event::Event;
 use churn::domain::math::splitmix64;
-use churn::startup::{Services, ndjson_source, rejects_file};
+use churn::startup::{FileFormat, Services, event_source, rejects_file};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -36,6 +37,7 @@ fn log(users: u64, events: u64) -> Vec<Event> {
         end: 1_780_000_000,
         seed: 17,
         churn_share: 0.35,
+        string_ids: false,
     };
     // A small run sizes the thinning: the generator's events per user.
     let mut probe = 0u64;
@@ -75,12 +77,12 @@ async fn ingest(
         settings.ingest.batch_size = batch.parse()?;
     }
     let services = Services::build(settings).await?;
-    let mut source = ndjson_source(file).await?;
-    let mut rejects = rejects_file(data_dir.join("rejects.ndjson"));
+    let mut source = event_source(&services.settings, file, FileFormat::of(file)).await?;
+    let mut rejects = rejects_file(&services.settings, data_dir.join("rejects.ndjson"));
     let t = Instant::now();
     let report = services
         .ingest
-        .run(&mut source, &mut rejects, |_| {})
+        .run(&mut *source, SourceKind::File, &mut rejects, |_| {})
         .await?;
     Ok((report, t.elapsed().as_secs_f64()))
 }

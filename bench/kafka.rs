@@ -206,6 +206,30 @@ impl EventStore for FirstWrite {
     async fn ping(&self) -> Result<(), churn::application::ports::StoreError> {
         self.inner.ping().await
     }
+    async fn register_names(
+        &self,
+        names: &[(u64, &str)],
+    ) -> Result<Vec<u64>, churn::application::ports::StoreError> {
+        self.inner.register_names(names).await
+    }
+    async fn user_names(
+        &self,
+        keys: &[u64],
+    ) -> Result<std::collections::HashMap<u64, String>, churn::application::ports::StoreError> {
+        self.inner.user_names(keys).await
+    }
+    async fn record_rejects(
+        &self,
+        tallies: &[churn::application::ports::RejectTally],
+    ) -> Result<(), churn::application::ports::StoreError> {
+        self.inner.record_rejects(tallies).await
+    }
+    async fn reject_tallies(
+        &self,
+    ) -> Result<Vec<churn::application::ports::RejectTally>, churn::application::ports::StoreError>
+    {
+        self.inner.reject_tallies().await
+    }
 }
 
 /// End to end through the server's consumer into `store`: events/s in
@@ -291,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
                 end: 1_780_000_000,
                 seed: 3,
                 churn_share: 0.35,
+                string_ids: false,
             },
             |e| events.push(e),
         );

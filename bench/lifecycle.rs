@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use churn::application::generate::{GeneratorOptions, generate};
+use churn::application::ingest::{CollectRejects, Delivery, SourceKind};
 use churn::application::ports::RawRecord;
 use churn::config::Settings;
 use churn::domain::sampling::RowSample;
@@ -36,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             end,
             seed: 11,
             churn_share: 0.35,
+            string_ids: false,
         },
         |e| events.push(e),
     );
@@ -56,10 +58,15 @@ async fn main() -> anyhow::Result<()> {
     let batch = services.settings.ingest.batch_size;
     let t = Instant::now();
     let mut inserted = 0;
+    let mut delivery = Delivery::new(SourceKind::File);
+    let mut rejects = CollectRejects::new(10);
     while !records.is_empty() {
         let chunk: Vec<_> = records.drain(..batch.min(records.len())).collect();
-        let validated = services.ingest.validate(chunk);
-        inserted += services.ingest.store(validated.events).await?.inserted;
+        inserted += services
+            .ingest
+            .process(chunk, &mut delivery, &mut rejects)
+            .await?
+            .inserted;
     }
     let ingest_secs = t.elapsed().as_secs_f64();
     println!(

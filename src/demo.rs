@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::application::generate::{GeneratorOptions, generate};
+use crate::application::ingest::{Delivery, SourceKind};
 use crate::config::Settings;
 use crate::domain::time::format_rfc3339;
 use crate::startup::{Application, Services};
@@ -105,6 +106,7 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
                 end,
                 seed: options.seed,
                 churn_share: 0.35,
+                string_ids: false,
             },
             |e| events.push(e),
         );
@@ -114,10 +116,11 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
             g.users
         );
         let mut stored = 0;
+        let mut delivery = Delivery::new(SourceKind::Generator);
         for chunk in events.chunks(services.settings.ingest.batch_size) {
             stored += services
                 .ingest
-                .store(chunk.to_vec())
+                .process_events(chunk.to_vec(), &mut delivery)
                 .await
                 .context("ingesting")?
                 .inserted;

@@ -15,7 +15,7 @@ use crate::application::ingest::IngestEvents;
 use crate::application::jobs::Jobs;
 use crate::application::models::ManageModels;
 use crate::application::ports::{
-    EventStore, FeatureStore, ModelRegistry, ModelTrainer, PredictionSink,
+    EventSource, EventStore, FeatureStore, ModelRegistry, ModelTrainer, PredictionSink,
 };
 use crate::application::predict::PredictChurn;
 use crate::application::profile::ProfileData;
@@ -27,13 +27,16 @@ use crate::application::supervisor::{RestartPolicy, TaskFailed, TaskHealth, supe
 use crate::application::train::{TrainModel, TrainingOptions};
 use crate::config::{KafkaSettings, Settings, StoreKind};
 use crate::domain::drift::DriftThresholds;
+use crate::domain::event_format::EventFormat;
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::domain::sampling::RowSample;
 use crate::domain::training::PromotionPolicy;
 use crate::http::server::{ServerOptions, serve};
 use crate::http::{AppContext, Limits};
-use crate::infrastructure::file_source::{NdjsonSource, RejectsFile};
+/// The input formats of `churn ingest` (re-exported for the CLI).
+pub use crate::infrastructure::file_source::FileFormat;
+use crate::infrastructure::file_source::{CsvSource, NdjsonSource, RejectsFile};
 use crate::infrastructure::kafka::KafkaOptions;
 use crate::infrastructure::kafka::consumer::KafkaStream;
 use crate::infrastructure::kafka::dead_letters::KafkaDeadLetters;
@@ -118,7 +121,8 @@ impl Services {
             settings
                 .min_event_time()
                 .context("ingest.min_event_time is not a time")?,
-        );
+        )
+        .with_format(settings.ingest.event_format()?);
         let build_features = BuildFeatures::new(features.clone(), events.clone(), spec.clone());
         let options = TrainingOptions {
             model_name: settings.registry.model_name.clone(),
@@ -165,6 +169,7 @@ impl Services {
         );
         let score = ScoreUsers::new(
             features.clone(),
+            events.clone(),
             models.clone(),
             spec.clone(),
             label_policy(&settings),
@@ -240,17 +245,63 @@ pub fn open_registry(settings: &Settings) -> anyhow::Result<ObjectStoreRegistry>
         .with_context(|| format!("opening the model registry (registry.url = {})", r.url))
 }
 
-/// The NDJSON file (or stdin for `-`) of `churn ingest`.
+/// The file (or stdin for `-`) of `churn ingest`: NDJSON, or CSV/TSV whose
+/// header is checked against the field mapping before anything is read.
 ///
 /// # Errors
-/// The file cannot be opened.
-pub async fn ndjson_source(path: &std::path::Path) -> anyhow::Result<NdjsonSource> {
-    Ok(NdjsonSource::open(path).await?)
+/// The file cannot be opened, or a CSV header lacks a required field's
+/// column (the message names the setting and lists the columns).
+pub async fn event_source(
+    settings: &Settings,
+    path: &std::path::Path,
+    format: FileFormat,
+) -> anyhow::Result<Box<dyn EventSource>> {
+    let delimiter = match format {
+        FileFormat::Ndjson => return Ok(Box::new(NdjsonSource::open(path).await?)),
+        FileFormat::Tsv => b'\t',
+        FileFormat::Csv => settings.ingest.csv_delimiter()?,
+    };
+    let source = CsvSource::open(path, delimiter)?;
+    let event_format = settings.ingest.event_format()?;
+    check_csv_header(&event_format, source.header())
+        .with_context(|| format!("{}: the CSV header does not fit [ingest]", path.display()))?;
+    Ok(Box::new(source))
+}
+
+/// Every required field has a column (any of its alternatives, or the
+/// first part of a dotted path).
+fn check_csv_header(format: &EventFormat, header: &[String]) -> anyhow::Result<()> {
+    let has = |key: &str| {
+        header.iter().any(|h| h == key)
+            || key
+                .split_once('.')
+                .is_some_and(|(head, _)| header.iter().any(|h| h == head))
+    };
+    for (field, keys) in format.fields.keys() {
+        let required = match field {
+            "user_id" | "event_time" => true,
+            "event_type" => format.default_event_type.is_none(),
+            _ => false,
+        };
+        if required && !keys.iter().any(|k| has(k)) {
+            anyhow::bail!(
+                "no column for {field}: looked for {} (set ingest.fields.{field}{}); the columns are: {}",
+                format.fields.describe(field),
+                if field == "event_type" {
+                    ", or ingest.default_event_type for a log of one kind of event"
+                } else {
+                    ""
+                },
+                header.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The rejects file of `churn ingest` (dead letters of a file source).
-pub fn rejects_file(path: std::path::PathBuf) -> RejectsFile {
-    RejectsFile::new(path)
+pub fn rejects_file(settings: &Settings, path: std::path::PathBuf) -> RejectsFile {
+    RejectsFile::new(path, settings.ingest.rejects_sample_per_reason)
 }
 
 /// The Kafka producer of `churn generate-events --to kafka`.
@@ -550,7 +601,7 @@ impl Application {
             tracing::warn!("admin API disabled: set CHURN_SERVER__ADMIN_TOKEN to enable /admin/*");
         }
         let app_state = Arc::new(AppContext {
-            predict: PredictChurn::new(state.clone()),
+            predict: PredictChurn::new(state.clone()).with_names(services.events.clone()),
             ingest: services.ingest.clone(),
             jobs: jobs.clone(),
             models: services.models.clone(),

@@ -110,6 +110,7 @@ fn all_events() -> Vec<Event> {
             end: T + 35 * DAY_SECS,
             seed: 9,
             churn_share: 0.35,
+            string_ids: false,
         },
         |e| events.push(e),
     );
@@ -506,11 +507,19 @@ async fn end_to_end_in_clickhouse_mode() {
             end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
             seed: 2,
             churn_share: 0.35,
+            string_ids: false,
         },
         |e| events.push(e),
     );
+    let mut delivery = churn::application::ingest::Delivery::new(
+        churn::application::ingest::SourceKind::Generator,
+    );
     for chunk in events.chunks(20_000) {
-        services.ingest.store(chunk.to_vec()).await.unwrap();
+        services
+            .ingest
+            .process_events(chunk.to_vec(), &mut delivery)
+            .await
+            .unwrap();
     }
     let summary = services
         .build_features

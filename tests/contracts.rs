@@ -14,7 +14,8 @@ mod fixtures;
 
 use std::sync::Arc;
 
-use churn::application::ports::{EventStore, FeatureStore};
+use churn::application::ingest::{Delivery, IngestEvents, SourceKind};
+use churn::application::ports::{EventStore, FeatureStore, LogPosition, RawRecord, RejectTally};
 use churn::domain::event::{Event, TimePolicy};
 use churn::domain::features::FeatureSpec;
 use churn::domain::label::LabelPolicy;
@@ -23,7 +24,7 @@ use churn::domain::snapshot::quantize;
 use churn::domain::time::DAY_SECS;
 use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
-use churn::testing::MemoryStore;
+use churn::testing::{MemoryDeadLetters, MemoryStore};
 
 const T: i64 = 1_767_225_600; // 2026-01-01 00:00:00 UTC
 const RETENTION: usize = 2;
@@ -438,5 +439,228 @@ async fn an_empty_store_answers_with_nothing() {
             .await
             .unwrap();
         assert!(set.is_empty(), "{}", a.name);
+    }
+}
+
+fn lines(texts: &[&str], topic_offsets: Option<(&str, i64)>) -> Vec<RawRecord> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut r = RawRecord::new(t.as_bytes().to_vec(), format!("line {}", i + 1));
+            if let Some((topic, first)) = topic_offsets {
+                r.position = Some(LogPosition {
+                    topic: topic.into(),
+                    partition: 0,
+                    offset: first + i as i64,
+                });
+            }
+            r
+        })
+        .collect()
+}
+
+/// The identity rule through the one pipeline, on every store: identical
+/// lines of one delivery are distinct events, the same delivery again is
+/// all redelivery; Kafka records are told apart by position; a producer's
+/// event id is the identity wherever it comes from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_lines_are_kept_and_only_redeliveries_are_skipped() {
+    let line = r#"{"user_id":"u-5f2c","event_time":"2025-12-30 10:00:00","event_type":"purchase","amount":4.5}"#;
+    let three = [line, line, line];
+    for a in adapters().await {
+        let ingest = IngestEvents::new(a.events.clone(), 400 * DAY_SECS, 1_000);
+        let mut dlq = MemoryDeadLetters::default();
+        let file = |n| (Delivery::new(SourceKind::File), n);
+        let (mut d, _) = file(0);
+        let first = ingest
+            .process(lines(&three, None), &mut d, &mut dlq)
+            .await
+            .unwrap();
+        assert_eq!((first.inserted, first.duplicates), (3, 0), "{}", a.name);
+        let (mut d, _) = file(1);
+        let again = ingest
+            .process(lines(&three, None), &mut d, &mut dlq)
+            .await
+            .unwrap();
+        assert_eq!((again.inserted, again.duplicates), (0, 3), "{}", a.name);
+        // Kafka: three identical messages at three offsets are three
+        // events; the same offsets read again are redeliveries.
+        let mut k = Delivery::new(SourceKind::Kafka);
+        let streamed = ingest.prepare(lines(&three, Some(("events", 10))), &mut k);
+        let s = ingest.store_batch(&streamed).await.unwrap().outcome;
+        assert_eq!((s.inserted, s.duplicates), (3, 0), "{}: kafka", a.name);
+        let replay = ingest.prepare(lines(&three, Some(("events", 10))), &mut k);
+        let r = ingest.store_batch(&replay).await.unwrap().outcome;
+        assert_eq!(
+            (r.inserted, r.duplicates),
+            (0, 3),
+            "{}: kafka replay",
+            a.name
+        );
+        // A producer id: one event, whether it comes again by file or at
+        // another offset.
+        let with_id = r#"{"user_id":"u-5f2c","event_time":"2025-12-30 11:00:00","event_type":"view","event_id":"m-1"}"#;
+        let (mut d, _) = file(2);
+        let once = ingest
+            .process(lines(&[with_id, with_id], None), &mut d, &mut dlq)
+            .await
+            .unwrap();
+        assert_eq!(
+            (once.inserted, once.duplicates),
+            (1, 1),
+            "{}: event_id",
+            a.name
+        );
+        let elsewhere = ingest.prepare(lines(&[with_id], Some(("events", 99))), &mut k);
+        let e = ingest.store_batch(&elsewhere).await.unwrap().outcome;
+        assert_eq!(
+            (e.inserted, e.duplicates),
+            (0, 1),
+            "{}: event_id by kafka",
+            a.name
+        );
+        let stats = a.events.stats().await.unwrap();
+        assert_eq!((stats.events, stats.users), (7, 1), "{}", a.name);
+        // The name is kept beside its key.
+        let key = churn::domain::user::name_key("u-5f2c");
+        let names = a.events.user_names(&[key, 42]).await.unwrap();
+        assert_eq!(names.len(), 1, "{}", a.name);
+        assert_eq!(names[&key], "u-5f2c", "{}", a.name);
+        assert!(dlq.rejected.lock().unwrap().is_empty(), "{}", a.name);
+    }
+}
+
+/// A key already held by another name is reported, never overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_name_on_a_key_is_refused_everywhere() {
+    for a in adapters().await {
+        let key = churn::domain::user::name_key("alice");
+        assert!(
+            a.events
+                .register_names(&[(key, "alice")])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            a.events
+                .register_names(&[(key, "alice")])
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: the same name again is fine",
+            a.name
+        );
+        assert_eq!(
+            a.events.register_names(&[(key, "mallory")]).await.unwrap(),
+            vec![key],
+            "{}",
+            a.name
+        );
+        assert_eq!(a.events.user_names(&[key]).await.unwrap()[&key], "alice");
+    }
+}
+
+/// Negative amounts are stored, counted per type, and features tell them
+/// apart (sign filter, min and max) with the same values on every store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_are_stored_and_features_separate_them_alike() {
+    let spec = FeatureSpec::from_toml(
+        r#"
+[[feature]]
+name = "spend_net"
+aggregation = "sum_amount"
+[[feature]]
+name = "spend"
+aggregation = "sum_amount"
+amount_sign = "positive"
+[[feature]]
+name = "refunded"
+aggregation = "sum_amount"
+amount_sign = "negative"
+[[feature]]
+name = "refunds"
+aggregation = "count"
+amount_sign = "negative"
+[[feature]]
+name = "largest_refund"
+aggregation = "min_amount"
+[[feature]]
+name = "largest_sale"
+aggregation = "max_amount"
+[[feature]]
+name = "refunds_30d"
+aggregation = "count"
+amount_sign = "negative"
+window_days = 30
+[[feature]]
+name = "days_since_refund"
+aggregation = "days_since_last"
+amount_sign = "negative"
+"#,
+        "refunds.toml",
+    )
+    .unwrap();
+    let d = DAY_SECS;
+    let history = vec![
+        event(1, T - 60 * d, "purchase", None, Some(30.0)),
+        event(1, T - 40 * d, "purchase", None, Some(-12.5)),
+        event(1, T - 10 * d, "purchase", None, Some(-2.0)),
+        event(1, T - 5 * d, "view", None, None),
+        // Only refunds: the user is kept, with negative sums.
+        event(2, T - 3 * d, "purchase", None, Some(-7.0)),
+    ];
+    let expected_1 = [15.5, 30.0, -14.5, 2.0, -12.5, 30.0, 1.0, 10.0];
+    let expected_2 = [-7.0, 0.0, -7.0, 1.0, -7.0, -7.0, 1.0, 3.0];
+    for a in adapters().await {
+        a.events.append(history.clone()).await.unwrap();
+        let snap = a.features.compute_snapshot(&spec, T).await.unwrap();
+        assert_eq!(snap.features(1).unwrap(), expected_1, "{}", a.name);
+        assert_eq!(snap.features(2).unwrap(), expected_2, "{}", a.name);
+        let types = a.events.type_counts().await.unwrap();
+        let purchase = types.iter().find(|t| t.event_type == "purchase").unwrap();
+        assert_eq!(purchase.with_negative_amount, 3, "{}", a.name);
+        assert!(
+            (purchase.negative_amount_sum + 21.5).abs() < 1e-9,
+            "{}",
+            a.name
+        );
+        assert!(
+            (purchase.positive_amount_sum - 30.0).abs() < 1e-9,
+            "{}",
+            a.name
+        );
+    }
+}
+
+/// Reject counts add up per source and field, with one example each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_counts_accumulate_per_source_and_field() {
+    for a in adapters().await {
+        let tally = |source: &str, field: &str, count| RejectTally {
+            source: source.into(),
+            field: field.into(),
+            count,
+            example: format!("{source}:1: {field}: bad"),
+        };
+        a.events
+            .record_rejects(&[tally("file", "user_id", 3), tally("http", "json", 1)])
+            .await
+            .unwrap();
+        a.events
+            .record_rejects(&[tally("file", "user_id", 2)])
+            .await
+            .unwrap();
+        let all = a.events.reject_tallies().await.unwrap();
+        assert_eq!(all.len(), 2, "{}: {all:?}", a.name);
+        assert_eq!(
+            (all[0].source.as_str(), all[0].field.as_str(), all[0].count),
+            ("file", "user_id", 5),
+            "{}",
+            a.name
+        );
+        assert_eq!(all[0].example, "file:1: user_id: bad");
+        assert_eq!(all[1].count, 1, "{}", a.name);
     }
 }

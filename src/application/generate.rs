@@ -10,7 +10,9 @@
 //! signal and a model has something real to learn.
 
 use crate::domain::event::{Event, TimePolicy};
+use crate::domain::math::splitmix64;
 use crate::domain::time::DAY_SECS;
+use crate::domain::user::UserId;
 
 /// Generator parameters.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +24,28 @@ pub struct GeneratorOptions {
     pub seed: u64,
     /// Share of users who churn at some point (before or after `end`).
     pub churn_share: f64,
+    /// Users get UUID-shaped string ids instead of 1, 2, 3, … (a seeded
+    /// function of the number, so the same options give the same ids).
+    pub string_ids: bool,
+}
+
+/// The id of generated user `n`: the number, or a UUID-shaped string.
+pub fn user_id_of(n: u64, string_ids: bool) -> UserId {
+    if !string_ids {
+        return UserId::Int(n);
+    }
+    let (a, b) = (splitmix64(n), splitmix64(n ^ 0x5555_5555_5555_5555));
+    UserId::Name(
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0x0fff,
+            0x8000 | ((b >> 48) & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+        .into(),
+    )
 }
 
 /// Totals of a generation run.
@@ -60,6 +84,7 @@ pub fn generate_while(
             summary.churners += 1;
         }
         summary.users += 1;
+        let id = user_id_of(user, opts.string_ids);
         let mut session_no = 0u32;
         for day in profile.signup_day..opts.days as i64 {
             let rate = profile.rate_on(day, &mut rng);
@@ -80,7 +105,7 @@ pub fn generate_while(
                     if t > opts.end {
                         break;
                     }
-                    if let Ok(e) = Event::new(user, t, kind, Some(&session), amount, policy) {
+                    if let Ok(e) = Event::new(id.clone(), t, kind, Some(&session), amount, policy) {
                         summary.events += 1;
                         if !sink(e) {
                             return summary;
@@ -232,6 +257,7 @@ mod tests {
             end: 1_767_225_600,
             seed,
             churn_share: 0.35,
+            string_ids: false,
         }
     }
 

@@ -19,3 +19,4 @@ pub mod stream_ingest;
 pub mod suggest;
 pub mod supervisor;
 pub mod train;
+pub mod user_ids;

@@ -52,16 +52,35 @@ pub struct EventStats {
     pub last_event_time: Option<i64>,
 }
 
-/// How many events of one type the store holds, and how many of them carry
-/// an amount / a session (what `churn features suggest` and `churn profile`
-/// read).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// How many events of one type the store holds, how many of them carry
+/// an amount / a session, and how much of the amounts is negative (refunds,
+/// cancellations): what `churn features suggest` and `churn profile` read.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct TypeCount {
     pub event_type: String,
     pub events: u64,
     pub users: u64,
     pub with_amount: u64,
     pub with_session: u64,
+    /// Events with an amount below zero.
+    pub with_negative_amount: u64,
+    /// Sum of the positive amounts.
+    pub positive_amount_sum: f64,
+    /// Sum of the negative amounts (a negative number, or 0).
+    pub negative_amount_sum: f64,
+}
+
+/// Rejected records of one source and field, with one example: what
+/// `churn stats` lists, over every run and driver.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RejectTally {
+    /// `file`, `stdin`, `http`, `kafka` or `generator`.
+    pub source: String,
+    /// The field at fault (`json` for unparsable input).
+    pub field: String,
+    pub count: u64,
+    /// One reason, with where it came from.
+    pub example: String,
 }
 
 /// Where raw events are kept. Appends must be idempotent on
@@ -90,6 +109,21 @@ pub trait EventStore: Send + Sync {
     async fn type_counts(&self) -> Result<Vec<TypeCount>, StoreError>;
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Keeps the names of name-keyed users (string ids, see
+    /// [`crate::domain::user`]) beside their keys, before their events are
+    /// appended. Returns the keys already held by a *different* name (a
+    /// 62-bit collision): those events must not be stored under that key.
+    async fn register_names(&self, names: &[(u64, &str)]) -> Result<Vec<u64>, StoreError>;
+    /// The names of the given name keys that the store holds.
+    async fn user_names(
+        &self,
+        keys: &[u64],
+    ) -> Result<std::collections::HashMap<u64, String>, StoreError>;
+    /// Adds rejected-record counts (per source and field) to the store's
+    /// running totals.
+    async fn record_rejects(&self, tallies: &[RejectTally]) -> Result<(), StoreError>;
+    /// The running totals of rejected records, most frequent first.
+    async fn reject_tallies(&self) -> Result<Vec<RejectTally>, StoreError>;
 }
 
 /// Summary of a persisted feature snapshot.
@@ -402,7 +436,8 @@ pub trait DeadLetterSink: Send {
 /// One user's batch score, as `churn score` writes it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ScoredUser {
-    pub user_id: u64,
+    /// The user's id in the form it was sent (number or string).
+    pub user_id: crate::domain::user::UserId,
     pub churn_probability: f64,
     /// Before calibration; equal to `churn_probability` when none is kept.
     pub raw_probability: f64,

@@ -4,14 +4,18 @@
 //! swap, or (until it is ready) a live tree walk — cheap enough to run on
 //! the request's task.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::application::models::LoadedModel;
+use crate::application::ports::{EventStore, StoreError};
 use crate::application::serving_state::{ScoreTable, ServingState};
 use crate::domain::explanation::{Explanation, explain};
 use crate::domain::model::ModelError;
 use crate::domain::snapshot::FeatureSnapshot;
 use crate::domain::time::format_rfc3339;
+use crate::domain::user::{UserId, is_name_key};
 use crate::telemetry::names;
 
 /// Why a prediction cannot be given.
@@ -24,7 +28,11 @@ pub enum PredictError {
     )]
     NoFeatures,
     #[error("user {0} is unknown: no events at or before the feature snapshot")]
-    UnknownUser(u64),
+    UnknownUser(UserId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("prediction task failed: {0}")]
+    Join(String),
     #[error("the model failed: {0}")]
     Model(#[from] ModelError),
 }
@@ -32,7 +40,8 @@ pub enum PredictError {
 /// One prediction in the seed's shape plus `features_as_of`.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Prediction {
-    pub user_id: u64,
+    /// The user, in the form the request (or the producer) sent it.
+    pub user_id: UserId,
     pub churn_probability: f64,
     pub model_version: String,
     pub timestamp: String,
@@ -70,6 +79,9 @@ pub struct PredictChurn {
     /// Resolved once: the recorder's lookup by name on every prediction
     /// was a measurable share of its cost.
     served: metrics::Counter,
+    /// Where names of string-keyed users are kept, for lists ranked from
+    /// the snapshot (which holds keys only).
+    names: Option<Arc<dyn EventStore>>,
 }
 
 impl PredictChurn {
@@ -79,7 +91,15 @@ impl PredictChurn {
         Self {
             state,
             served: metrics::counter!(names::PREDICTIONS_TOTAL),
+            names: None,
         }
+    }
+
+    /// Lists ([`PredictChurn::at_risk_named`]) answer string ids by name,
+    /// looked up in `store`.
+    pub fn with_names(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.names = Some(store);
+        self
     }
 
     pub fn state(&self) -> &ServingState {
@@ -90,8 +110,8 @@ impl PredictChurn {
     ///
     /// # Errors
     /// [`PredictError`]: no model, no features, unknown user, model failure.
-    pub fn predict(&self, user_id: u64) -> Result<Prediction, PredictError> {
-        self.predict_explained(user_id, None)
+    pub fn predict(&self, user: &UserId) -> Result<Prediction, PredictError> {
+        self.predict_explained(user, None)
     }
 
     /// Predicts for one user; with `explain = Some(k)` the answer carries
@@ -101,14 +121,15 @@ impl PredictChurn {
     /// [`PredictError`]: no model, no features, unknown user, model failure.
     pub fn predict_explained(
         &self,
-        user_id: u64,
+        user: &UserId,
         explain: Option<usize>,
     ) -> Result<Prediction, PredictError> {
         let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
         let features = self.state.features().ok_or(PredictError::NoFeatures)?;
+        let user_id = user.key();
         let row = features
             .row_of(user_id)
-            .ok_or(PredictError::UnknownUser(user_id))?;
+            .ok_or_else(|| PredictError::UnknownUser(user.clone()))?;
         let (p, explanation) = match explain {
             None => {
                 let table = self.state.scores();
@@ -122,7 +143,7 @@ impl PredictChurn {
         };
         self.served.increment(1);
         Ok(Prediction {
-            user_id,
+            user_id: user.clone(),
             churn_probability: model.metadata.served_probability(p),
             raw_probability: model.metadata.calibration.is_some().then_some(p),
             model_version: model.metadata.version.to_string(),
@@ -143,7 +164,7 @@ impl PredictChurn {
     ) -> Result<(f64, Explanation), PredictError> {
         let values = features
             .features(user_id)
-            .ok_or(PredictError::UnknownUser(user_id))?;
+            .ok_or(PredictError::UnknownUser(UserId::Int(user_id)))?;
         let contributions = model.classifier.contributions(&values)?;
         let logit: f64 = contributions.iter().sum();
         let p = crate::domain::math::sigmoid(logit);
@@ -173,7 +194,7 @@ impl PredictChurn {
         }
         let values = features
             .features(user_id)
-            .ok_or(PredictError::UnknownUser(user_id))?;
+            .ok_or(PredictError::UnknownUser(UserId::Int(user_id)))?;
         Ok(model.classifier.predict_proba(&values)?[0])
     }
 
@@ -216,10 +237,39 @@ impl PredictChurn {
             ranked.truncate(limit);
         }
         ranked.sort_unstable_by(by_risk);
-        let users: Vec<u64> = ranked.into_iter().map(|(_, u)| u).collect();
+        // Keys stand in for ids here: names are filled in by
+        // `at_risk_named`, which can reach the store.
+        let users: Vec<UserId> = ranked.into_iter().map(|(_, u)| UserId::Int(u)).collect();
         self.predict_batch(&users, Some(top_k))?
             .into_iter()
             .collect()
+    }
+
+    /// [`PredictChurn::at_risk`] off the runtime, with string ids answered
+    /// by name.
+    ///
+    /// # Errors
+    /// [`PredictError`] when nothing can be predicted or the names cannot
+    /// be read.
+    pub async fn at_risk_named(
+        &self,
+        limit: usize,
+        top_k: usize,
+    ) -> Result<Vec<Prediction>, PredictError> {
+        let this = self.clone();
+        let mut list = tokio::task::spawn_blocking(move || this.at_risk(limit, top_k))
+            .await
+            .map_err(|e| PredictError::Join(e.to_string()))??;
+        let keys: Vec<u64> = list.iter().map(|p| p.user_id.key()).collect();
+        if let Some(store) = &self.names
+            && keys.iter().any(|k| is_name_key(*k))
+        {
+            let ids = crate::application::user_ids::user_ids(&**store, &keys).await?;
+            for (p, id) in list.iter_mut().zip(ids) {
+                p.user_id = id;
+            }
+        }
+        Ok(list)
     }
 
     /// Predicts for many users against one consistent model and snapshot.
@@ -229,7 +279,7 @@ impl PredictChurn {
     /// [`PredictError`] when nothing can be predicted (no model/features).
     pub fn predict_batch(
         &self,
-        user_ids: &[u64],
+        user_ids: &[UserId],
         explain: Option<usize>,
     ) -> Result<Vec<Result<Prediction, PredictError>>, PredictError> {
         let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
@@ -242,8 +292,11 @@ impl PredictChurn {
         let mut served = 0u64;
         let results = user_ids
             .iter()
-            .map(|&u| {
-                let row = features.row_of(u).ok_or(PredictError::UnknownUser(u))?;
+            .map(|user| {
+                let u = user.key();
+                let row = features
+                    .row_of(u)
+                    .ok_or_else(|| PredictError::UnknownUser(user.clone()))?;
                 let (p, explanation) = match explain {
                     None => (
                         Self::score(table.as_deref(), &model, &features, u, row)?,
@@ -256,7 +309,7 @@ impl PredictChurn {
                 };
                 served += 1;
                 Ok(Prediction {
-                    user_id: u,
+                    user_id: user.clone(),
                     churn_probability: model.metadata.served_probability(p),
                     raw_probability: model.metadata.calibration.is_some().then_some(p),
                     model_version: version.clone(),

@@ -25,6 +25,19 @@ pub struct Eligibility {
     pub share: f64,
 }
 
+/// Refunds and cancellations: events with a negative amount.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refunds {
+    /// Events with a negative amount.
+    pub events: u64,
+    /// Their share of the events with an amount.
+    pub share_of_amount_events: f64,
+    /// The refunded sum (positive) over the sum of positive amounts.
+    pub share_of_revenue: f64,
+    /// Types that carry negative amounts.
+    pub event_types: Vec<String>,
+}
+
 /// The profile of a store.
 #[derive(Debug, Clone, Serialize)]
 pub struct Profile {
@@ -34,6 +47,9 @@ pub struct Profile {
     pub last_event: Option<String>,
     pub span_days: f64,
     pub event_types: Vec<TypeCount>,
+    /// Negative amounts, when the store holds any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunds: Option<Refunds>,
     /// Median over users (with two or more active days) of the mean gap in
     /// days between their active days.
     pub median_gap_days: Option<f64>,
@@ -79,6 +95,7 @@ impl ProfileData {
     pub async fn run(&self) -> Result<Profile, StoreError> {
         let stats = self.events.stats().await?;
         let event_types = self.events.type_counts().await?;
+        let refunds = refunds(&event_types);
         let mut profile = Profile {
             events: stats.events,
             users: stats.users,
@@ -86,6 +103,7 @@ impl ProfileData {
             last_event: stats.last_event_time.map(format_rfc3339),
             span_days: 0.0,
             event_types,
+            refunds,
             median_gap_days: None,
             cutoff: None,
             users_at_cutoff: 0,
@@ -193,6 +211,26 @@ impl ProfileData {
     }
 }
 
+fn refunds(types: &[TypeCount]) -> Option<Refunds> {
+    let events: u64 = types.iter().map(|t| t.with_negative_amount).sum();
+    if events == 0 {
+        return None;
+    }
+    let with_amount: u64 = types.iter().map(|t| t.with_amount).sum();
+    let refunded: f64 = -types.iter().map(|t| t.negative_amount_sum).sum::<f64>();
+    let sold: f64 = types.iter().map(|t| t.positive_amount_sum).sum();
+    Some(Refunds {
+        events,
+        share_of_amount_events: events as f64 / with_amount.max(1) as f64,
+        share_of_revenue: if sold > 0.0 { refunded / sold } else { 0.0 },
+        event_types: types
+            .iter()
+            .filter(|t| t.with_negative_amount > 0)
+            .map(|t| t.event_type.clone())
+            .collect(),
+    })
+}
+
 fn constant_columns(s: &crate::domain::snapshot::FeatureSnapshot) -> Vec<String> {
     if s.is_empty() {
         return Vec::new();
@@ -231,6 +269,7 @@ mod tests {
                 end: 1_780_000_000,
                 seed: 1,
                 churn_share: 0.35,
+                string_ids: false,
             },
             |e| events.push(e),
         );

@@ -13,7 +13,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::application::models::{LoadedModel, ManageModels, ModelsError};
-use crate::application::ports::{FeatureStore, PredictionSink, ScoredUser, StoreError};
+use crate::application::ports::{EventStore, FeatureStore, PredictionSink, ScoredUser, StoreError};
+use crate::application::user_ids::user_ids;
 use crate::domain::explanation::explain;
 use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec};
 use crate::domain::label::LabelPolicy;
@@ -75,6 +76,8 @@ pub struct ScoreSummary {
 #[derive(Clone)]
 pub struct ScoreUsers {
     features: Arc<dyn FeatureStore>,
+    /// Names of string-keyed users, for the output.
+    events: Arc<dyn EventStore>,
     models: ManageModels,
     spec: Arc<FeatureSpec>,
     policy: LabelPolicy,
@@ -110,6 +113,7 @@ pub async fn eligible_users(
 impl ScoreUsers {
     pub fn new(
         features: Arc<dyn FeatureStore>,
+        events: Arc<dyn EventStore>,
         models: ManageModels,
         spec: Arc<FeatureSpec>,
         policy: LabelPolicy,
@@ -117,6 +121,7 @@ impl ScoreUsers {
     ) -> Self {
         Self {
             features,
+            events,
             models,
             spec,
             policy,
@@ -174,9 +179,13 @@ impl ScoreUsers {
         for chunk in users.chunks(CHUNK_USERS) {
             let (m, s, ids) = (model.clone(), snapshot.clone(), chunk.to_vec());
             let reasons = options.reasons;
-            let rows = tokio::task::spawn_blocking(move || score_chunk(&m, &s, &ids, reasons))
+            let mut rows = tokio::task::spawn_blocking(move || score_chunk(&m, &s, &ids, reasons))
                 .await
                 .map_err(|e| ScoreError::Join(e.to_string()))??;
+            let ids = user_ids(&*self.events, chunk).await?;
+            for (row, id) in rows.iter_mut().zip(ids) {
+                row.user_id = id;
+            }
             emit(&rows).map_err(ScoreError::Output)?;
             written += rows.len();
             if let (Some(sink), Some(n)) = (&self.sink, table_rows.as_mut()) {
@@ -216,8 +225,9 @@ fn score_chunk(
     Ok(users
         .iter()
         .enumerate()
-        .map(|(i, &user_id)| ScoredUser {
-            user_id,
+        .map(|(i, &key)| ScoredUser {
+            // Names are filled in by the caller (a store lookup).
+            user_id: crate::domain::user::UserId::Int(key),
             churn_probability: model.metadata.served_probability(raw[i]),
             raw_probability: raw[i],
             model_version: model.metadata.version,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::application::ingest::{Batch, IngestEvents, IngestReport};
+use crate::application::ingest::{Batch, Delivery, IngestEvents, IngestReport, SourceKind, Stored};
 use crate::application::ports::{DeadLetterSink, EventStream, LogCheckpoint, StoreError};
 use crate::telemetry::names;
 
@@ -102,7 +102,7 @@ struct Fetched {
 
 /// A batch whose write runs in its own task.
 struct InFlight {
-    write: tokio::task::JoinHandle<Result<IngestReport, StoreError>>,
+    write: tokio::task::JoinHandle<Result<Stored, StoreError>>,
     batch: Arc<Batch>,
     through: LogCheckpoint,
 }
@@ -209,8 +209,11 @@ impl StreamIngest {
         };
         metrics::counter!(names::STREAM_RECORDS_TOTAL).increment(records.len() as u64);
         let through = LogCheckpoint::after(&records);
+        // Streamed records take their identity from their log position:
+        // the delivery carries no state across batches here.
+        let mut delivery = Delivery::new(SourceKind::Kafka);
         Some(Fetched {
-            batch: Arc::new(self.ingest.validate(records)),
+            batch: Arc::new(self.ingest.prepare(records, &mut delivery)),
             through,
         })
     }
@@ -262,8 +265,24 @@ impl StreamIngest {
                 }
             }
         };
+        let rejects: std::borrow::Cow<'_, [_]> = if stored.refused.is_empty() {
+            std::borrow::Cow::Borrowed(&batch.rejects[..])
+        } else {
+            std::borrow::Cow::Owned(
+                batch
+                    .rejects
+                    .iter()
+                    .chain(&stored.refused)
+                    .cloned()
+                    .collect(),
+            )
+        };
         loop {
-            match self.ingest.dead_letter(&batch.rejects, dead_letters).await {
+            match self
+                .ingest
+                .dead_letter(SourceKind::Kafka, &rejects, dead_letters)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) => {
                     if !self
@@ -294,7 +313,7 @@ impl StreamIngest {
             metrics::counter!(names::STREAM_ERRORS_TOTAL, "stage" => "commit").increment(1);
             tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
         }
-        Some(batch.report(stored))
+        Some(stored.report(&batch))
     }
 
     /// After a failed write: pause the stream (first time), report, and wait

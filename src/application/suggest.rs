@@ -7,10 +7,13 @@
 //!   tenure, the activity trend and the rhythm of active days.
 //! - Per type (the most frequent ones, at most [`MAX_TYPES`], each at least
 //!   [`MIN_TYPE_SHARE`] of the events): counts per window, total, recency;
-//!   with amounts, their sum per window and in all, mean and max.
+//!   with amounts, their sum per window and in all, mean and max; with
+//!   negative amounts (refunds, cancellations), the refunds' count and sum
+//!   and their share of the type's events, while mean and max describe the
+//!   positive amounts.
 
 use crate::application::ports::{EventStats, TypeCount};
-use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec, SpecError};
+use crate::domain::features::{Aggregation, AmountSign, FeatureDef, FeatureSpec, SpecError};
 use crate::domain::time::DAY_SECS;
 
 /// Most event types that get features of their own.
@@ -19,22 +22,29 @@ pub const MAX_TYPES: usize = 25;
 pub const MIN_TYPE_SHARE: f64 = 0.002;
 const WINDOWS: [u32; 4] = [7, 30, 90, 365];
 
-/// An identifier from an event type (`add-to-cart` → `add_to_cart`).
+/// An identifier from an event type (`add-to-cart` → `add_to_cart`); a
+/// type with no ASCII letters or digits (`купить`) gets one from its hash.
 fn ident(t: &str) -> String {
-    let mut s: String = t
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() || s.as_bytes()[0].is_ascii_digit() {
-        s.insert_str(0, "t_");
+    let mut s = String::with_capacity(t.len());
+    for c in t.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+        } else if !s.ends_with('_') {
+            s.push('_');
+        }
     }
-    s
+    let s = s.trim_matches('_');
+    if s.is_empty() {
+        let h = t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        return format!("type_{:08x}", h as u32);
+    }
+    if s.as_bytes()[0].is_ascii_digit() {
+        format!("t_{s}")
+    } else {
+        s.to_string()
+    }
 }
 
 /// The suggested spec for a store's contents.
@@ -113,8 +123,52 @@ pub fn suggest(stats: &EventStats, types: &[TypeCount]) -> Result<FeatureSpec, S
             if let Some(w) = widest {
                 defs.push(agg(format!("{base}_amount_{w}d"), SumAmount, &ty, Some(w)));
             }
-            defs.push(agg(format!("{base}_amount_mean"), MeanAmount, &ty, None));
-            defs.push(agg(format!("{base}_amount_max"), MaxAmount, &ty, None));
+            // With refunds in the log, "typical" and "largest" describe the
+            // sales; the refunds get features of their own below.
+            let sign = (t.with_negative_amount > 0).then_some(AmountSign::Positive);
+            let signed = |mut d: FeatureDef| {
+                d.amount_sign = sign;
+                d
+            };
+            defs.push(signed(agg(
+                format!("{base}_amount_mean"),
+                MeanAmount,
+                &ty,
+                None,
+            )));
+            defs.push(signed(agg(
+                format!("{base}_amount_max"),
+                MaxAmount,
+                &ty,
+                None,
+            )));
+        }
+        if t.with_negative_amount > 0 {
+            let refunds = |name: String, a, w| {
+                let mut d = agg(name, a, &ty, w);
+                d.amount_sign = Some(AmountSign::Negative);
+                d
+            };
+            defs.push(refunds(format!("{base}_refund_count_total"), Count, None));
+            if let Some(&w) = windows.last() {
+                defs.push(refunds(format!("{base}_refund_count_{w}d"), Count, Some(w)));
+            }
+            defs.push(refunds(
+                format!("{base}_refund_amount_total"),
+                SumAmount,
+                None,
+            ));
+            defs.push(refunds(
+                format!("days_since_last_{base}_refund"),
+                DaysSinceLast,
+                None,
+            ));
+            defs.push(FeatureDef::ratio(
+                format!("{base}_refund_share"),
+                &format!("{base}_refund_count_total"),
+                &format!("{base}_count_total"),
+                1.0,
+            ));
         }
     }
     FeatureSpec::new(defs, "suggested spec")
@@ -130,7 +184,7 @@ mod tests {
             events,
             users: 10,
             with_amount: amounts,
-            with_session: 0,
+            ..TypeCount::default()
         }
     }
 
@@ -168,6 +222,40 @@ mod tests {
         assert!(!names.iter().any(|n| n.contains("badge")));
         assert_eq!(spec.event_types(), ["answer", "question", "bounty-award"]);
         // What it writes reads back as the same spec.
+        let again = FeatureSpec::from_toml(&spec.to_toml(), "features.toml").unwrap();
+        assert_eq!(again.fingerprint(), spec.fingerprint());
+    }
+
+    #[test]
+    fn refunds_in_the_store_get_features_of_their_own() {
+        let stats = EventStats {
+            events: 1_000,
+            users: 100,
+            first_event_time: Some(0),
+            last_event_time: Some(400 * DAY_SECS),
+        };
+        let mut purchase = count("purchase", 1_000, 1_000);
+        purchase.with_negative_amount = 20;
+        let spec = suggest(&stats, &[purchase, count("Купить", 10, 0)]).unwrap();
+        let names = spec.names();
+        for n in [
+            "purchase_refund_count_total",
+            "purchase_refund_count_90d",
+            "purchase_refund_amount_total",
+            "days_since_last_purchase_refund",
+            "purchase_refund_share",
+        ] {
+            assert!(names.contains(&n.to_string()), "{n} in {names:?}");
+        }
+        let mean = &spec.defs()[spec.index_of("purchase_amount_mean").unwrap()];
+        assert_eq!(mean.amount_sign, Some(AmountSign::Positive));
+        let refunds = &spec.defs()[spec.index_of("purchase_refund_amount_total").unwrap()];
+        assert_eq!(refunds.amount_sign, Some(AmountSign::Negative));
+        // A type without ASCII letters still gets identifiers.
+        assert!(names.iter().any(|n| n.starts_with("type_")), "{names:?}");
+        // Without negative amounts: no refund features, unsigned means.
+        let plain = suggest(&stats, &[count("purchase", 1_000, 1_000)]).unwrap();
+        assert!(!plain.names().iter().any(|n| n.contains("refund")));
         let again = FeatureSpec::from_toml(&spec.to_toml(), "features.toml").unwrap();
         assert_eq!(again.fingerprint(), spec.fingerprint());
     }

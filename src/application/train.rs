@@ -976,6 +976,7 @@ mod tests {
                 end: 1_780_000_000,
                 seed: 3,
                 churn_share: 0.35,
+                string_ids: false,
             },
             |e| events.push(e),
         );

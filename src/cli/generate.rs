@@ -41,6 +41,9 @@ pub struct GenerateArgs {
     /// Events per second for `--to kafka` (default: as fast as possible).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// UUID-shaped string user ids instead of 1, 2, 3, …
+    #[arg(long)]
+    pub string_ids: bool,
 }
 
 /// Destination of generated events.
@@ -67,6 +70,7 @@ pub fn run(settings: &Settings, args: GenerateArgs) -> Result<()> {
         end,
         seed: args.seed,
         churn_share: args.churn_share,
+        string_ids: args.string_ids,
     };
     if args.to == EventSink::Kafka {
         return generate_to_kafka(settings, &args, opts);
@@ -142,7 +146,9 @@ fn generate_to_kafka(
             return;
         }
         payload.clear();
-        let key = event.user_id().to_string();
+        // Keyed by the user id as sent (a name for string ids), so one
+        // user's events stay in one partition, in order.
+        let key = event.user().to_string();
         let sent = serde_json::to_writer(&mut payload, &event.to_json())
             .map_err(anyhow::Error::from)
             .and_then(|()| producer.send(key.as_bytes(), &payload).map_err(Into::into));

@@ -1,19 +1,35 @@
-//! `churn ingest`: an NDJSON file (or stdin) through the ingestion pipeline.
+//! `churn ingest`: an NDJSON or CSV file (or stdin) through the ingestion
+//! pipeline, read in the shape `[ingest]` declares (field mapping, time
+//! format and zone).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::output::{print_json, print_line, spinner};
-use crate::application::ingest::{IngestReport, RejectReason, TallyRejects};
+use crate::application::ingest::{IngestReport, RejectReason, SourceKind, TallyRejects};
 use crate::config::Settings;
-use crate::startup::Services;
+use crate::startup::{FileFormat, Services};
+
+/// The input's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// One JSON object per line.
+    Ndjson,
+    /// Comma-separated with a header row (`ingest.csv_delimiter`).
+    Csv,
+    /// Tab-separated with a header row.
+    Tsv,
+}
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// NDJSON file, or `-` for stdin.
+    /// NDJSON or CSV file, or `-` for stdin.
     pub file: PathBuf,
+    /// Input format (default: from the extension — .csv, .tsv — else NDJSON).
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
     /// Where rejected lines go (default: `ingest.rejects_file`).
     #[arg(long)]
     pub rejects: Option<PathBuf>,
@@ -21,28 +37,52 @@ pub struct IngestArgs {
     pub json: bool,
 }
 
+/// The format of `path`: the flag, else its extension.
+fn input_format(path: &Path, flag: Option<InputFormat>) -> FileFormat {
+    match flag {
+        None => FileFormat::of(path),
+        Some(InputFormat::Ndjson) => FileFormat::Ndjson,
+        Some(InputFormat::Csv) => FileFormat::Csv,
+        Some(InputFormat::Tsv) => FileFormat::Tsv,
+    }
+}
+
 pub async fn run(settings: Settings, args: IngestArgs) -> Result<()> {
     let services = Services::build(settings).await?;
-    let mut source = crate::startup::ndjson_source(&args.file).await?;
+    let format = input_format(&args.file, args.format);
+    let mut source = crate::startup::event_source(&services.settings, &args.file, format)
+        .await
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let kind = if args.file.as_os_str() == "-" {
+        SourceKind::Stdin
+    } else {
+        SourceKind::File
+    };
     let rejects_path = args
         .rejects
         .unwrap_or_else(|| services.settings.rejects_path());
-    let mut rejects = crate::startup::rejects_file(rejects_path.clone());
-    let mut tally = TallyRejects::new(&mut rejects);
+    let mut rejects = crate::startup::rejects_file(&services.settings, rejects_path.clone());
     let bar = spinner("ingesting");
     let started = std::time::Instant::now();
-    let report = services
-        .ingest
-        .run(&mut source, &mut tally, |r| {
-            bar.set_message(format!(
-                "ingesting: {} read, {} stored, {} rejected",
-                r.read, r.inserted, r.rejected
-            ));
-        })
-        .await;
+    let (report, reasons) = {
+        let mut tally = TallyRejects::new(&mut rejects);
+        let report = services
+            .ingest
+            .run(&mut *source, kind, &mut tally, |r: &IngestReport| {
+                bar.set_message(format!(
+                    "ingesting: {} read, {} stored, {} rejected",
+                    r.read, r.inserted, r.rejected
+                ));
+            })
+            .await;
+        (report, tally.reasons())
+    };
     bar.finish_and_clear();
+    rejects
+        .finish(kind.as_str())
+        .await
+        .context("writing the rejects file")?;
     let report = report.context("ingesting events")?;
-    let reasons = tally.reasons();
     let secs = started.elapsed().as_secs_f64();
     // Nothing usable at all is a failure, not a count: a script must not
     // go on to train on an empty store.
@@ -55,14 +95,17 @@ pub async fn run(settings: Settings, args: IngestArgs) -> Result<()> {
             "rejected": report.rejected,
             "rejected_by_field": reasons,
             "rejects_file": (report.rejected > 0).then(|| rejects_path.display().to_string()),
+            "rejects_sampled": rejects.sampled(),
             "seconds": secs,
         }))?;
     } else {
-        print_summary(&report, &reasons, &rejects_path, secs)?;
+        print_summary(&report, &reasons, &rejects_path, rejects.sampled(), secs)?;
     }
     if all_rejected {
         bail!(
-            "every one of the {} lines was rejected (reasons above; lines in {})",
+            "every one of the {} lines was rejected (reasons above; examples in {}); \
+             if the fields have other names or times another form, map them in [ingest] \
+             (fields, preset, time_format, timezone)",
             report.read,
             rejects_path.display()
         );
@@ -73,11 +116,12 @@ pub async fn run(settings: Settings, args: IngestArgs) -> Result<()> {
 fn print_summary(
     report: &IngestReport,
     reasons: &[RejectReason],
-    rejects_path: &std::path::Path,
+    rejects_path: &Path,
+    sampled: u64,
     secs: f64,
 ) -> Result<()> {
     print_line(&format!(
-        "read {} lines: {} stored, {} duplicates skipped, {} rejected ({:.0} events/s)",
+        "read {} lines: {} stored, {} redelivered (already stored), {} rejected ({:.0} events/s)",
         report.read,
         report.inserted,
         report.duplicates,
@@ -86,13 +130,13 @@ fn print_summary(
     ))?;
     for r in reasons.iter().take(5) {
         print_line(&format!(
-            "  {:>10} rejected for {}, e.g. {}",
-            r.count, r.field, r.example
+            "  {:>10} rejected for {}, e.g. {}\n             line: {}",
+            r.count, r.field, r.example, r.line
         ))?;
     }
     if report.rejected > 0 {
         print_line(&format!(
-            "rejected lines and reasons: {}",
+            "rejected lines: {sampled} examples and the counts in {}",
             rejects_path.display()
         ))?;
     }

@@ -40,6 +40,15 @@ pub async fn run(settings: Settings, flag: JsonFlag) -> Result<()> {
     if p.event_types.len() > 30 {
         lines.push(format!("  ... and {} more types", p.event_types.len() - 30));
     }
+    if let Some(r) = &p.refunds {
+        lines.push(format!(
+            "refunds (negative amounts): {} events, {:.1}% of those with an amount, {:.1}% of the positive amounts refunded (types: {})",
+            r.events,
+            100.0 * r.share_of_amount_events,
+            100.0 * r.share_of_revenue,
+            r.event_types.join(", ")
+        ));
+    }
     if let Some(g) = p.median_gap_days {
         lines.push(format!(
             "median gap between a user's active days: {g:.1} days"

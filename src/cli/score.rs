@@ -3,8 +3,8 @@
 //! file (and, in ClickHouse mode, the `churn.predictions` table).
 //!
 //! CSV is written by hand: every field is a number, an RFC 3339 time or a
-//! feature name (identifiers by the spec's rules), so nothing ever needs
-//! quoting. Parquet is left out: the arrow/parquet crates would add more
+//! feature name (identifiers by the spec's rules), except string user ids,
+//! which are quoted when they need it (RFC 4180). Parquet is left out: the arrow/parquet crates would add more
 //! build time than the rest of the binary, and ClickHouse, DuckDB, pandas
 //! and Polars all read these two formats directly.
 
@@ -72,7 +72,11 @@ fn csv_header(reasons: usize) -> String {
 fn csv_line(r: &ScoredUser, reasons: usize) -> String {
     let mut line = format!(
         "{},{},{},{},{}",
-        r.user_id, r.churn_probability, r.raw_probability, r.model_version, r.features_as_of
+        csv_field(&r.user_id.to_string()),
+        r.churn_probability,
+        r.raw_probability,
+        r.model_version,
+        r.features_as_of
     );
     for i in 0..reasons {
         match r.reasons.get(i) {
@@ -81,6 +85,16 @@ fn csv_line(r: &ScoredUser, reasons: usize) -> String {
         }
     }
     line
+}
+
+/// A CSV field, quoted (with doubled quotes) when it holds a comma, a quote
+/// or a line break.
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([',', '"', '\n', '\r']) {
+        std::borrow::Cow::Owned(format!("\"{}\"", text.replace('"', "\"\"")))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
 }
 
 pub async fn run(settings: Settings, args: ScoreArgs) -> Result<()> {

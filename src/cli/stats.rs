@@ -1,4 +1,5 @@
-//! `churn stats`: what the event store holds.
+//! `churn stats`: what the event store holds, and what ingestion refused
+//! (running totals per source and field, over every run and driver).
 
 use anyhow::{Context, Result};
 
@@ -15,15 +16,44 @@ pub async fn run(settings: Settings, flag: JsonFlag) -> Result<()> {
         .stats()
         .await
         .context("reading store stats")?;
+    let rejects = services
+        .events
+        .reject_tallies()
+        .await
+        .context("reading reject counts")?;
     if flag.json {
-        return print_json(&stats);
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            stats: &'a crate::application::ports::EventStats,
+            rejected: u64,
+            rejected_by_reason: &'a [crate::application::ports::RejectTally],
+        }
+        return print_json(&Out {
+            stats: &stats,
+            rejected: rejects.iter().map(|r| r.count).sum(),
+            rejected_by_reason: &rejects,
+        });
     }
     let time = |t: Option<i64>| t.map(format_rfc3339).unwrap_or_else(|| "-".into());
-    print_line(&format!(
+    let mut lines = vec![format!(
         "{} events from {} users, {} to {}",
         stats.events,
         stats.users,
         time(stats.first_event_time),
         time(stats.last_event_time)
-    ))
+    )];
+    if rejects.is_empty() {
+        lines.push("rejected: none".into());
+    } else {
+        let total: u64 = rejects.iter().map(|r| r.count).sum();
+        lines.push(format!("rejected: {total} records"));
+        for r in &rejects {
+            lines.push(format!(
+                "  {:>10} {:<9} {:<11} e.g. {}",
+                r.count, r.source, r.field, r.example
+            ));
+        }
+    }
+    print_line(&lines.join("\n"))
 }

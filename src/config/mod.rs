@@ -11,8 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::calibration::CalibrationMethod;
+use crate::domain::event_format::{EventFormat, FieldMap};
 use crate::domain::names::is_identifier;
 use crate::domain::time::parse_timestamp;
+use crate::domain::time_format::{TimeFormat, TimeReader, parse_timezone};
 use crate::domain::training::{GbdtParams, ModelSelection};
 
 mod kafka;
@@ -239,6 +241,61 @@ pub struct IngestSettings {
     pub min_event_time: String,
     /// Rejected lines of `churn ingest`; empty = `<data_dir>/rejects.ndjson`.
     pub rejects_file: String,
+    /// Rejected lines kept in the rejects file per field at fault and run
+    /// (every one is counted).
+    pub rejects_sample_per_reason: u64,
+    /// A preset mapping: "segment" (also "rudderstack") or "amplitude";
+    /// empty = the seed's field names.
+    pub preset: String,
+    /// Where each event field is read from; empty = the preset's (or the
+    /// field's own name).
+    pub fields: FieldSettings,
+    /// "auto", "rfc3339", "epoch_s", "epoch_ms", "epoch_us" or a strftime
+    /// pattern.
+    pub time_format: String,
+    /// IANA zone of naive times; empty = UTC.
+    pub timezone: String,
+    /// Type of events that carry none; empty = the type is required.
+    pub default_event_type: String,
+    /// CSV field separator (one byte); `.tsv` files use a tab.
+    pub csv_delimiter: String,
+}
+
+/// One field's source: a path, or alternatives tried in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldSource {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for FieldSource {
+    fn default() -> Self {
+        Self::One(String::new())
+    }
+}
+
+impl FieldSource {
+    /// The alternatives; empty = not set.
+    fn alternatives(&self) -> Vec<String> {
+        match self {
+            Self::One(s) if s.trim().is_empty() => Vec::new(),
+            Self::One(s) => vec![s.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[ingest.fields]`: one key per event field.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FieldSettings {
+    pub user_id: FieldSource,
+    pub event_time: FieldSource,
+    pub event_type: FieldSource,
+    pub session_id: FieldSource,
+    pub amount: FieldSource,
+    pub event_id: FieldSource,
 }
 
 impl Default for IngestSettings {
@@ -248,6 +305,76 @@ impl Default for IngestSettings {
             max_future_skew_secs: 86_400,
             min_event_time: "1980-01-01".into(),
             rejects_file: String::new(),
+            rejects_sample_per_reason: 100,
+            preset: String::new(),
+            fields: FieldSettings::default(),
+            time_format: "auto".into(),
+            timezone: String::new(),
+            default_event_type: String::new(),
+            csv_delimiter: ",".into(),
+        }
+    }
+}
+
+impl IngestSettings {
+    /// How events are read: preset, per-field sources, time format and
+    /// zone, default type.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key at fault.
+    pub fn event_format(&self) -> Result<EventFormat, ConfigError> {
+        let mut fields = FieldMap::preset(&self.preset).map_err(|e| invalid("ingest.preset", e))?;
+        let f = &self.fields;
+        for (name, source) in [
+            ("user_id", &f.user_id),
+            ("event_time", &f.event_time),
+            ("event_type", &f.event_type),
+            ("session_id", &f.session_id),
+            ("amount", &f.amount),
+            ("event_id", &f.event_id),
+        ] {
+            let alternatives = source.alternatives();
+            if !alternatives.is_empty() {
+                fields
+                    .set(name, &alternatives)
+                    .map_err(|e| invalid("ingest.fields", e))?;
+            }
+        }
+        let format =
+            TimeFormat::parse(&self.time_format).map_err(|e| invalid("ingest.time_format", e))?;
+        let zone = parse_timezone(&self.timezone).map_err(|e| invalid("ingest.timezone", e))?;
+        let default_event_type = match self.default_event_type.trim() {
+            "" => None,
+            t => {
+                let c = crate::domain::event::canonical_type(t);
+                if c.is_empty() {
+                    return Err(invalid(
+                        "ingest.default_event_type",
+                        format!("{t:?} is not an event type"),
+                    ));
+                }
+                Some(c)
+            }
+        };
+        Ok(EventFormat {
+            fields,
+            times: TimeReader::new(format, zone),
+            default_event_type,
+        })
+    }
+
+    /// The CSV separator byte.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] unless it is one ASCII character.
+    pub fn csv_delimiter(&self) -> Result<u8, ConfigError> {
+        match self.csv_delimiter.as_bytes() {
+            [b] if b.is_ascii() && *b != b'"' && *b != b'\n' => Ok(*b),
+            _ if self.csv_delimiter == "\\t" => Ok(b'\t'),
+            _ => Err(invalid(
+                "ingest.csv_delimiter",
+                "must be one ASCII character (\\t for a tab)",
+            )),
         }
     }
 }
@@ -498,18 +625,17 @@ impl Settings {
                 ),
             ));
         }
+        self.ingest.event_format()?;
+        self.ingest.csv_delimiter()?;
         let t = &self.training;
         for (key, types) in [
             ("training.activity_event_types", &t.activity_event_types),
             ("training.churn_event_types", &t.churn_event_types),
         ] {
-            if let Some(bad) = types.iter().find(|x| {
-                let x = crate::domain::event::canonical_type(x);
-                x.is_empty()
-                    || !x
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-            }) {
+            if let Some(bad) = types
+                .iter()
+                .find(|x| crate::domain::event::canonical_type(x).is_empty())
+            {
                 return Err(invalid(key, format!("{bad:?} is not an event type")));
             }
         }

@@ -30,7 +30,7 @@ pub const MAX_WINDOW_DAYS: u32 = 36_500;
 /// Names the stores use for their own columns.
 pub const RESERVED_NAMES: [&str; 5] = ["user_id", "as_of", "churned", "features", "fingerprint"];
 /// Longest accepted event type, in bytes (as for events).
-const MAX_TYPE_LEN: usize = 64;
+const MAX_TYPE_LEN: usize = super::event::MAX_EVENT_TYPE_LEN;
 
 /// How the events selected by a feature's filter become a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -48,6 +48,9 @@ pub enum Aggregation {
     MeanAmount,
     /// Largest present amount (0 without any).
     MaxAmount,
+    /// Smallest present amount (0 without any): with `amount_sign =
+    /// "negative"`, the largest refund.
+    MinAmount,
     /// `(T - latest selected event) / 1 day`. A user with no selected event
     /// gets their tenure (days since their first event of any type): "not
     /// in all the history we have", censored at what we know. No cap.
@@ -73,6 +76,7 @@ impl Aggregation {
             Self::SumAmount => "sum_amount",
             Self::MeanAmount => "mean_amount",
             Self::MaxAmount => "max_amount",
+            Self::MinAmount => "min_amount",
             Self::DaysSinceLast => "days_since_last",
             Self::DaysSinceFirst => "days_since_first",
             Self::GapMean => "gap_mean",
@@ -82,19 +86,50 @@ impl Aggregation {
     }
 
     /// Every aggregation, for tests and documentation.
-    pub const ALL: [Aggregation; 11] = [
+    pub const ALL: [Aggregation; 12] = [
         Self::Count,
         Self::ActiveDays,
         Self::DistinctSessions,
         Self::SumAmount,
         Self::MeanAmount,
         Self::MaxAmount,
+        Self::MinAmount,
         Self::DaysSinceLast,
         Self::DaysSinceFirst,
         Self::GapMean,
         Self::GapStd,
         Self::Ratio,
     ];
+}
+
+/// Which amounts a feature selects (`amount_sign`): refunds and
+/// cancellations are negative amounts, purchases positive ones. Events
+/// without an amount are selected by neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmountSign {
+    /// Amounts above zero.
+    Positive,
+    /// Amounts below zero.
+    Negative,
+}
+
+impl AmountSign {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Positive => "positive",
+            Self::Negative => "negative",
+        }
+    }
+
+    /// Whether an event with this amount is selected.
+    pub fn admits(self, amount: Option<f64>) -> bool {
+        match (self, amount) {
+            (Self::Positive, Some(a)) => a > 0.0,
+            (Self::Negative, Some(a)) => a < 0.0,
+            (_, None) => false,
+        }
+    }
 }
 
 /// One declared feature: a `[[feature]]` table of a spec file.
@@ -109,6 +144,9 @@ pub struct FeatureDef {
     /// Only events in `(T - window_days, T]`; absent = all history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_days: Option<u32>,
+    /// Only events whose amount has this sign; absent = every event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_sign: Option<AmountSign>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numerator: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +170,7 @@ impl FeatureDef {
             aggregation,
             event_types: event_types.iter().map(|t| t.to_string()).collect(),
             window_days,
+            amount_sign: None,
             numerator: None,
             denominator: None,
             scale: None,
@@ -235,6 +274,7 @@ enum Compiled {
         /// Type indexes selected; `None` = all.
         types: Option<TypeSet>,
         window_secs: Option<i64>,
+        sign: Option<AmountSign>,
     },
     Ratio {
         numerator: usize,
@@ -260,19 +300,16 @@ struct SpecFile {
     feature: Vec<FeatureDef>,
 }
 
-/// Event types are stored trimmed and lowercase; a spec names them the same.
+/// Event types are stored in canonical form ([`super::event::canonical_type`]);
+/// a spec names them the same way.
 fn normalize_type(t: &str) -> Result<String, String> {
     let t = super::event::canonical_type(t);
     if t.is_empty() {
         return Err("an event type is empty".into());
     }
-    if t.len() > MAX_TYPE_LEN
-        || !t
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-    {
+    if t.len() > MAX_TYPE_LEN {
         return Err(format!(
-            "{t:?} is not an event type (ASCII letters, digits, '_', '-', '.'; at most {MAX_TYPE_LEN} bytes)"
+            "{t:?} is not an event type (at most {MAX_TYPE_LEN} bytes)"
         ));
     }
     Ok(t)
@@ -342,6 +379,13 @@ impl FeatureSpec {
                         here,
                         Some("window_days"),
                         "a ratio has no window: window its operands".into(),
+                    ));
+                }
+                if def.amount_sign.is_some() {
+                    return Err(err(
+                        here,
+                        Some("amount_sign"),
+                        "a ratio has no amount filter: filter its operands".into(),
                     ));
                 }
                 let operand = |key: &'static str, value: &Option<String>| {
@@ -420,6 +464,7 @@ impl FeatureSpec {
                     aggregation: def.aggregation,
                     types: (!idx.is_empty()).then(|| TypeSet::new(&idx)),
                     window_secs: def.window_days.map(|d| i64::from(d) * DAY_SECS),
+                    sign: def.amount_sign,
                 }
             };
             spec.defs.push(def);
@@ -566,12 +611,14 @@ impl FeatureSpec {
                     aggregation,
                     types,
                     window_secs,
+                    sign,
                 } => {
                     let start =
                         window_secs.map_or(0, |w| history.partition_point(|e| e.time <= as_of - w));
-                    let selected = history[start..]
-                        .iter()
-                        .filter(|e| types.as_ref().is_none_or(|t| t.contains(e.type_idx)));
+                    let selected = history[start..].iter().filter(|e| {
+                        types.as_ref().is_none_or(|t| t.contains(e.type_idx))
+                            && sign.is_none_or(|s| s.admits(e.amount))
+                    });
                     aggregate(*aggregation, selected, as_of, tenure, &mut scratch)
                 }
                 Compiled::Ratio {
@@ -632,7 +679,14 @@ fn aggregate<'a>(
             }
             if n == 0 { 0.0 } else { sum / n as f64 }
         }
-        Aggregation::MaxAmount => selected.filter_map(|e| e.amount).fold(0.0, f64::max),
+        Aggregation::MaxAmount => selected
+            .filter_map(|e| e.amount)
+            .reduce(f64::max)
+            .unwrap_or(0.0),
+        Aggregation::MinAmount => selected
+            .filter_map(|e| e.amount)
+            .reduce(f64::min)
+            .unwrap_or(0.0),
         Aggregation::DaysSinceLast => selected
             .last()
             .map_or(tenure, |e| days_between(e.time, as_of)),
@@ -894,7 +948,7 @@ mod tests {
         let e = err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nwindow = 7\n");
         assert!(e.to_string().contains("window"), "{e}");
         let e =
-            err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nevent_types = [\"a/b\"]\n");
+            err("[[feature]]\nname = \"a\"\naggregation = \"count\"\nevent_types = [\" / \"]\n");
         assert_eq!(e.key, Some("event_types"));
         assert!(err("").to_string().contains("no [[feature]]"));
     }

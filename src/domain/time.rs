@@ -14,41 +14,82 @@ pub const DAY_SECS: i64 = 86_400;
 /// database exports write). Fractions of a second are truncated: the stores
 /// keep whole seconds.
 pub fn parse_timestamp(text: &str) -> Option<i64> {
+    parse_time_text(text).map(|t| match t {
+        ParsedTime::Absolute(secs) => secs,
+        ParsedTime::Naive(naive) => naive.and_utc().timestamp(),
+    })
+}
+
+/// A time read from text: an instant (it carried an offset) or a wall-clock
+/// time whose zone the caller decides (`ingest.timezone`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParsedTime {
+    Absolute(i64),
+    Naive(NaiveDateTime),
+}
+
+/// The forms [`parse_timestamp`] reads, plus spreadsheet exports: US
+/// `M/D/YYYY H:MM[:SS][ AM|PM]` (what Excel and Google Sheets write, e.g.
+/// `12/1/2010 8:26`), `M/D/YYYY`, and European `D.M.YYYY[ H:MM[:SS]]`. A
+/// slashed date is month first: a day-first log needs an explicit pattern
+/// (`ingest.time_format = "%d/%m/%Y %H:%M"`).
+pub fn parse_time_text(text: &str) -> Option<ParsedTime> {
     let text = text.trim();
-    if let Some(t) = parse_plain(text.as_bytes()) {
-        return Some(t);
+    if let Some(t) = parse_plain_naive(text.as_bytes()) {
+        return Some(ParsedTime::Naive(t));
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp());
-    }
-    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"] {
-        if let Ok(t) = DateTime::parse_from_str(text, format) {
-            return Some(t.timestamp());
-        }
+        return Some(ParsedTime::Absolute(t.timestamp()));
     }
     for format in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f %z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(ParsedTime::Absolute(t.timestamp()));
+        }
+    }
+    const NAIVE: [&str; 15] = [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M",
         "%Y-%m-%dT%H:%M",
         "%Y/%m/%d %H:%M:%S%.f",
         "%Y/%m/%d %H:%M",
-    ] {
+        "%m/%d/%Y %H:%M:%S%.f",
+        "%m/%d/%Y %H:%M",
+        "%m/%d/%Y %I:%M:%S %p",
+        "%m/%d/%Y %I:%M %p",
+        "%d.%m.%Y %H:%M:%S",
+        "%d.%m.%Y %H:%M",
+        "%Y%m%dT%H%M%S",
+        "%Y%m%d %H%M%S",
+        "%Y%m%d%H%M%S",
+    ];
+    for format in NAIVE {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
-            return Some(t.and_utc().timestamp());
+            return Some(ParsedTime::Naive(t));
         }
     }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp())
+    for format in ["%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d"] {
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(text, format) {
+            return d.and_hms_opt(0, 0, 0).map(ParsedTime::Naive);
+        }
+    }
+    None
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (or with `T`), the seed's form and most exports':
 /// read by hand because chrono re-interprets a format string per call,
 /// which was a third of file ingest's time. Anything else (fractions,
 /// offsets, leap seconds) is `None` and takes chrono's path.
+#[cfg(test)]
 fn parse_plain(b: &[u8]) -> Option<i64> {
+    parse_plain_naive(b).map(|t| t.and_utc().timestamp())
+}
+
+fn parse_plain_naive(b: &[u8]) -> Option<NaiveDateTime> {
     let shaped = b.len() == 19
         && b[4] == b'-'
         && b[7] == b'-'
@@ -64,8 +105,7 @@ fn parse_plain(b: &[u8]) -> Option<i64> {
         })
     };
     let date = chrono::NaiveDate::from_ymd_opt(num(0, 4)? as i32, num(5, 7)?, num(8, 10)?)?;
-    let time = date.and_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?)?;
-    Some(time.and_utc().timestamp())
+    date.and_hms_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?)
 }
 
 /// Formats seconds as RFC 3339 UTC (`2026-01-01T12:00:00Z`).

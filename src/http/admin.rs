@@ -235,13 +235,7 @@ pub async fn at_risk(
     if top_k == 0 {
         return Err(ApiError::bad_request("top_k must be at least 1"));
     }
-    let predict = state.predict.clone();
-    let list = tokio::task::spawn_blocking(move || predict.at_risk(limit, top_k))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
-    Ok(Json(list))
+    Ok(Json(state.predict.at_risk_named(limit, top_k).await?))
 }
 
 /// Drift and data quality of the serving snapshot against the production

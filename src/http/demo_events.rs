@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::application::generate::{GeneratorOptions, generate_while};
-use crate::application::ingest::IngestReport;
+use crate::application::ingest::{Delivery, IngestError, IngestReport, SourceKind};
 use crate::domain::event::Event;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
@@ -23,6 +23,8 @@ pub struct GenerateRequest {
     pub churn_share: f64,
     /// Last instant of the data (RFC 3339); default: now.
     pub end: Option<String>,
+    /// UUID-shaped string user ids instead of integers.
+    pub string_ids: bool,
 }
 
 impl Default for GenerateRequest {
@@ -33,6 +35,7 @@ impl Default for GenerateRequest {
             seed: 42,
             churn_share: 0.35,
             end: None,
+            string_ids: false,
         }
     }
 }
@@ -96,6 +99,7 @@ pub async fn generate_events(
         end,
         seed: req.seed,
         churn_share: req.churn_share,
+        string_ids: req.string_ids,
     };
     // Generating is CPU work: keep it off the runtime, and store it a batch
     // at a time. If the client goes away this future is dropped, the
@@ -117,8 +121,20 @@ pub async fn generate_events(
         }
     });
     let mut report = IngestReport::default();
+    let mut delivery = Delivery::new(SourceKind::Generator);
     while let Some(events) = rx.recv().await {
-        report += state.ingest.store(events).await?;
+        report += state
+            .ingest
+            .process_events(events, &mut delivery)
+            .await
+            .map_err(|e| match e {
+                IngestError::Store(e) => ApiError::from(e),
+                IngestError::Source(e) => ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    e.to_string(),
+                ),
+            })?;
     }
     generator.await.map_err(|e| {
         ApiError::new(

@@ -81,6 +81,13 @@ impl From<PredictError> for ApiError {
             PredictError::NoFeatures => (StatusCode::SERVICE_UNAVAILABLE, "no_features"),
             PredictError::UnknownUser(_) => (StatusCode::NOT_FOUND, "unknown_user"),
             PredictError::Model(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model_failure"),
+            PredictError::Join(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            PredictError::Store(_) => {
+                let PredictError::Store(store) = e else {
+                    unreachable!("matched above")
+                };
+                return store.into();
+            }
         };
         Self::new(status, code, e.to_string())
     }

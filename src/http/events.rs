@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::application::ingest::{CollectRejects, IngestError, IngestReport};
+use crate::application::ingest::{CollectRejects, Delivery, IngestError, IngestReport, SourceKind};
 use crate::application::ports::RawRecord;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::{AppState, event_body};
@@ -88,10 +88,13 @@ pub async fn post_events(
     });
     let mut rejects = CollectRejects::new(MAX_REPORTED_ERRORS);
     let mut report = IngestReport::default();
+    // The body is one delivery: identical events in it are distinct, and
+    // the same body sent again stores nothing new.
+    let mut delivery = Delivery::new(SourceKind::Http);
     while let Some(chunk) = rx.recv().await {
         report += state
             .ingest
-            .process(chunk, &mut rejects)
+            .process(chunk, &mut delivery, &mut rejects)
             .await
             .map_err(|e| match e {
                 IngestError::Store(e) => ApiError::from(e),

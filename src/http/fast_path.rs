@@ -1,10 +1,11 @@
-//! The hot request, `POST /predict?user_id=N`, answered before the router.
+//! The hot request, `POST /predict?user_id=ID`, answered before the router.
 //!
 //! Why: under load (callgrind on `churn serve`, `bench/serve.sh`), axum's
 //! routing — cloning the route's boxed service, three `from_fn` layers and
 //! the query extractor's error bookkeeping — cost twice the instructions of
 //! the prediction and its JSON together. Only the plain form is taken here:
-//! `user_id` as the only parameter, no body, within the head limits, a
+//! `user_id` as the only parameter (digits, or a string id that needs no
+//! URL decoding: UUIDs and most names), no body, within the head limits, a
 //! request permit free. It is answered with the handler's own use case and
 //! byte-identical JSON (a prediction, or the 404 of an unknown user), and
 //! counted under the same metrics. Anything else — other parameters, a
@@ -18,10 +19,10 @@ use axum::http::{Method, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 
 use crate::application::predict::PredictError;
+use crate::domain::user::UserId;
 use crate::http::AppContext;
 use crate::http::error::ApiError;
 use crate::http::intake::{MAX_HEADER_BYTES, MAX_URI_BYTES, has_body, head_bytes, uri_bytes};
-use crate::http::predict::MAX_USER_ID;
 
 /// The prediction's answer, or `None` when the router should take the
 /// request (it then does every check and answers any error).
@@ -41,7 +42,7 @@ pub fn answer<B>(state: &AppContext, request: &Request<B>) -> Option<Response<Bo
     // The router's in-flight limit, held while predicting as the handler
     // would hold it.
     let _permit = state.in_flight.try_acquire().ok()?;
-    let response = match state.predict.predict_explained(user_id, None) {
+    let response = match state.predict.predict_explained(&user_id, None) {
         Ok(prediction) => {
             let body = serde_json::to_vec(&prediction).ok()?;
             Response::builder()
@@ -65,14 +66,19 @@ pub fn answer<B>(state: &AppContext, request: &Request<B>) -> Option<Response<Bo
     Some(response)
 }
 
-/// `N` from a query that is exactly `user_id=N`, `N` a decimal id the
-/// router would accept.
-fn plain_user_id(query: &str) -> Option<u64> {
-    let digits = query.strip_prefix("user_id=")?;
-    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+/// The id from a query that is exactly `user_id=ID`, `ID` free of URL
+/// escapes (`%`, `+`) and separators, so that its text is what the router
+/// would decode; the router takes everything else.
+fn plain_user_id(query: &str) -> Option<UserId> {
+    let text = query.strip_prefix("user_id=")?;
+    if text.is_empty()
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':'))
+    {
         return None;
     }
-    digits.parse().ok().filter(|id| *id <= MAX_USER_ID)
+    UserId::parse(text).ok()
 }
 
 #[cfg(test)]
@@ -81,22 +87,25 @@ mod tests {
 
     #[test]
     fn only_the_plain_query_is_taken() {
-        assert_eq!(plain_user_id("user_id=42"), Some(42));
-        assert_eq!(plain_user_id("user_id=0042"), Some(42));
+        assert_eq!(plain_user_id("user_id=42"), Some(UserId::Int(42)));
+        assert_eq!(plain_user_id("user_id=0042"), Some(UserId::Int(42)));
+        let uuid = "550e8400-e29b-41d4-a716-446655440000";
         assert_eq!(
-            plain_user_id("user_id=9223372036854775807"),
-            Some(MAX_USER_ID)
+            plain_user_id(&format!("user_id={uuid}")),
+            Some(UserId::parse(uuid).unwrap())
+        );
+        assert_eq!(
+            plain_user_id("user_id=-1"),
+            Some(UserId::parse("-1").unwrap())
         );
         for other in [
-            "user_id=9223372036854775808",
             "user_id=",
-            "user_id=-1",
             "user_id=4%32",
+            "user_id=a+b",
             "user_id=42&explain=true",
             "explain=true&user_id=42",
             "user_id=42&",
             "user_id=+42",
-            "user_id=99999999999999999999",
             "userid=42",
         ] {
             assert_eq!(plain_user_id(other), None, "{other}");

@@ -8,26 +8,15 @@ use utoipa::ToSchema;
 
 use crate::application::predict::Prediction;
 use crate::domain::explanation::DEFAULT_TOP_K;
+use crate::domain::user::UserId;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
-
-/// User ids are stored as signed 64-bit (SQLite, ClickHouse): a larger id
-/// can never have events, so it is a client error, as at ingestion.
-pub(crate) const MAX_USER_ID: u64 = i64::MAX as u64;
-
-fn check_user_id(id: u64) -> Result<(), ApiError> {
-    if id > MAX_USER_ID {
-        return Err(ApiError::bad_request(format!(
-            "user_id {id} is larger than 2^63-1"
-        )));
-    }
-    Ok(())
-}
 
 /// Query of `POST /predict`.
 #[derive(Debug, Deserialize)]
 pub struct PredictParams {
-    pub user_id: u64,
+    /// An integer id or any string id (URL-encoded), as sent at ingestion.
+    pub user_id: String,
     #[serde(default)]
     pub explain: bool,
     pub top_k: Option<usize>,
@@ -49,7 +38,7 @@ fn top_k(explain: bool, top_k: Option<usize>) -> Result<Option<usize>, ApiError>
     post,
     path = "/predict",
     params(
-        ("user_id" = u64, Query, description = "The user to score"),
+        ("user_id" = String, Query, description = "The user to score: an integer id, or a string id (UUID, name) as sent at ingestion"),
         ("explain" = Option<bool>, Query, description = "Add the feature contributions (log-odds)"),
         ("top_k" = Option<usize>, Query, description = "Contributions to list (default 5; needs explain=true)"),
     ),
@@ -65,21 +54,19 @@ pub async fn predict(
     State(state): State<AppState>,
     params: Result<Query<PredictParams>, QueryRejection>,
 ) -> Result<Json<Prediction>, ApiError> {
-    let Query(params) = params.map_err(|e| {
-        ApiError::bad_request(format!(
-            "user_id must be given as a non-negative integer: {}",
-            e.body_text()
-        ))
-    })?;
-    check_user_id(params.user_id)?;
+    let Query(params) = params
+        .map_err(|e| ApiError::bad_request(format!("user_id must be given: {}", e.body_text())))?;
+    let user = UserId::parse(&params.user_id)
+        .map_err(|e| ApiError::bad_request(format!("user_id: {e}")))?;
     let k = top_k(params.explain, params.top_k)?;
-    Ok(Json(state.predict.predict_explained(params.user_id, k)?))
+    Ok(Json(state.predict.predict_explained(&user, k)?))
 }
 
 /// Body of `POST /predict/batch`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchRequest {
-    pub user_ids: Vec<u64>,
+    /// Integer ids and/or string ids, as sent at ingestion.
+    pub user_ids: Vec<UserId>,
     /// Add the feature contributions (log-odds) to every prediction.
     #[serde(default)]
     pub explain: bool,
@@ -90,7 +77,7 @@ pub struct BatchRequest {
 /// A user that could not be scored.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchFailure {
-    pub user_id: u64,
+    pub user_id: UserId,
     pub error_type: &'static str,
     pub error: String,
 }
@@ -129,9 +116,6 @@ pub async fn predict_batch(
             ApiError::bad_request(format!("invalid body: {}", e.body_text()))
         }
     })?;
-    if let Some(bad) = request.user_ids.iter().find(|id| **id > MAX_USER_ID) {
-        check_user_id(*bad)?;
-    }
     if request.user_ids.len() > state.limits.max_batch_users {
         return Err(ApiError::too_large(format!(
             "{} user ids requested; at most {} per batch",
@@ -151,7 +135,7 @@ pub async fn predict_batch(
             Err(e) => {
                 let api = ApiError::from(e);
                 response.errors.push(BatchFailure {
-                    user_id: *user_id,
+                    user_id: user_id.clone(),
                     error_type: api.error_type,
                     error: api.message,
                 });

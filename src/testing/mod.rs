@@ -15,8 +15,8 @@ use async_trait::async_trait;
 
 use crate::application::ports::{
     AliasRecord, AppendOutcome, DeadLetterSink, EventStats, EventStore, EventStream, FeatureStore,
-    LogCheckpoint, ModelRegistry, RawRecord, RegistryError, SnapshotSummary, SourceError,
-    StoreError, TypeCount,
+    LogCheckpoint, ModelRegistry, RawRecord, RegistryError, RejectTally, SnapshotSummary,
+    SourceError, StoreError, TypeCount,
 };
 use crate::domain::event::{Event, EventError};
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
@@ -54,6 +54,10 @@ struct StoreState {
     /// Keyed like the SQLite table: (user, time, event id).
     events: BTreeMap<(u64, i64, i64), Event>,
     snapshots: BTreeMap<i64, StoredSnapshot>,
+    /// Names of name-keyed users.
+    names: HashMap<u64, String>,
+    /// Reject counts and an example per (source, field).
+    rejects: BTreeMap<(String, String), (u64, String)>,
 }
 
 /// Event and feature store in memory, evaluating the shared spec in Rust
@@ -137,10 +141,7 @@ impl EventStore for MemoryStore {
                 (
                     TypeCount {
                         event_type: e.event_type().to_string(),
-                        events: 0,
-                        users: 0,
-                        with_amount: 0,
-                        with_session: 0,
+                        ..TypeCount::default()
                     },
                     Vec::new(),
                 )
@@ -148,6 +149,14 @@ impl EventStore for MemoryStore {
             c.events += 1;
             c.with_amount += u64::from(e.amount().is_some());
             c.with_session += u64::from(e.session_id().is_some());
+            match e.amount() {
+                Some(a) if a < 0.0 => {
+                    c.with_negative_amount += 1;
+                    c.negative_amount_sum += a;
+                }
+                Some(a) => c.positive_amount_sum += a,
+                None => {}
+            }
             users.push(*user);
         }
         let mut out: Vec<TypeCount> = by_type
@@ -169,6 +178,61 @@ impl EventStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.outage.check("memory store")
+    }
+
+    async fn register_names(&self, names: &[(u64, &str)]) -> Result<Vec<u64>, StoreError> {
+        self.outage.check("memory store")?;
+        let mut state = lock(&self.state);
+        let mut collided = Vec::new();
+        for (key, name) in names {
+            match state.names.get(key) {
+                Some(held) if held != name => collided.push(*key),
+                Some(_) => {}
+                None => {
+                    state.names.insert(*key, (*name).to_string());
+                }
+            }
+        }
+        Ok(collided)
+    }
+
+    async fn user_names(&self, keys: &[u64]) -> Result<HashMap<u64, String>, StoreError> {
+        self.outage.check("memory store")?;
+        let state = lock(&self.state);
+        Ok(keys
+            .iter()
+            .filter_map(|k| state.names.get(k).map(|n| (*k, n.clone())))
+            .collect())
+    }
+
+    async fn record_rejects(&self, tallies: &[RejectTally]) -> Result<(), StoreError> {
+        self.outage.check("memory store")?;
+        let mut state = lock(&self.state);
+        for t in tallies {
+            let entry = state
+                .rejects
+                .entry((t.source.clone(), t.field.clone()))
+                .or_insert_with(|| (0, t.example.clone()));
+            entry.0 += t.count;
+        }
+        Ok(())
+    }
+
+    async fn reject_tallies(&self) -> Result<Vec<RejectTally>, StoreError> {
+        self.outage.check("memory store")?;
+        let state = lock(&self.state);
+        let mut out: Vec<RejectTally> = state
+            .rejects
+            .iter()
+            .map(|((source, field), (count, example))| RejectTally {
+                source: source.clone(),
+                field: field.clone(),
+                count: *count,
+                example: example.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.field.cmp(&b.field)));
+        Ok(out)
     }
 }
 
@@ -462,16 +526,20 @@ impl EventStream for ScriptedStream {
     }
 }
 
-/// A dead-letter sink keeping what it was given.
+/// A dead-letter sink keeping what it was given: (origin, reason, payload).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDeadLetters {
-    pub rejected: Arc<Mutex<Vec<(String, String)>>>,
+    pub rejected: Arc<Mutex<Vec<(String, String, String)>>>,
 }
 
 #[async_trait]
 impl DeadLetterSink for MemoryDeadLetters {
     async fn reject(&mut self, record: &RawRecord, error: &EventError) -> Result<(), SourceError> {
-        lock(&self.rejected).push((record.origin.clone(), error.to_string()));
+        lock(&self.rejected).push((
+            record.origin.clone(),
+            error.to_string(),
+            String::from_utf8_lossy(&record.payload).into_owned(),
+        ));
         Ok(())
     }
 

@@ -62,11 +62,19 @@ pub async fn spawn_app_with(seed: Seed, customize: impl FnOnce(&mut Settings)) -
                 end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
                 seed: 5,
                 churn_share: 0.35,
+                string_ids: false,
             },
             |e| events.push(e),
         );
+        let mut delivery = churn::application::ingest::Delivery::new(
+            churn::application::ingest::SourceKind::Generator,
+        );
         for chunk in events.chunks(20_000) {
-            services.ingest.store(chunk.to_vec()).await.unwrap();
+            services
+                .ingest
+                .process_events(chunk.to_vec(), &mut delivery)
+                .await
+                .unwrap();
         }
         services
             .build_features

@@ -27,6 +27,7 @@ pub fn events(users: u64, seed: u64) -> Vec<Event> {
             end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
             seed,
             churn_share: 0.35,
+            string_ids: false,
         },
         |e| out.push(e),
     );
@@ -35,8 +36,15 @@ pub fn events(users: u64, seed: u64) -> Vec<Event> {
 
 /// Stores `users` users' generated events and builds a feature snapshot.
 pub async fn seed_store(services: &Services, users: u64, seed: u64) {
+    let mut delivery = churn::application::ingest::Delivery::new(
+        churn::application::ingest::SourceKind::Generator,
+    );
     for chunk in events(users, seed).chunks(20_000) {
-        services.ingest.store(chunk.to_vec()).await.unwrap();
+        services
+            .ingest
+            .process_events(chunk.to_vec(), &mut delivery)
+            .await
+            .unwrap();
     }
     services
         .build_features

@@ -383,8 +383,15 @@ async fn store_outage_pauses_consumption_and_resumes_without_loss() {
         let (direct, streamed): (Vec<_>, Vec<_>) =
             all.iter().cloned().partition(|e| e.user_id() % 2 == 0);
         let services = Services::build(settings).await.unwrap();
+        let mut delivery = churn::application::ingest::Delivery::new(
+            churn::application::ingest::SourceKind::Generator,
+        );
         for chunk in direct.chunks(20_000) {
-            services.ingest.store(chunk.to_vec()).await.unwrap();
+            services
+                .ingest
+                .process_events(chunk.to_vec(), &mut delivery)
+                .await
+                .unwrap();
         }
         services
             .build_features

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 
 use super::clickhouse_sql::{self, Dedup, identifier};
 use crate::application::ports::{
-    AppendOutcome, EventStats, EventStore, FeatureStore, LogPosition, PredictionSink, ScoredUser,
-    SnapshotSummary, StoreError, TypeCount,
+    AppendOutcome, EventStats, EventStore, FeatureStore, LogPosition, PredictionSink, RejectTally,
+    ScoredUser, SnapshotSummary, StoreError, TypeCount,
 };
 use crate::domain::event::Event;
 use crate::domain::features::FeatureSpec;
@@ -71,6 +71,21 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         7,
         "007_log_ranges.sql",
         include_str!("../../../migrations/007_log_ranges.sql"),
+    ),
+    (
+        8,
+        "008_user_names.sql",
+        include_str!("../../../migrations/008_user_names.sql"),
+    ),
+    (
+        9,
+        "009_reject_counts.sql",
+        include_str!("../../../migrations/009_reject_counts.sql"),
+    ),
+    (
+        10,
+        "010_predictions_user_name.sql",
+        include_str!("../../../migrations/010_predictions_user_name.sql"),
     ),
 ];
 
@@ -161,7 +176,36 @@ struct TypeCountRow {
     users: u64,
     with_amount: u64,
     with_session: u64,
+    with_negative_amount: u64,
+    positive_amount_sum: f64,
+    negative_amount_sum: f64,
 }
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct NameRow {
+    user_key: u64,
+    name: String,
+}
+
+#[derive(Debug, Row, Serialize)]
+struct RejectRow<'a> {
+    source: &'a str,
+    field: &'a str,
+    count: u64,
+    example: &'a str,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct RejectTallyRow {
+    source: String,
+    field: String,
+    count: u64,
+    example: String,
+}
+
+/// Keys per `IN` list of a name lookup (18.16 parses each literal at
+/// about 8 µs, and caps a query's syntax tree at 50,000 elements).
+const KEYS_PER_LOOKUP: usize = 20_000;
 
 #[derive(Debug, Row, Deserialize)]
 struct HeaderRow {
@@ -475,6 +519,30 @@ impl ClickHouseStore {
     }
 }
 
+impl ClickHouseStore {
+    /// The stored names of up to [`KEYS_PER_LOOKUP`] keys.
+    async fn names_of(
+        &self,
+        keys: &[u64],
+    ) -> Result<std::collections::HashMap<u64, String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let list: Vec<String> = keys.iter().map(u64::to_string).collect();
+        let rows: Vec<NameRow> = self
+            .client
+            .query(&format!(
+                "SELECT user_key, any(name) AS name FROM {}.user_names WHERE user_key IN ({}) GROUP BY user_key",
+                self.db,
+                list.join(",")
+            ))
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().map(|r| (r.user_key, r.name)).collect())
+    }
+}
+
 /// Events per redelivery check query (file, HTTP and generator batches).
 const EVENTS_PER_CHECK: usize = 20_000;
 
@@ -484,7 +552,7 @@ const EVENTS_PER_CHECK: usize = 20_000;
 pub const STORED_IDS_PER_SLICE: usize = 4 * EVENTS_PER_CHECK;
 
 #[derive(Debug, Row, Serialize)]
-struct PredictionRow {
+struct PredictionRow<'a> {
     features_as_of: u32,
     model_version: u64,
     user_id: u64,
@@ -492,6 +560,7 @@ struct PredictionRow {
     churn_probability: f64,
     raw_probability: f64,
     reasons: String,
+    user_name: &'a str,
 }
 
 fn datetime(what: &str, t: i64) -> Result<u32, StoreError> {
@@ -519,12 +588,13 @@ impl PredictionSink for ClickHouseStore {
                 .write(&PredictionRow {
                     features_as_of: datetime("features_as_of", as_of)?,
                     model_version: r.model_version,
-                    user_id: r.user_id,
+                    user_id: r.user_id.key(),
                     scored_at,
                     churn_probability: r.churn_probability,
                     raw_probability: r.raw_probability,
                     reasons: serde_json::to_string(&r.reasons)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    user_name: r.user_id.as_name().unwrap_or_default(),
                 })
                 .await
                 .map_err(unavailable)?;
@@ -634,6 +704,19 @@ impl EventStore for ClickHouseStore {
         } else {
             HashSet::new()
         };
+        // A producer's event id is the identity wherever it comes from: the
+        // same id in another message is a redelivery the positions cannot
+        // show, so those events are also looked up by id.
+        let supplied: Vec<Event> = events
+            .iter()
+            .filter(|e| e.has_supplied_id())
+            .cloned()
+            .collect();
+        let supplied_stored = if self.dedup_check && !supplied.is_empty() {
+            self.existing_ids(&supplied).await?
+        } else {
+            HashSet::new()
+        };
         let mut ledger = self
             .client
             .insert_unescaped::<LogRangeRow>(&format!("{}.log_ranges", self.db))
@@ -654,6 +737,7 @@ impl EventStore for ClickHouseStore {
         for (e, p) in events.iter().zip(positions) {
             let id = e.event_id();
             if (!stored.is_empty() && stored.contains(&(p.topic.clone(), p.partition, p.offset)))
+                || (e.has_supplied_id() && supplied_stored.contains(&id))
                 || !seen.insert(id)
             {
                 continue;
@@ -706,7 +790,10 @@ impl EventStore for ClickHouseStore {
             .client
             .query(&format!(
                 "SELECT event_type, count() AS events, uniqExact(user_id) AS users, \
-                 count(amount) AS with_amount, count(session_id) AS with_session \
+                 count(amount) AS with_amount, count(session_id) AS with_session, \
+                 countIf(ifNull(amount, 0.) < 0) AS with_negative_amount, \
+                 sumIf(ifNull(amount, 0.), ifNull(amount, 0.) > 0) AS positive_amount_sum, \
+                 sumIf(ifNull(amount, 0.), ifNull(amount, 0.) < 0) AS negative_amount_sum \
                  FROM {}.events{} GROUP BY event_type ORDER BY events DESC, event_type",
                 self.db,
                 self.events_final()
@@ -722,6 +809,107 @@ impl EventStore for ClickHouseStore {
                 users: r.users,
                 with_amount: r.with_amount,
                 with_session: r.with_session,
+                with_negative_amount: r.with_negative_amount,
+                positive_amount_sum: r.positive_amount_sum,
+                negative_amount_sum: r.negative_amount_sum,
+            })
+            .collect())
+    }
+
+    async fn register_names(&self, names: &[(u64, &str)]) -> Result<Vec<u64>, StoreError> {
+        let mut collided = Vec::new();
+        for chunk in names.chunks(KEYS_PER_LOOKUP) {
+            let keys: Vec<u64> = chunk.iter().map(|(k, _)| *k).collect();
+            let held = self.names_of(&keys).await?;
+            let mut insert: Option<clickhouse::insert::Insert<NameRow>> = None;
+            for (key, name) in chunk {
+                match held.get(key) {
+                    Some(h) if h != name => collided.push(*key),
+                    Some(_) => {}
+                    None => {
+                        if insert.is_none() {
+                            insert = Some(
+                                self.client
+                                    .insert_unescaped::<NameRow>(&format!("{}.user_names", self.db))
+                                    .await
+                                    .map_err(unavailable)?,
+                            );
+                        }
+                        if let Some(ins) = insert.as_mut() {
+                            ins.write(&NameRow {
+                                user_key: *key,
+                                name: (*name).to_string(),
+                            })
+                            .await
+                            .map_err(unavailable)?;
+                        }
+                    }
+                }
+            }
+            if let Some(ins) = insert {
+                ins.end().await.map_err(unavailable)?;
+            }
+        }
+        Ok(collided)
+    }
+
+    async fn user_names(
+        &self,
+        keys: &[u64],
+    ) -> Result<std::collections::HashMap<u64, String>, StoreError> {
+        let keys: Vec<u64> = keys
+            .iter()
+            .copied()
+            .filter(|k| crate::domain::user::is_name_key(*k))
+            .collect();
+        let mut out = std::collections::HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(KEYS_PER_LOOKUP) {
+            out.extend(self.names_of(chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn record_rejects(&self, tallies: &[RejectTally]) -> Result<(), StoreError> {
+        if tallies.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert_unescaped::<RejectRow<'_>>(&format!("{}.reject_counts", self.db))
+            .await
+            .map_err(unavailable)?;
+        for t in tallies {
+            insert
+                .write(&RejectRow {
+                    source: &t.source,
+                    field: &t.field,
+                    count: t.count,
+                    example: &t.example,
+                })
+                .await
+                .map_err(unavailable)?;
+        }
+        insert.end().await.map_err(unavailable)
+    }
+
+    async fn reject_tallies(&self) -> Result<Vec<RejectTally>, StoreError> {
+        let rows: Vec<RejectTallyRow> = self
+            .client
+            .query(&format!(
+                "SELECT source, field, sum(count) AS count, any(example) AS example \
+                 FROM {}.reject_counts GROUP BY source, field ORDER BY count DESC, source, field",
+                self.db
+            ))
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RejectTally {
+                source: r.source,
+                field: r.field,
+                count: r.count,
+                example: r.example,
             })
             .collect())
     }

@@ -12,7 +12,7 @@
 //! columns use the `agg__` prefix, which no identifier-checked feature of
 //! the same query can shadow.
 
-use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec};
+use crate::domain::features::{Aggregation, AmountSign, FeatureDef, FeatureSpec};
 use crate::domain::label::LabelPolicy;
 use crate::domain::sampling::RowSample;
 use crate::domain::time::DAY_SECS;
@@ -119,6 +119,12 @@ fn condition(def: &FeatureDef, as_of: i64, bounded: bool) -> String {
     if let Some(w) = def.window_days {
         parts.push(format!("t > {}", as_of - i64::from(w) * DAY_SECS));
     }
+    // A missing amount is 0 here, which neither sign admits.
+    match def.amount_sign {
+        Some(AmountSign::Positive) => parts.push("amount_or_zero > 0".into()),
+        Some(AmountSign::Negative) => parts.push("amount_or_zero < 0".into()),
+        None => {}
+    }
     if bounded {
         parts.push(format!("t <= {as_of}"));
     }
@@ -146,6 +152,9 @@ fn aggregate(def: &FeatureDef, as_of: i64, bounded: bool) -> Option<String> {
         ),
         Aggregation::MaxAmount => {
             format!("if(countIf({present}) = 0, 0., maxIf(amount_or_zero, {present}))")
+        }
+        Aggregation::MinAmount => {
+            format!("if(countIf({present}) = 0, 0., minIf(amount_or_zero, {present}))")
         }
         // No selected event: the tenure (days since the first event of any
         // type), as the evaluator does.

@@ -3,7 +3,8 @@
 //! - Events live in a `WITHOUT ROWID` table clustered by
 //!   `(user_id, event_time, event_id)`: feature builds read each user's
 //!   history as one sequential range, and `INSERT OR IGNORE` on the key makes
-//!   redelivered events no-ops (the event id hashes every field).
+//!   redelivered events no-ops (see `domain::identity` for the identity).
+//! - String user ids: `user_names` keeps each name beside its key.
 //! - WAL journal: appends commit atomically and survive a process crash;
 //!   readers (feature builds) never block the writer and see a consistent
 //!   snapshot.
@@ -21,8 +22,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::application::ports::{
-    AppendOutcome, EventStats, EventStore, FeatureStore, SnapshotSummary, StoreError, TrainingRead,
-    TypeCount,
+    AppendOutcome, EventStats, EventStore, FeatureStore, RejectTally, SnapshotSummary, StoreError,
+    TrainingRead, TypeCount,
 };
 use crate::domain::event::Event;
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
@@ -56,6 +57,17 @@ CREATE TABLE IF NOT EXISTS feature_snapshots (
     feature_names TEXT    NOT NULL,
     users         INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS user_names (
+    user_key INTEGER PRIMARY KEY,
+    name     TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reject_counts (
+    source  TEXT    NOT NULL,
+    field   TEXT    NOT NULL,
+    count   INTEGER NOT NULL,
+    example TEXT    NOT NULL,
+    PRIMARY KEY (source, field)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS user_features (
     as_of    INTEGER NOT NULL,
     user_id  INTEGER NOT NULL,
@@ -754,7 +766,10 @@ impl EventStore for SqliteStore {
             let mut stmt = conn
                 .prepare(
                     "SELECT event_type, count(*), count(DISTINCT user_id), count(amount), \
-                     count(session_id) FROM events GROUP BY event_type ORDER BY count(*) DESC, event_type",
+                     count(session_id), count(CASE WHEN amount < 0 THEN 1 END), \
+                     coalesce(sum(CASE WHEN amount > 0 THEN amount END), 0), \
+                     coalesce(sum(CASE WHEN amount < 0 THEN amount END), 0) \
+                     FROM events GROUP BY event_type ORDER BY count(*) DESC, event_type",
                 )
                 .map_err(unavailable)?;
             let rows = stmt
@@ -765,6 +780,128 @@ impl EventStore for SqliteStore {
                         users: r.get::<_, i64>(2)? as u64,
                         with_amount: r.get::<_, i64>(3)? as u64,
                         with_session: r.get::<_, i64>(4)? as u64,
+                        with_negative_amount: r.get::<_, i64>(5)? as u64,
+                        positive_amount_sum: r.get(6)?,
+                        negative_amount_sum: r.get(7)?,
+                    })
+                })
+                .map_err(unavailable)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(unavailable)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn register_names(&self, names: &[(u64, &str)]) -> Result<Vec<u64>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<(i64, String)> = names
+            .iter()
+            .map(|(k, n)| (*k as i64, (*n).to_string()))
+            .collect();
+        self.blocking(move |s| {
+            s.with_writer(|conn| {
+                let tx = conn.transaction()?;
+                let mut collided = Vec::new();
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO user_names (user_key, name) VALUES (?1, ?2)",
+                    )?;
+                    let mut held =
+                        tx.prepare_cached("SELECT name FROM user_names WHERE user_key = ?1")?;
+                    for (key, name) in &names {
+                        if insert.execute(params![key, name])? == 0 {
+                            let existing: String = held.query_row(params![key], |r| r.get(0))?;
+                            if existing != *name {
+                                collided.push(*key as u64);
+                            }
+                        }
+                    }
+                }
+                tx.commit()?;
+                Ok(collided)
+            })
+        })
+        .await
+    }
+
+    async fn user_names(
+        &self,
+        keys: &[u64],
+    ) -> Result<std::collections::HashMap<u64, String>, StoreError> {
+        let keys: Vec<i64> = keys
+            .iter()
+            .filter(|k| crate::domain::user::is_name_key(**k))
+            .map(|k| *k as i64)
+            .collect();
+        if keys.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        self.blocking(move |s| {
+            let conn = s.reader()?;
+            let mut stmt = conn
+                .prepare_cached("SELECT name FROM user_names WHERE user_key = ?1")
+                .map_err(unavailable)?;
+            let mut out = std::collections::HashMap::with_capacity(keys.len());
+            for key in keys {
+                let name: Option<String> = stmt
+                    .query_row(params![key], |r| r.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        other => Err(other),
+                    })
+                    .map_err(unavailable)?;
+                if let Some(name) = name {
+                    out.insert(key as u64, name);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_rejects(&self, tallies: &[RejectTally]) -> Result<(), StoreError> {
+        if tallies.is_empty() {
+            return Ok(());
+        }
+        let tallies = tallies.to_vec();
+        self.blocking(move |s| {
+            s.with_writer(|conn| {
+                let tx = conn.transaction()?;
+                {
+                    let mut upsert = tx.prepare_cached(
+                        "INSERT INTO reject_counts (source, field, count, example) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (source, field) DO UPDATE SET count = count + excluded.count",
+                    )?;
+                    for t in &tallies {
+                        upsert.execute(params![t.source, t.field, t.count as i64, t.example])?;
+                    }
+                }
+                tx.commit()
+            })
+        })
+        .await
+    }
+
+    async fn reject_tallies(&self) -> Result<Vec<RejectTally>, StoreError> {
+        self.blocking(|s| {
+            let conn = s.reader()?;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT source, field, count, example FROM reject_counts \
+                     ORDER BY count DESC, source, field",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(RejectTally {
+                        source: r.get(0)?,
+                        field: r.get(1)?,
+                        count: r.get::<_, i64>(2)? as u64,
+                        example: r.get(3)?,
                     })
                 })
                 .map_err(unavailable)?
