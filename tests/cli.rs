@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use churn::application::ports::FeatureStore;
 use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const END: &str = "2026-06-01 00:00:00";
 
@@ -231,7 +231,7 @@ fn bad_lines_are_rejected_with_reasons_and_good_ones_kept() {
             "not json at all\n",
             "\n",
             "{\"user_id\":2,\"event_time\":\"2025-12-26 18:05:00\",\"event_type\":\"purchase\",\"session_id\":\"def\",\"amount\":12.5}\n",
-            "{\"user_id\":\"x\",\"event_time\":\"2025-12-26 18:00:00\",\"event_type\":\"login\"}\n",
+            "{\"user_id\":[1],\"event_time\":\"2025-12-26 18:00:00\",\"event_type\":\"login\"}\n",
             "{\"user_id\":3,\"event_time\":\"2099-01-01 00:00:00\",\"event_type\":\"login\"}\n",
             "{\"user_id\":3,\"event_time\":\"2025-12-26T19:00:00+01:00\",\"event_type\":\"view\"}\n",
         ),
@@ -241,14 +241,64 @@ fn bad_lines_are_rejected_with_reasons_and_good_ones_kept() {
     assert_eq!(report["inserted"], 3, "{report}");
     assert_eq!(report["rejected"], 3, "{report}");
     let rejects = std::fs::read_to_string(data.join("rejects.ndjson")).unwrap();
-    let lines: Vec<Value> = rejects
+    let mut lines: Vec<Value> = rejects
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // The run ends with its summary: exact counts per field.
+    let summary = lines.pop().unwrap();
+    assert_eq!(summary["summary"]["rejected"], 3, "{summary}");
+    assert_eq!(summary["summary"]["by_field"]["json"], 1, "{summary}");
     let fields: Vec<&str> = lines.iter().map(|l| l["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["json", "user_id", "event_time"]);
     assert!(lines[0]["origin"].as_str().unwrap().ends_with(":2"));
     assert!(lines[2]["error"].as_str().unwrap().contains("future"));
+    // The store keeps the totals per source and field for `churn stats`.
+    let stats = json(&data, &["stats", "--json"]);
+    assert_eq!(stats["events"], 3, "{stats}");
+    assert_eq!(stats["rejected"], 3, "{stats}");
+    let reasons = stats["rejected_by_reason"].as_array().unwrap();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r["source"] == "file" && r["count"] == 1),
+        "{stats}"
+    );
+    let text = ok(&data, &["stats"]);
+    assert!(text.contains("rejected: 3 records"), "{text}");
+}
+
+/// A fully rejected large file costs a bounded rejects file: a sample per
+/// reason plus the exact counts.
+#[test]
+fn the_rejects_file_keeps_a_bounded_sample_and_exact_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = dir.path().join("bad.ndjson");
+    let mut text = String::new();
+    for i in 0..5_000 {
+        text.push_str(&format!(
+            "{{\"userId\":{i},\"event_time\":\"2025-12-26 18:00:00\",\"event_type\":\"x\"}}\n"
+        ));
+        text.push_str("not json\n");
+    }
+    std::fs::write(&input, text).unwrap();
+    let out = churn(&data, &["ingest", input.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The reason names the key the line has instead, and shows the line.
+    assert!(stdout.contains("\"userId\""), "{stdout}");
+    assert!(stdout.contains("line: {\"userId\":0"), "{stdout}");
+    let rejects = std::fs::read_to_string(data.join("rejects.ndjson")).unwrap();
+    let lines: Vec<&str> = rejects.lines().collect();
+    assert_eq!(lines.len(), 2 * 100 + 1, "100 per reason and the summary");
+    let summary: Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    assert_eq!(summary["summary"]["rejected"], 10_000, "{summary}");
+    assert_eq!(
+        summary["summary"]["by_field"]["user_id"], 5_000,
+        "{summary}"
+    );
+    assert!(rejects.len() < 60_000, "{} bytes", rejects.len());
 }
 
 #[test]
@@ -783,5 +833,176 @@ fn health_fails_naming_the_url_when_nothing_listens() {
     assert!(
         stderr.contains(&format!("http://127.0.0.1:{port}/healthz")),
         "{stderr}"
+    );
+}
+
+fn churn_env(data: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_churn"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .current_dir(data.parent().unwrap())
+        .output()
+        .expect("churn binary runs")
+}
+
+fn json_env(data: &Path, env: &[(&str, &str)], args: &[&str]) -> Value {
+    let out = churn_env(data, env, args);
+    assert!(
+        out.status.success(),
+        "churn {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+/// A spreadsheet export of retail line items, read through the mapping:
+/// columns named the retailer's way, the line total as quantity × price,
+/// one type for every line, local times in a zone with daylight saving,
+/// cancellations as negative amounts and identical lines kept apart.
+#[test]
+fn a_csv_export_is_read_through_the_field_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("retail.csv");
+    std::fs::write(
+        &csv,
+        "\u{feff}Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country\n\
+         489434,85048,\"15CM CHRISTMAS GLASS BALL, 20 LIGHTS\",12,12/1/2010 7:45,6.95,13085.0,United Kingdom\n\
+         489434,79323P,PINK CHERRY LIGHTS,12,12/1/2010 7:45,6.75,13085.0,United Kingdom\n\
+         489434,79323P,PINK CHERRY LIGHTS,12,12/1/2010 7:45,6.75,13085.0,United Kingdom\n\
+         C489449,22087,PAPER BUNTING,-12,6/1/2011 12:00,2.95,16321.0,Australia\n\
+         489436,22111,GUEST,1,12/1/2010 9:06,4.25,,United Kingdom\n",
+    )
+    .unwrap();
+    let config = dir.path().join("retail.toml");
+    std::fs::write(
+        &config,
+        "[ingest]\ndefault_event_type = \"purchase\"\ntimezone = \"Europe/London\"\n\
+         [ingest.fields]\nuser_id = \"Customer ID\"\nevent_time = \"InvoiceDate\"\namount = \"Quantity * Price\"\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let args = ["--config", cfg, "ingest", csv.to_str().unwrap(), "--json"];
+    let report = json_env(&data, &[], &args);
+    assert_eq!(
+        report["inserted"], 4,
+        "identical lines are two events: {report}"
+    );
+    assert_eq!(
+        report["rejected"], 1,
+        "the line without a customer: {report}"
+    );
+    assert_eq!(report["rejected_by_field"][0]["field"], "user_id");
+    assert!(
+        report["rejected_by_field"][0]["example"]
+            .as_str()
+            .unwrap()
+            .contains("Customer ID"),
+        "{report}"
+    );
+    // Ingesting the same file again stores nothing new.
+    let again = json_env(&data, &[], &args);
+    assert_eq!(
+        (&again["inserted"], &again["duplicates"]),
+        (&json!(0), &json!(4)),
+        "{again}"
+    );
+    let stats = json_env(&data, &[], &["--config", cfg, "stats", "--json"]);
+    // 7:45 GMT in December; 12:00 BST (UTC+1) in June.
+    assert_eq!(stats["first_event_time"], 1_291_189_500, "{stats}");
+    assert_eq!(stats["last_event_time"], 1_306_926_000, "{stats}");
+    assert_eq!(stats["users"], 2, "{stats}");
+    let profile = json_env(&data, &[], &["--config", cfg, "profile", "--json"]);
+    assert_eq!(profile["refunds"]["events"], 1, "{profile}");
+    assert!(profile["refunds"]["share_of_revenue"].as_f64().unwrap() > 0.1);
+
+    // A header without a mapped column is refused before anything is read,
+    // naming the setting and listing the columns.
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "customer,when\n1,2024-01-01\n").unwrap();
+    let out = churn_env(
+        &data,
+        &[],
+        &["--config", cfg, "ingest", other.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ingest.fields.user_id"), "{err}");
+    assert!(err.contains("customer, when"), "{err}");
+}
+
+/// Segment `track` calls through the preset, epoch milliseconds through a
+/// declared format, and a TSV file: each read as its producer wrote it.
+#[test]
+fn presets_time_formats_and_tsv_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let segment = dir.path().join("segment.ndjson");
+    std::fs::write(
+        &segment,
+        concat!(
+            r#"{"type":"track","event":"Order Completed","userId":"550e8400-e29b-41d4-a716-446655440000","messageId":"m-1","timestamp":"2024-03-02T10:11:12.345Z","properties":{"revenue":19.99}}"#,
+            "\n",
+            r#"{"type":"track","event":"Order Completed","userId":"550e8400-e29b-41d4-a716-446655440000","messageId":"m-1","timestamp":"2024-03-02T10:11:12.345Z","properties":{"revenue":19.99}}"#,
+            "\n",
+            r#"{"type":"page","anonymousId":"anon-1","messageId":"m-2","timestamp":"2024-03-02T10:12:00Z"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let preset = [("CHURN_INGEST__PRESET", "segment")];
+    let report = json_env(
+        &data,
+        &preset,
+        &["ingest", segment.to_str().unwrap(), "--json"],
+    );
+    // The repeated messageId is the same event: a redelivery.
+    assert_eq!(
+        (&report["inserted"], &report["duplicates"]),
+        (&json!(2), &json!(1)),
+        "{report}"
+    );
+    let profile = json_env(&data, &preset, &["profile", "--json"]);
+    let types: Vec<&str> = profile["event_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["order_completed", "page"], "{profile}");
+
+    let ms = dir.path().join("ms.ndjson");
+    std::fs::write(
+        &ms,
+        "{\"user_id\":\"u-1\",\"event_time\":1709374272345,\"event_type\":\"login\"}\n\
+         {\"user_id\":\"u-1\",\"event_time\":\"1709374272\",\"event_type\":\"login\"}\n",
+    )
+    .unwrap();
+    let env = [("CHURN_INGEST__TIME_FORMAT", "epoch_ms")];
+    let report = json_env(&data, &env, &["ingest", ms.to_str().unwrap(), "--json"]);
+    // Declared milliseconds: the digits without them are 1970, refused.
+    assert_eq!(
+        (&report["inserted"], &report["rejected"]),
+        (&json!(1), &json!(1)),
+        "{report}"
+    );
+
+    let tsv = dir.path().join("events.tsv");
+    std::fs::write(
+        &tsv,
+        "user_id\tevent_time\tevent_type\tamount\nu-2\t2024-03-03 08:00:00\tRefund Issued\t-4.5\n",
+    )
+    .unwrap();
+    let report = json_env(&data, &[], &["ingest", tsv.to_str().unwrap(), "--json"]);
+    assert_eq!(report["inserted"], 1, "{report}");
+    let stats = json_env(&data, &[], &["stats", "--json"]);
+    assert_eq!(
+        (&stats["events"], &stats["users"]),
+        (&json!(4), &json!(4)),
+        "{stats}"
     );
 }

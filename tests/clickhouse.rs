@@ -98,6 +98,12 @@ fn edge_cases() -> Vec<Event> {
         e(900_011, T - 14 * d + 1, "purchase", None, Some(7.5)),
         e(900_011, T - d, "purchase", None, None),
         e(900_011, T, "purchase", None, Some(1.25)),
+        // Refunds: negative amounts, one of them the user's only amount
+        // in a window, one on a type the spec does not name.
+        e(900_012, T - 90 * d, "purchase", None, Some(10.0)),
+        e(900_012, T - 40 * d, "purchase", None, Some(-4.0)),
+        e(900_012, T - 3 * d, "return", None, Some(-6.5)),
+        e(900_013, T - 5 * d, "purchase", None, Some(-2.0)),
     ]
 }
 
@@ -198,6 +204,16 @@ async fn embedded_and_clickhouse_give_identical_features_and_labels() {
         (v(900_011, "spend_mean") - (5.0 + 7.5 + 1.25) / 3.0).abs() < 1e-6,
         "absent amounts are skipped"
     );
+    // Refunds, as both stores compute them (compared above): counted by
+    // sign, summed per type, the largest refund the max of negatives.
+    assert_eq!(v(900_012, "refunds_60d"), 2.0);
+    assert_eq!(v(900_012, "refunded"), -4.0, "the return is another type");
+    assert_eq!(v(900_012, "largest_refund"), -4.0);
+    assert_eq!(v(900_012, "spend_min"), -6.5);
+    assert_eq!(v(900_012, "sales_mean"), 10.0);
+    assert_eq!(v(900_012, "since_last_refund"), 3.0);
+    assert_eq!(v(900_013, "sales_mean"), 0.0, "no sale: 0");
+    assert_eq!(v(900_013, "spend_max_30d"), -2.0);
     assert_eq!(v(900_011, "sessions_login"), 0.0);
     assert_eq!(v(900_010, "sessions_login"), 1.0);
     assert_eq!(v(900_009, "since_last_cancel"), 1.0);

@@ -311,7 +311,7 @@ fn a_file_of_only_bad_lines_fails_with_the_reasons() {
     let bad = write(
         &d.join("bad.ndjson"),
         "{\"user_id\":1,\"event_time\":\"1970-01-01 00:00:00\",\"event_type\":\"x\"}\n\
-         {\"user_id\":2,\"event_time\":1700000000000,\"event_type\":\"x\"}\n\
+         {\"user_id\":2,\"event_time\":true,\"event_type\":\"x\"}\n\
          not json\n\
          {\"user_id\":3,\"event_time\":\"yesterday\",\"event_type\":\"x\"}\n",
     );

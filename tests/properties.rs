@@ -57,7 +57,12 @@ proptest! {
         if let Some(a) = amount { v["amount"] = json!(a); }
         let text = v.to_string();
         let e = parse_event_json(text.as_bytes(), policy()).unwrap();
-        prop_assert_eq!(e.user_id(), user);
+        // Integers up to 2^62 - 1 are their own keys; above, their digits
+        // are a name.
+        prop_assert_eq!(e.user(), churn::domain::user::UserId::from(user));
+        if user <= churn::domain::user::MAX_INT_USER_ID {
+            prop_assert_eq!(e.user_id(), user);
+        }
         prop_assert_eq!(e.event_time(), time);
         prop_assert_eq!(e.event_type(), canonical_type(&kind));
         prop_assert_eq!(e.session_id(), session.as_deref());

@@ -63,7 +63,8 @@ pub fn explain(
             .total_cmp(&a.contribution.abs())
             .then_with(|| a.feature.cmp(&b.feature))
     });
-    let rest = all.iter().skip(top_k).map(|c| c.contribution).sum();
+    // From +0.0: `Sum` of nothing is -0.0, which would print as "-0.0".
+    let rest = all.iter().skip(top_k).fold(0.0, |s, c| s + c.contribution);
     all.truncate(top_k);
     Explanation {
         base_value,

@@ -670,7 +670,8 @@ fn aggregate<'a>(
             scratch.dedup();
             scratch.len() as f64
         }
-        Aggregation::SumAmount => selected.filter_map(|e| e.amount).sum(),
+        // fold from +0.0: `Sum` of nothing is -0.0, which ClickHouse never gives.
+        Aggregation::SumAmount => selected.filter_map(|e| e.amount).fold(0.0, |s, a| s + a),
         Aggregation::MeanAmount => {
             let (mut n, mut sum) = (0u64, 0.0);
             for a in selected.filter_map(|e| e.amount) {

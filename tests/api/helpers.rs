@@ -19,6 +19,8 @@ pub enum Seed {
     Nothing,
     FeaturesOnly,
     Trained,
+    /// Trained on users with UUID-shaped string ids.
+    TrainedWithNames,
 }
 
 pub struct TestApp {
@@ -62,7 +64,7 @@ pub async fn spawn_app_with(seed: Seed, customize: impl FnOnce(&mut Settings)) -
                 end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
                 seed: 5,
                 churn_share: 0.35,
-                string_ids: false,
+                string_ids: seed == Seed::TrainedWithNames,
             },
             |e| events.push(e),
         );
@@ -81,7 +83,7 @@ pub async fn spawn_app_with(seed: Seed, customize: impl FnOnce(&mut Settings)) -
             .run(churn::application::build_features::AsOf::Now)
             .await
             .unwrap();
-        if seed == Seed::Trained {
+        if matches!(seed, Seed::Trained | Seed::TrainedWithNames) {
             let report = services.train.run().await.unwrap();
             assert!(report.promoted, "{}", report.decision);
         }

@@ -93,7 +93,7 @@ async fn consumes_stores_and_dead_letters_poison_on_every_broker() {
         produce(&k, &topic, first, None);
         let poison: [&[u8]; 4] = [
             b"not json at all",
-            br#"{"user_id":"seven","event_time":"2026-01-01 00:00:00","event_type":"login"}"#,
+            br#"{"user_id":{"id":7},"event_time":"2026-01-01 00:00:00","event_type":"login"}"#,
             br#"{"event_time":"2026-01-01 00:00:00","event_type":"login"}"#,
             br#"{"user_id":5,"event_time":"2999-01-01 00:00:00","event_type":"login"}"#,
         ];
@@ -579,4 +579,53 @@ async fn server_starts_before_its_broker_and_consumes_once_it_is_up() {
     .await;
     assert_eq!(stored, expected);
     app.stop().await;
+}
+
+/// Three identical messages are three events; the same offsets read again
+/// (a new consumer group from the earliest offset: what a lost commit or a
+/// rebalance redelivers) store nothing new. On both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_messages_are_kept_and_reread_offsets_are_redeliveries() {
+    let (name, brokers) = brokers().into_iter().next().expect("a broker");
+    for store in ["sqlite", "clickhouse"] {
+        let topic = unique(&format!("same_{name}_{store}"));
+        let k = kafka_settings(&brokers, &topic);
+        create_topics(&brokers, &[&topic, &k.dlq_topic], 1).await;
+        let line: &[u8] = br#"{"user_id":"u-5f2c","event_time":"2026-01-01 00:00:00","event_type":"purchase","amount":-3.5}"#;
+        produce_raw(&k, &topic, &[line, line, line]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = server_settings(dir.path(), k.clone());
+        if store == "clickhouse" {
+            use_clickhouse(&mut settings, &clickhouse_url(), &unique("churn_same"));
+        }
+        let app = start(settings.clone()).await;
+        let stored = eventually(
+            &format!("{store}: three events stored"),
+            Duration::from_secs(60),
+            || async {
+                let n = app.stored().await;
+                (n >= 3).then_some(n)
+            },
+        )
+        .await;
+        assert_eq!(stored, 3, "{store}");
+        app.stop().await;
+        // Another group reads the same offsets again.
+        settings.kafka.group_id = format!("{}_again", settings.kafka.group_id);
+        let again = start(settings).await;
+        let before = duplicates(&again).await;
+        eventually(
+            &format!("{store}: the re-read offsets counted as duplicates"),
+            Duration::from_secs(60),
+            || async { (duplicates(&again).await >= before + 3.0).then_some(()) },
+        )
+        .await;
+        assert_eq!(again.stored().await, 3, "{store}: nothing new stored");
+        again.stop().await;
+    }
+}
+
+async fn duplicates(app: &Running) -> f64 {
+    let (_, m) = app.get("/metrics").await;
+    metric(&m, "churn_events_duplicate_total").unwrap_or(0.0)
 }
