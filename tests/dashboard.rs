@@ -1,8 +1,9 @@
 //! The `/ui` dashboard in a real headless browser: Debian's chromium driven
 //! through chromedriver (WebDriver, `fantoccini`). With two model versions
 //! registered, the page loads with no console error and no failed request,
-//! every chart has more than one point for both versions, and "Retrain"
-//! with the token starts a job whose status shows up. Screenshots are saved
+//! every chart has more than one point for both versions, the at-risk list
+//! names users by their string ids (the data has UUID user ids), and
+//! "Retrain" with the token starts a job whose status shows up. Screenshots are saved
 //! under the test's target tmp dir (the path is printed).
 //!
 //! `CHURN_TEST_CHROMIUM` / `CHURN_TEST_CHROMEDRIVER` override the Debian
@@ -156,7 +157,7 @@ async fn screenshot(client: &Client, name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_loads_cleanly_draws_two_versions_and_retrains() {
-    let app = spawn_app(Seed::Trained).await;
+    let app = spawn_app(Seed::TrainedWithNames).await;
     // A second version through the admin API, so the server swaps it in.
     let job: Value = app.admin_post("/admin/retrain").await.json().await.unwrap();
     let done = app.wait_job(job["id"].as_u64().unwrap()).await;
@@ -190,6 +191,32 @@ async fn the_dashboard_loads_cleanly_draws_two_versions_and_retrains() {
     )
     .await;
     screenshot(&client, "dashboard.png").await;
+
+    // The at-risk list shows the users' own ids (UUIDs), as the API does.
+    let shown = eval(
+        &client,
+        "return [...document.querySelectorAll('#at-risk tbody tr')].map(r => r.children[0].textContent)",
+    )
+    .await;
+    let api: Value = app
+        .admin_get("/admin/at-risk?limit=20&top_k=3")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let api_ids: Vec<Value> = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["user_id"].clone())
+        .collect();
+    assert_eq!(shown.as_array().unwrap(), &api_ids, "{shown}");
+    assert!(
+        api_ids
+            .iter()
+            .all(|id| id.as_str().is_some_and(|s| s.len() == 36)),
+        "{api_ids:?}"
+    );
 
     // The token left the address bar; the data is there.
     let url = client.current_url().await.unwrap();
