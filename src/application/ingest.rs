@@ -21,6 +21,7 @@
 //!
 //! A bad record never stops the good ones around it.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::AddAssign;
 use std::sync::{Arc, Mutex};
@@ -338,58 +339,59 @@ impl IngestEvents {
     /// Stores a prepared batch: the names of string-keyed users, then the
     /// events (with their log positions when the batch has them), all or
     /// nothing. Events whose key another name holds are returned to be
-    /// dead-lettered instead. Safe to retry with the same batch.
+    /// dead-lettered instead. Safe to retry with the same batch (the
+    /// stream's retries); sources that do not retry hand the batch over
+    /// with [`IngestEvents::store_owned`], which copies nothing.
     ///
     /// # Errors
     /// [`StoreError`] when the batch could not be written.
     pub async fn store_batch(&self, batch: &Batch) -> Result<Stored, StoreError> {
-        let collided = self.register_names(&batch.events).await?;
-        let outcome = if collided.is_empty() {
-            if batch.positions.is_empty() {
-                self.store.append(batch.events.clone()).await?
-            } else {
-                self.store
-                    .append_from_log(&batch.events, &batch.positions)
-                    .await?
-            }
-        } else {
-            let keep = |e: &&Event| !collided.contains(&e.user_id());
-            if batch.positions.is_empty() {
-                self.store
-                    .append(batch.events.iter().filter(keep).cloned().collect())
-                    .await?
-            } else {
-                let (events, positions): (Vec<Event>, Vec<LogPosition>) = batch
-                    .events
+        self.write(Cow::Borrowed(&batch.events), &batch.positions)
+            .await
+    }
+
+    /// [`IngestEvents::store_batch`] taking the events: they move into the
+    /// store instead of being copied. The batch comes back without them,
+    /// for its report and its rejects.
+    pub async fn store_owned(&self, mut batch: Batch) -> (Batch, Result<Stored, StoreError>) {
+        let events = std::mem::take(&mut batch.events);
+        let positions = std::mem::take(&mut batch.positions);
+        let stored = self.write(Cow::Owned(events), &positions).await;
+        (batch, stored)
+    }
+
+    async fn write(
+        &self,
+        events: Cow<'_, [Event]>,
+        positions: &[LogPosition],
+    ) -> Result<Stored, StoreError> {
+        let collided = self.register_names(&events).await?;
+        let refused: Vec<(RawRecord, EventError)> = events
+            .iter()
+            .filter(|e| collided.contains(&e.user_id()))
+            .map(refused_name)
+            .collect();
+        let logged = !positions.is_empty() && positions.len() == events.len();
+        let outcome = match (logged, collided.is_empty()) {
+            (true, true) => self.store.append_from_log(&events, positions).await?,
+            (true, false) => {
+                let (events, positions): (Vec<Event>, Vec<LogPosition>) = events
                     .iter()
-                    .zip(&batch.positions)
-                    .filter(|(e, _)| keep(e))
+                    .zip(positions)
+                    .filter(|(e, _)| !collided.contains(&e.user_id()))
                     .map(|(e, p)| (e.clone(), p.clone()))
                     .unzip();
                 self.store.append_from_log(&events, &positions).await?
             }
+            (false, true) => self.store.append(events.into_owned()).await?,
+            (false, false) => {
+                let mut events = events.into_owned();
+                events.retain(|e| !collided.contains(&e.user_id()));
+                self.store.append(events).await?
+            }
         };
         metrics::counter!(names::EVENTS_INGESTED_TOTAL).increment(outcome.inserted);
         metrics::counter!(names::EVENTS_DUPLICATE_TOTAL).increment(outcome.duplicates);
-        let refused = batch
-            .events
-            .iter()
-            .filter(|e| collided.contains(&e.user_id()))
-            .map(|e| {
-                metrics::counter!(names::EVENTS_REJECTED_TOTAL, "field" => "user_id").increment(1);
-                (
-                    RawRecord::new(e.to_json().to_string().into_bytes(), "stored names"),
-                    EventError::invalid(
-                        "user_id",
-                        format!(
-                            "{:?} has the same 62-bit key as another user id already stored; \
-                             send this user under another id",
-                            e.user_name().unwrap_or_default()
-                        ),
-                    ),
-                )
-            })
-            .collect();
         Ok(Stored { outcome, refused })
     }
 
@@ -475,15 +477,11 @@ impl IngestEvents {
     /// dead-lettered when the store failed.
     pub async fn commit(
         &self,
-        batch: &Batch,
+        batch: Batch,
         dead_letters: &mut dyn DeadLetterSink,
     ) -> Result<IngestReport, IngestError> {
-        let stored = self.store_batch(batch).await?;
-        self.dead_letter(batch.source, &batch.rejects, dead_letters)
-            .await?;
-        self.dead_letter(batch.source, &stored.refused, dead_letters)
-            .await?;
-        Ok(stored.report(batch))
+        let (batch, stored) = self.store_owned(batch).await;
+        self.finish(&batch, &stored?, dead_letters).await
     }
 
     /// The whole pipeline for the next records of `delivery`.
@@ -497,7 +495,7 @@ impl IngestEvents {
         dead_letters: &mut dyn DeadLetterSink,
     ) -> Result<IngestReport, IngestError> {
         let batch = self.prepare(records, delivery);
-        self.commit(&batch, dead_letters).await
+        self.commit(batch, dead_letters).await
     }
 
     /// The pipeline for events made in process (the generator: valid by
@@ -512,7 +510,7 @@ impl IngestEvents {
     ) -> Result<IngestReport, IngestError> {
         let batch = self.prepare_events(events, delivery);
         let mut refused = CollectRejects::new(100);
-        let report = self.commit(&batch, &mut refused).await?;
+        let report = self.commit(batch, &mut refused).await?;
         for note in &refused.notes {
             tracing::warn!(origin = %note.origin, error = %note.error, "generated event refused");
         }
@@ -568,10 +566,7 @@ impl IngestEvents {
                 break;
             };
             let this = self.clone();
-            storing = Some(tokio::spawn(async move {
-                let stored = this.store_batch(&batch).await;
-                (batch, stored)
-            }));
+            storing = Some(tokio::spawn(async move { this.store_owned(batch).await }));
         }
         Ok(total)
     }
@@ -589,6 +584,23 @@ impl IngestEvents {
             .await?;
         Ok(stored.report(batch))
     }
+}
+
+/// An event refused because another name holds its user's key: kept whole
+/// (as JSON) for the dead-letter path.
+fn refused_name(e: &Event) -> (RawRecord, EventError) {
+    metrics::counter!(names::EVENTS_REJECTED_TOTAL, "field" => "user_id").increment(1);
+    (
+        RawRecord::new(e.to_json().to_string().into_bytes(), "stored names"),
+        EventError::invalid(
+            "user_id",
+            format!(
+                "{:?} has the same 62-bit key as another user id already stored; \
+                 send this user under another id",
+                e.user_name().unwrap_or_default()
+            ),
+        ),
+    )
 }
 
 /// Rejects by field, with the first reason of each as the example.

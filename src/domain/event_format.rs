@@ -81,6 +81,9 @@ impl Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldMap {
     sources: [Vec<Source>; 6],
+    /// Whether `sources` is the seed's mapping, known once rather than
+    /// compared per event (the parser's fast path).
+    seed: bool,
 }
 
 impl Default for FieldMap {
@@ -88,7 +91,8 @@ impl Default for FieldMap {
     /// `session_id`, `amount`, and `event_id`.
     fn default() -> Self {
         Self {
-            sources: FIELDS.map(|f| vec![Source::Path(f.to_string())]),
+            sources: Self::seed_sources(),
+            seed: true,
         }
     }
 }
@@ -97,6 +101,10 @@ impl Default for FieldMap {
 pub const PRESETS: [&str; 3] = ["segment", "rudderstack", "amplitude"];
 
 impl FieldMap {
+    fn seed_sources() -> [Vec<Source>; 6] {
+        FIELDS.map(|f| vec![Source::Path(f.to_string())])
+    }
+
     /// A preset's mapping: `segment` (also `rudderstack`: the same `track`
     /// call shape) or `amplitude` (its export's columns).
     ///
@@ -160,6 +168,7 @@ impl FieldMap {
                 ));
             }
         }
+        map.seed = map.sources == Self::seed_sources();
         Ok(map)
     }
 
@@ -182,12 +191,13 @@ impl FieldMap {
             .iter()
             .map(|s| Source::parse(field, s))
             .collect::<Result<_, _>>()?;
+        self.seed = self.sources == Self::seed_sources();
         Ok(())
     }
 
     /// Whether this is the seed's mapping (the parser's fast path).
     pub fn is_default(&self) -> bool {
-        *self == Self::default()
+        self.seed
     }
 
     /// Where `field` is read from, for messages: `"userId" or "anonymousId"`.

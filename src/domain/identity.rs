@@ -85,7 +85,9 @@ impl DeliveryIds {
             self.repeats.clear();
             self.segment = segment;
         }
-        let content = event.content_id();
+        // Until assigned, an event's identity is its content id (computed
+        // once, in `Event::new`).
+        let content = event.event_id();
         let ordinal = if self.seen.insert(content as u64) {
             0
         } else {
@@ -112,7 +114,7 @@ pub fn assign_logged(event: &mut Event, topic: &str, partition: i32, offset: i64
         return;
     }
     let id = mix(
-        event.content_id(),
+        event.event_id(),
         &[2, topic_hash(topic), partition as u64, offset as u64],
     );
     event.assign_id(id);
