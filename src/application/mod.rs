@@ -13,6 +13,7 @@ pub mod ports;
 pub mod predict;
 pub mod profile;
 pub mod registry_poll;
+pub mod runtime;
 pub mod score;
 pub mod serving_state;
 pub mod stream_ingest;

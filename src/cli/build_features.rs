@@ -7,7 +7,7 @@ use super::output::{parse_time_arg, print_json, print_line, spinner};
 use crate::application::build_features::AsOf;
 use crate::config::Settings;
 use crate::domain::time::format_rfc3339;
-use crate::startup::Services;
+use crate::startup::Stores;
 
 #[derive(Debug, Args)]
 pub struct BuildFeaturesArgs {
@@ -33,9 +33,10 @@ pub fn parse_as_of(value: &str) -> Result<AsOf> {
 
 pub async fn run(settings: Settings, args: BuildFeaturesArgs) -> Result<()> {
     let as_of = parse_as_of(&args.as_of)?;
-    let services = Services::build(settings).await?;
+    let stores = Stores::open(&settings).await?;
+    let spec = std::sync::Arc::new(crate::startup::load_spec(&settings)?);
     let bar = spinner("building features");
-    let report = services.build_features.run(as_of).await;
+    let report = stores.build_features(spec).run(as_of).await;
     bar.finish_and_clear();
     let report = report.context("building features")?;
     for w in &report.warnings {

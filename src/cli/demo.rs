@@ -23,7 +23,7 @@ pub struct DemoArgs {
 }
 
 pub async fn run(mut settings: Settings, args: DemoArgs) -> Result<()> {
-    args.serve.apply(&mut settings)?;
+    args.serve.apply(&mut settings);
     crate::demo::run(
         settings,
         DemoOptions {

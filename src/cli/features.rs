@@ -8,7 +8,7 @@ use clap::Subcommand;
 use super::output::print_line;
 use crate::config::Settings;
 use crate::domain::features::FeatureSpec;
-use crate::startup::Services;
+use crate::startup::Stores;
 
 #[derive(Debug, Subcommand)]
 pub enum FeaturesCommand {
@@ -31,9 +31,11 @@ pub async fn run(settings: Settings, cmd: FeaturesCommand) -> Result<()> {
             if out.exists() && !force {
                 bail!("{} exists: pass --force to replace it", out.display());
             }
-            let services = Services::build(settings).await?;
-            let stats = services.events.stats().await.context("reading the store")?;
-            let types = services
+            // The stores alone: the spec file in use may be the very file
+            // being written (or not exist yet).
+            let stores = Stores::open(&settings).await?;
+            let stats = stores.events.stats().await.context("reading the store")?;
+            let types = stores
                 .events
                 .type_counts()
                 .await
@@ -43,7 +45,7 @@ pub async fn run(settings: Settings, cmd: FeaturesCommand) -> Result<()> {
             }
             let spec = crate::application::suggest::suggest(&stats, &types)?;
             let header = format!(
-                "# Suggested by `churn suggest` for {} events of {} types from {} users.\n\
+                "# Suggested by `churn features suggest` for {} events of {} types from {} users.\n\
                  # Review it, then set features.spec_file = \"{}\" (CHURN_FEATURES__SPEC_FILE).\n\n",
                 stats.events,
                 types.len(),

@@ -31,11 +31,11 @@ fn url(settings: &Settings, path: &str) -> Result<String> {
     if !path.starts_with('/') {
         bail!("--path must start with '/', got {path:?}");
     }
-    let host = match settings.server.host.as_str() {
-        "" | "0.0.0.0" => "127.0.0.1".to_string(),
-        "::" | "[::]" => "[::1]".to_string(),
-        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
-        h => h.to_string(),
+    let host = match settings.server.host {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
     };
     Ok(format!("http://{host}:{port}{path}"))
 }
@@ -64,7 +64,7 @@ mod tests {
 
     fn with(host: &str, port: u16) -> Settings {
         let mut s = Settings::default();
-        s.server.host = host.to_string();
+        s.server.host = host.parse().unwrap();
         s.server.port = port;
         s
     }

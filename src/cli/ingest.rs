@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use super::output::{print_json, print_line, spinner};
 use crate::application::ingest::{IngestReport, RejectReason, SourceKind, TallyRejects};
 use crate::config::Settings;
-use crate::startup::{FileFormat, Services};
+use crate::startup::{FileFormat, Stores};
 
 /// The input's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,9 +48,10 @@ fn input_format(path: &Path, flag: Option<InputFormat>) -> FileFormat {
 }
 
 pub async fn run(settings: Settings, args: IngestArgs) -> Result<()> {
-    let services = Services::build(settings).await?;
+    let stores = Stores::open(&settings).await?;
+    let ingest = stores.ingest(&settings)?;
     let format = input_format(&args.file, args.format);
-    let mut source = crate::startup::event_source(&services.settings, &args.file, format)
+    let mut source = crate::startup::event_source(&settings, &args.file, format)
         .await
         .with_context(|| format!("reading {}", args.file.display()))?;
     let kind = if args.file.as_os_str() == "-" {
@@ -58,16 +59,13 @@ pub async fn run(settings: Settings, args: IngestArgs) -> Result<()> {
     } else {
         SourceKind::File
     };
-    let rejects_path = args
-        .rejects
-        .unwrap_or_else(|| services.settings.rejects_path());
-    let mut rejects = crate::startup::rejects_file(&services.settings, rejects_path.clone());
+    let rejects_path = args.rejects.unwrap_or_else(|| settings.rejects_path());
+    let mut rejects = crate::startup::rejects_file(&settings, rejects_path.clone());
     let bar = spinner("ingesting");
     let started = std::time::Instant::now();
     let (report, reasons) = {
         let mut tally = TallyRejects::new(&mut rejects);
-        let report = services
-            .ingest
+        let report = ingest
             .run(&mut *source, kind, &mut tally, |r: &IngestReport| {
                 bar.set_message(format!(
                     "ingesting: {} read, {} stored, {} rejected",

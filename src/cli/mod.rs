@@ -98,9 +98,11 @@ pub struct JsonFlag {
 pub fn load_settings(cli: &Cli) -> Result<Settings> {
     let mut settings = Settings::load(cli.config.as_deref())?;
     if let Some(dir) = &cli.data_dir {
+        if dir.as_os_str().is_empty() {
+            anyhow::bail!("--data-dir (CHURN_DATA_DIR) must not be empty");
+        }
         settings.data_dir = dir.clone();
     }
-    settings.validate()?;
     Ok(settings)
 }
 

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use super::JsonFlag;
 use super::output::{print_json, print_line};
 use crate::config::Settings;
-use crate::startup::Services;
+use crate::startup::ModelsOnly;
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
@@ -26,7 +26,7 @@ pub enum ModelsCommand {
 }
 
 pub async fn run(settings: Settings, cmd: ModelsCommand) -> Result<()> {
-    let services = Services::build(settings).await?;
+    let services = ModelsOnly::open(&settings)?;
     match cmd {
         ModelsCommand::List(flag) => {
             let list = services.models.list().await.context("listing models")?;

@@ -7,12 +7,12 @@ use anyhow::{Context, Result};
 use super::JsonFlag;
 use super::output::{print_json, print_line};
 use crate::config::Settings;
-use crate::startup::Services;
+use crate::startup::Stores;
 
 pub async fn run(settings: Settings, flag: JsonFlag) -> Result<()> {
-    let services = Services::build(settings).await?;
-    let p = services
-        .profile
+    let p = Stores::open(&settings)
+        .await?
+        .profile(&settings)?
         .run()
         .await
         .context("profiling the store")?;

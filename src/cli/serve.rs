@@ -13,29 +13,25 @@ pub struct ServeArgs {
     pub port: Option<u16>,
     /// Address to listen on (overrides `server.host`).
     #[arg(long)]
-    pub host: Option<String>,
+    pub host: Option<std::net::IpAddr>,
 }
 
 impl ServeArgs {
-    /// Applies the flags to the settings and validates the result.
-    ///
-    /// # Errors
-    /// The flags make the settings invalid.
-    pub fn apply(&self, settings: &mut Settings) -> Result<()> {
+    /// Applies the flags to the settings (both are typed: nothing to
+    /// validate again).
+    pub fn apply(&self, settings: &mut Settings) {
         if let Some(port) = self.port {
             settings.server.port = port;
         }
-        if let Some(host) = &self.host {
-            settings.server.host = host.clone();
+        if let Some(host) = self.host {
+            settings.server.host = host;
         }
-        settings.validate()?;
-        Ok(())
     }
 }
 
 pub async fn run(mut settings: Settings, args: &ServeArgs) -> Result<()> {
-    args.apply(&mut settings)?;
-    let host = settings.server.host.clone();
+    args.apply(&mut settings);
+    let host = settings.server.host;
     let app = Application::build(Services::build(settings).await?).await?;
     let shutdown = crate::shutdown::on_signal().context("installing signal handlers")?;
     eprintln!("churn serving on http://{host}:{}", app.port());

@@ -7,16 +7,12 @@ use super::JsonFlag;
 use super::output::{print_json, print_line};
 use crate::config::Settings;
 use crate::domain::time::format_rfc3339;
-use crate::startup::Services;
+use crate::startup::Stores;
 
 pub async fn run(settings: Settings, flag: JsonFlag) -> Result<()> {
-    let services = Services::build(settings).await?;
-    let stats = services
-        .events
-        .stats()
-        .await
-        .context("reading store stats")?;
-    let rejects = services
+    let stores = Stores::open(&settings).await?;
+    let stats = stores.events.stats().await.context("reading store stats")?;
+    let rejects = stores
         .events
         .reject_tallies()
         .await

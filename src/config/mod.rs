@@ -156,6 +156,76 @@ impl Default for Settings {
     }
 }
 
+/// `store.sqlite_synchronous`: what a committed batch survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// A process crash (WAL).
+    Normal,
+    /// A power loss too, at some ingest speed.
+    Full,
+}
+
+/// `schedule.features_as_of`: the time rebuilt snapshots are computed as of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeaturesAsOf {
+    /// The wall clock: a live stream.
+    Now,
+    /// The newest stored event: a historic log.
+    End,
+}
+
+/// A time setting (`YYYY-MM-DD[ HH:MM:SS]` or RFC 3339; empty = unset),
+/// parsed when the configuration is loaded: a value that is not a time is
+/// refused then, naming the key, and nothing re-parses it later.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimeSetting {
+    text: String,
+    secs: Option<i64>,
+}
+
+impl TimeSetting {
+    /// # Errors
+    /// The text is neither empty nor a date or timestamp.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let secs = if text.trim().is_empty() {
+            None
+        } else {
+            Some(
+                parse_timestamp(text)
+                    .ok_or_else(|| format!("{text:?} is not a date or timestamp"))?,
+            )
+        };
+        Ok(Self {
+            text: text.to_string(),
+            secs,
+        })
+    }
+
+    /// Seconds since the epoch, when set.
+    pub fn secs(&self) -> Option<i64> {
+        self.secs
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Serialize for TimeSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Which event/feature store backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -172,7 +242,7 @@ pub struct StoreSettings {
     /// SQLite file; empty = `<data_dir>/churn.db`.
     pub sqlite_path: String,
     /// `normal` (survives process crashes) or `full` (also power loss).
-    pub sqlite_synchronous: String,
+    pub sqlite_synchronous: SqliteSynchronous,
     /// Feature snapshots kept.
     pub snapshot_retention: usize,
 }
@@ -182,7 +252,7 @@ impl Default for StoreSettings {
         Self {
             kind: StoreKind::Sqlite,
             sqlite_path: String::new(),
-            sqlite_synchronous: "normal".into(),
+            sqlite_synchronous: SqliteSynchronous::Normal,
             snapshot_retention: 3,
         }
     }
@@ -238,7 +308,7 @@ pub struct IngestSettings {
     pub max_future_skew_secs: i64,
     /// Events stamped before this are refused as clock or unit errors
     /// (epoch 0, milliseconds read as seconds). `YYYY-MM-DD` or RFC 3339.
-    pub min_event_time: String,
+    pub min_event_time: TimeSetting,
     /// Rejected lines of `churn ingest`; empty = `<data_dir>/rejects.ndjson`.
     pub rejects_file: String,
     /// Rejected lines kept in the rejects file per field at fault and run
@@ -303,7 +373,10 @@ impl Default for IngestSettings {
         Self {
             batch_size: 200_000,
             max_future_skew_secs: 86_400,
-            min_event_time: "1980-01-01".into(),
+            min_event_time: TimeSetting {
+                text: "1980-01-01".into(),
+                secs: Some(crate::domain::event::DEFAULT_MIN_EVENT_TIME),
+            },
             rejects_file: String::new(),
             rejects_sample_per_reason: 100,
             preset: String::new(),
@@ -396,7 +469,7 @@ pub struct TrainingSettings {
     pub min_events: u32,
     /// Explicit validation cutoff (`YYYY-MM-DD[ HH:MM:SS]` or RFC 3339);
     /// empty = last full day of data minus the horizon.
-    pub validation_cutoff: String,
+    pub validation_cutoff: TimeSetting,
     /// Training cutoffs stacked into one training set.
     pub train_snapshots: u32,
     /// Days between stacked training cutoffs.
@@ -423,7 +496,7 @@ impl Default for TrainingSettings {
             activity_event_types: Vec::new(),
             churn_event_types: Vec::new(),
             min_events: 1,
-            validation_cutoff: String::new(),
+            validation_cutoff: TimeSetting::default(),
             train_snapshots: 12,
             snapshot_step_days: 7,
             max_training_rows: 1_000_000,
@@ -438,7 +511,7 @@ impl Default for TrainingSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServerSettings {
-    pub host: String,
+    pub host: std::net::IpAddr,
     pub port: u16,
     /// Bearer token for `/admin/*`. Set it through `CHURN_SERVER__ADMIN_TOKEN`,
     /// never in a committed file.
@@ -479,7 +552,7 @@ pub(crate) fn redact<S: serde::Serializer>(secret: &SecretString, s: S) -> Resul
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            host: "127.0.0.1".into(),
+            host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             port: 8000,
             admin_token: SecretString::from(String::new()),
             allow_unauthenticated_admin: false,
@@ -507,7 +580,7 @@ pub struct ScheduleSettings {
     pub retrain_cron: String,
     /// Rebuilt snapshots (cron and the admin API) are computed as of "now"
     /// (a live stream) or "end" (the newest stored event: a historic log).
-    pub features_as_of: String,
+    pub features_as_of: FeaturesAsOf,
 }
 
 impl Default for ScheduleSettings {
@@ -516,17 +589,19 @@ impl Default for ScheduleSettings {
             enabled: true,
             features_cron: "0 */15 * * * *".into(),
             retrain_cron: "0 30 3 * * *".into(),
-            features_as_of: "now".into(),
+            features_as_of: FeaturesAsOf::Now,
         }
     }
 }
 
 impl Settings {
     /// Loads defaults, then `config_file` (if given, it must exist; if not
-    /// given, `./config.toml` is used when present), then `CHURN_*` env.
+    /// given, `./config.toml` is used when present), then `CHURN_*` env,
+    /// and validates the result.
     ///
     /// # Errors
-    /// [`ConfigError::Load`] for unreadable files or wrongly typed values.
+    /// [`ConfigError::Load`] for unreadable files or wrongly typed values,
+    /// [`ConfigError::Invalid`] naming the key of an invalid one.
     pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         let path = match config_file {
@@ -552,10 +627,14 @@ impl Settings {
                 .filter_map(|(k, _)| k.into_string().ok())
                 .filter(|k| k.starts_with("CHURN_")),
         )?;
-        figment
+        let settings: Self = figment
             .merge(Env::prefixed("CHURN_").split("__"))
             .extract()
-            .map_err(|e| ConfigError::Load(e.to_string()))
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        // Validated once, here: everything after works on typed, checked
+        // settings.
+        settings.validate()?;
+        Ok(settings)
     }
 
     /// Checks every value; pure (no I/O).
@@ -566,12 +645,6 @@ impl Settings {
         self.check_ranges()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
-        }
-        if !matches!(self.store.sqlite_synchronous.as_str(), "normal" | "full") {
-            return Err(invalid(
-                "store.sqlite_synchronous",
-                "must be \"normal\" or \"full\"",
-            ));
         }
         if self.store.kind == StoreKind::Clickhouse {
             let c = &self.clickhouse;
@@ -616,14 +689,8 @@ impl Settings {
             ));
         }
         self.kafka.validate()?;
-        if self.min_event_time().is_none() {
-            return Err(invalid(
-                "ingest.min_event_time",
-                format!(
-                    "{:?} is not a date or timestamp",
-                    self.ingest.min_event_time
-                ),
-            ));
+        if self.ingest.min_event_time.secs().is_none() {
+            return Err(invalid("ingest.min_event_time", "must be set"));
         }
         self.ingest.event_format()?;
         self.ingest.csv_delimiter()?;
@@ -649,12 +716,6 @@ impl Settings {
                 format!("{both:?} is also an activity type"),
             ));
         }
-        if !t.validation_cutoff.is_empty() && parse_timestamp(&t.validation_cutoff).is_none() {
-            return Err(invalid(
-                "training.validation_cutoff",
-                format!("{:?} is not a date or timestamp", t.validation_cutoff),
-            ));
-        }
         if !(0.0..=1.0).contains(&t.promotion_tolerance) {
             return Err(invalid(
                 "training.promotion_tolerance",
@@ -665,19 +726,6 @@ impl Settings {
             return Err(invalid(
                 "training.gbdt.learning_rate",
                 "must be within (0, 1]",
-            ));
-        }
-        if !matches!(self.schedule.features_as_of.as_str(), "now" | "end") {
-            return Err(invalid(
-                "schedule.features_as_of",
-                "must be \"now\" or \"end\"",
-            ));
-        }
-        let s = &self.server;
-        if s.host.parse::<std::net::IpAddr>().is_err() {
-            return Err(invalid(
-                "server.host",
-                format!("{:?} is not an IP address", s.host),
             ));
         }
         Ok(())
@@ -709,8 +757,11 @@ impl Settings {
     }
 
     /// `ingest.min_event_time` in seconds.
-    pub fn min_event_time(&self) -> Option<i64> {
-        parse_timestamp(&self.ingest.min_event_time)
+    pub fn min_event_time(&self) -> i64 {
+        self.ingest
+            .min_event_time
+            .secs()
+            .unwrap_or(crate::domain::event::DEFAULT_MIN_EVENT_TIME)
     }
 
     /// The feature spec file, if one is configured.
@@ -719,7 +770,7 @@ impl Settings {
     }
 
     pub fn validation_cutoff(&self) -> Option<i64> {
-        parse_timestamp(&self.training.validation_cutoff)
+        self.training.validation_cutoff.secs()
     }
 
     /// The effective settings as JSON with secrets redacted (`check-config`).
@@ -751,18 +802,6 @@ mod tests {
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("training.horizon_days"), "{err}");
         let mut s = Settings::default();
-        s.schedule.features_as_of = "yesterday".into();
-        let err = s.validate().unwrap_err().to_string();
-        assert!(err.contains("schedule.features_as_of"), "{err}");
-        let mut s = Settings::default();
-        s.ingest.min_event_time = "the eighties".into();
-        assert!(
-            s.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("ingest.min_event_time")
-        );
-        let mut s = Settings::default();
         s.training.churn_event_types = vec!["cancel".into()];
         s.training.activity_event_types = vec!["Cancel".into()];
         assert!(
@@ -770,14 +809,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("training.churn_event_types")
-        );
-        let mut s = Settings::default();
-        s.server.host = "localhost:80".into();
-        assert!(
-            s.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("server.host")
         );
     }
 
@@ -838,5 +869,33 @@ mod file_tests {
             }
         }
         walk(&defaults, &raw, "");
+    }
+
+    /// Typed settings are parsed once, when the file is loaded: a value
+    /// that is not one is refused then, naming the key.
+    #[test]
+    fn typed_settings_are_refused_at_load_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for (section, key, value) in [
+            ("schedule", "features_as_of", "\"yesterday\""),
+            ("ingest", "min_event_time", "\"the eighties\""),
+            ("training", "validation_cutoff", "\"soon\""),
+            ("server", "host", "\"localhost:80\""),
+            ("store", "sqlite_synchronous", "\"sometimes\""),
+        ] {
+            let path = dir.path().join(format!("{key}.toml"));
+            std::fs::write(&path, format!("[{section}]\n{key} = {value}\n")).unwrap();
+            let err = Settings::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let path = dir.path().join("good.toml");
+        std::fs::write(
+            &path,
+            "[training]\nvalidation_cutoff = \"2026-02-01\"\n[schedule]\nfeatures_as_of = \"end\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&path)).unwrap();
+        assert_eq!(s.validation_cutoff(), Some(1_769_904_000));
+        assert_eq!(s.schedule.features_as_of, FeaturesAsOf::End);
     }
 }

@@ -6,22 +6,21 @@
 //! the prediction and its JSON together. Only the plain form is taken here:
 //! `user_id` as the only parameter (digits, or a string id that needs no
 //! URL decoding: UUIDs and most names), no body, within the head limits, a
-//! request permit free. It is answered with the handler's own use case and
-//! byte-identical JSON (a prediction, or the 404 of an unknown user), and
-//! counted under the same metrics. Anything else — other parameters, a
+//! request permit free. It is answered by the handler's own function (a
+//! prediction, or the 404 of an unknown user), and counted under the same
+//! metrics. Anything else — other parameters, a
 //! body, a refusal, any other error — is left to the router, which answers
-//! it as it always has.
+//! it as it always has. The answer is the handler's own
+//! ([`crate::http::predict::answer`]): one `/predict`, two ways in.
 
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{Method, Request, Response, StatusCode, header};
+use axum::http::{Method, Request, Response};
 use axum::response::IntoResponse;
 
-use crate::application::predict::PredictError;
 use crate::domain::user::UserId;
 use crate::http::AppContext;
-use crate::http::error::ApiError;
 use crate::http::intake::{MAX_HEADER_BYTES, MAX_URI_BYTES, has_body, head_bytes, uri_bytes};
 
 /// The prediction's answer, or `None` when the router should take the
@@ -42,19 +41,13 @@ pub fn answer<B>(state: &AppContext, request: &Request<B>) -> Option<Response<Bo
     // The router's in-flight limit, held while predicting as the handler
     // would hold it.
     let _permit = state.in_flight.try_acquire().ok()?;
-    let response = match state.predict.predict_explained(&user_id, None) {
-        Ok(prediction) => {
-            let body = serde_json::to_vec(&prediction).ok()?;
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body))
-                .ok()?
-        }
+    // The handler's own answer: same use case, same JSON, same headers.
+    let response = match crate::http::predict::answer(state, &user_id, None) {
+        Ok(json) => json.into_response(),
         // An id without features is an ordinary answer under real traffic
         // (new users, typos): answered here too, as the handler answers
         // it, rather than predicted a second time by the router.
-        Err(e @ PredictError::UnknownUser(_)) => ApiError::from(e).into_response(),
+        Err(e) if e.error_type == "unknown_user" => e.into_response(),
         Err(_) => return None,
     };
     crate::http::metrics::record(

@@ -1,10 +1,13 @@
 //! The HTTP API (axum). Handlers call use cases only: they never see a
 //! store or a model type, just ports and use-case results.
 //!
-//! Public routes (`/predict`, `/events`, health, `/metrics`,
-//! `/openapi.json`) are merged apart from `/admin/*`, which sits behind the
-//! bearer-token middleware. Every response is JSON except `/metrics` and
-//! the dashboard's assets under `/ui`.
+//! Routes come in groups, each with its layers: work routes (`/predict`,
+//! `/events`) behind the in-flight limit, `/admin/*` behind it and the
+//! bearer token, and the rest (health, `/metrics`, `/openapi.json`, `/ui`)
+//! behind neither. Each route is registered once, with its OpenAPI entry
+//! ([`routes`]); `POST /predict` has one handler, which the fast path
+//! ([`fast_path`]) calls before routing. Every response is JSON except
+//! `/metrics` and the dashboard's assets under `/ui`.
 
 pub mod admin;
 pub mod demo_events;
@@ -28,11 +31,13 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::application::ingest::IngestEvents;
 use crate::application::jobs::Jobs;
@@ -150,44 +155,95 @@ where
     }
 }
 
-/// Builds the full router. Layers run outside in: intake (head bounds,
-/// body read under a deadline and the byte budget), then for work routes
-/// the in-flight limit, so a slow upload never holds a request permit and
-/// health, readiness and metrics are never refused for load.
-pub fn router(state: AppState) -> Router {
-    let admin = Router::new()
-        .route("/admin/retrain", post(admin::retrain))
-        .route("/admin/events/generate", post(demo_events::generate_events))
-        .route("/admin/features/rebuild", post(admin::rebuild_features))
-        .route("/admin/jobs", get(admin::jobs))
-        .route("/admin/jobs/{id}", get(admin::job))
-        .route("/admin/models", get(admin::models))
-        .route("/admin/at-risk", get(admin::at_risk))
-        .route("/admin/monitoring", get(admin::monitoring))
-        .route("/admin/models/{version}/promote", post(admin::promote))
-        .route("/admin/models/rollback", post(admin::rollback))
+/// Route groups and what a client can meet in each before the handler
+/// runs: documented once per group, where the group's layer is applied.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// Work routes: the in-flight limit (429).
+    Work,
+    /// `/admin/*`: the in-flight limit and the bearer token (401, 403).
+    Admin,
+}
+
+/// Adds a group's answers to every operation of `router`'s document.
+fn document<S: Clone + Send + Sync + 'static>(
+    mut router: OpenApiRouter<S>,
+    group: Group,
+) -> OpenApiRouter<S> {
+    let doc = router.get_openapi_mut();
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            openapi::add(op, "429", "Too many requests or request bodies in flight");
+            if group == Group::Admin {
+                openapi::add(op, "401", "Missing or wrong bearer token");
+                openapi::add(op, "403", "Admin API disabled (no token configured)");
+            }
+        }
+    }
+    router
+}
+
+/// Builds the full router and its OpenAPI document in one pass: a route is
+/// registered once (`routes!` reads its `#[utoipa::path]`), in the group
+/// whose layers it gets.
+///
+/// Layers run outside in: intake (head bounds, body read under a deadline
+/// and the byte budget), then for work routes the in-flight limit, so a
+/// slow upload never holds a request permit and health, readiness and
+/// metrics are never refused for load.
+pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let admin = OpenApiRouter::new()
+        .routes(routes!(admin::retrain))
+        .routes(routes!(demo_events::generate_events))
+        .routes(routes!(admin::rebuild_features))
+        .routes(routes!(admin::jobs))
+        .routes(routes!(admin::job))
+        .routes(routes!(admin::models))
+        .routes(routes!(admin::at_risk))
+        .routes(routes!(admin::monitoring))
+        .routes(routes!(admin::promote))
+        .routes(routes!(admin::rollback))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
         ));
-    let work = Router::new()
-        .route("/predict", post(predict::predict))
-        .route("/predict/batch", post(predict::predict_batch))
-        .route("/events", post(events::post_events))
-        .merge(admin)
+    let work = OpenApiRouter::new()
+        .routes(routes!(predict::predict))
+        .routes(routes!(predict::predict_batch))
+        .routes(routes!(events::post_events));
+    let work = document(work, Group::Work)
+        .merge(document(admin, Group::Admin))
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(openapi::openapi_json))
+    let (router, api) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::render))
+        .merge(work)
+        .split_for_parts();
+    let api = openapi::finish(api);
+    let document = Arc::new(api.clone());
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json((*document).clone()) }
+            }),
+        )
         .route("/ui", get(ui::index))
         .route("/ui/", get(ui::index))
         .route("/ui/app.js", get(ui::app_js))
         .route("/ui/app.css", get(ui::app_css))
         .route("/ui/uplot.min.js", get(ui::uplot_js))
         .route("/ui/uplot.min.css", get(ui::uplot_css))
-        .merge(work)
         // Before the metrics layer, so 405s are counted too.
         .method_not_allowed_fallback(method_not_allowed)
         // route_layer: runs after routing, so the route template is known.
@@ -198,5 +254,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             intake::intake,
         ))
-        .with_state(state)
+        .with_state(state);
+    (router, api)
+}
+
+/// The router alone.
+pub fn router(state: AppState) -> Router {
+    routes(state).0
 }

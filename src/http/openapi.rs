@@ -1,13 +1,11 @@
-//! The OpenAPI document, generated from the handlers' annotations and
-//! served at `/openapi.json`.
+//! The OpenAPI document: a frame here, the paths from the handlers'
+//! annotations as the router registers them (`http::routes`), served at
+//! `/openapi.json`.
 
-use axum::Json;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Response, ResponseBuilder, content::ContentBuilder};
 use utoipa::{Modify, OpenApi};
-
-use crate::http::{admin, events, health, metrics, predict};
 
 struct BearerAuth;
 
@@ -22,8 +20,9 @@ impl Modify for BearerAuth {
 }
 
 /// The answers every route can give before its handler runs (intake,
-/// load shedding, the admin guard), added to each operation so the
-/// document lists every status a client can see.
+/// routing), added to each operation so the document lists every status a
+/// client can see. A group's own answers (the in-flight limit, the admin
+/// guard) are added where the group is built (`http::routes`).
 struct CommonResponses;
 
 fn error_response(description: &str) -> RefOr<Response> {
@@ -40,7 +39,8 @@ fn error_response(description: &str) -> RefOr<Response> {
     )
 }
 
-fn add(op: &mut Operation, status: &str, description: &str) {
+/// Documents an error answer on `op` unless the handler documents it.
+pub(crate) fn add(op: &mut Operation, status: &str, description: &str) {
     op.responses
         .responses
         .entry(status.to_string())
@@ -50,8 +50,6 @@ fn add(op: &mut Operation, status: &str, description: &str) {
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let admin = path.starts_with("/admin/");
-            let work = admin || path.starts_with("/predict") || path == "/events";
             let ops = [
                 (&mut item.get, false),
                 (&mut item.post, true),
@@ -74,45 +72,28 @@ impl Modify for CommonResponses {
                     );
                     add(op, "413", "Body larger than server.max_body_bytes");
                 }
-                if work {
-                    add(op, "429", "Too many requests or request bodies in flight");
-                }
-                if admin {
-                    add(op, "401", "Missing or wrong bearer token");
-                    add(op, "403", "Admin API disabled (no token configured)");
-                }
             }
         }
     }
 }
 
+/// The document's frame: title, the bearer scheme, the error schema. The
+/// paths come from the routes as they are registered.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "churn", description = "Churn prediction API"),
-    paths(
-        predict::predict,
-        predict::predict_batch,
-        events::post_events,
-        health::healthz,
-        health::readyz,
-        metrics::render,
-        admin::retrain,
-        crate::http::demo_events::generate_events,
-        admin::rebuild_features,
-        admin::job,
-        admin::models,
-        admin::at_risk,
-        admin::monitoring,
-        admin::jobs,
-        admin::promote,
-        admin::rollback,
-    ),
     components(schemas(crate::http::error::ErrorBody)),
-    modifiers(&BearerAuth, &CommonResponses)
+    modifiers(&BearerAuth)
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
-/// `GET /openapi.json`.
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The frame the router's routes are added to.
+pub(crate) fn base() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document once every route is in: the answers common to all.
+pub(crate) fn finish(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    CommonResponses.modify(&mut api);
+    api
 }

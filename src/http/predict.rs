@@ -59,7 +59,19 @@ pub async fn predict(
     let user = UserId::parse(&params.user_id)
         .map_err(|e| ApiError::bad_request(format!("user_id: {e}")))?;
     let k = top_k(params.explain, params.top_k)?;
-    Ok(Json(state.predict.predict_explained(&user, k)?))
+    answer(&state, &user, k)
+}
+
+/// The one answer of `POST /predict`, for the handler and the fast path.
+///
+/// # Errors
+/// [`ApiError`] from the prediction (404 unknown user, 503 nothing loaded).
+pub(crate) fn answer(
+    state: &crate::http::AppContext,
+    user: &UserId,
+    explain: Option<usize>,
+) -> Result<Json<Prediction>, ApiError> {
+    Ok(Json(state.predict.predict_explained(user, explain)?))
 }
 
 /// Body of `POST /predict/batch`.

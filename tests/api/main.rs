@@ -281,17 +281,43 @@ async fn health_metrics_and_openapi() {
         .await
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in [
-        "/predict",
-        "/predict/batch",
-        "/events",
-        "/readyz",
-        "/admin/retrain",
-        "/admin/models/{version}/promote",
-    ] {
-        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
-    }
     assert!(doc["components"]["schemas"].get("Prediction").is_some());
+    // Routes and their entries are registered together: every documented
+    // operation is routed (never the router's 404), every admin one is
+    // guarded (401 without the token) and documents it, every work route
+    // documents the in-flight limit.
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 16, "{:?}", paths.keys());
+    for (path, item) in paths {
+        let concrete = path.replace("{version}", "1").replace("{id}", "1");
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let request = match method.as_str() {
+                "get" => app.client.get(app.url(&concrete)),
+                "post" => app.client.post(app.url(&concrete)),
+                other => panic!("{other} {path}"),
+            };
+            let r = request.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert_ne!(
+                body["error_type"], "not_found",
+                "{method} {path} is not routed"
+            );
+            if path.starts_with("/admin/") {
+                assert_eq!(status, 401, "{method} {path} answers without the token");
+                assert!(responses.contains_key("401"), "{method} {path}");
+                assert!(responses.contains_key("429"), "{method} {path}");
+            }
+            if path.starts_with("/predict") || path == "/events" {
+                assert!(responses.contains_key("429"), "{method} {path}");
+                assert!(!responses.contains_key("401"), "{method} {path}");
+            }
+            if path == "/healthz" {
+                assert!(!responses.contains_key("429"), "health is never shed");
+            }
+        }
+    }
     app.stop().await;
 }
 
