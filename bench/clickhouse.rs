@@ -13,8 +13,8 @@ use churn::domain::features::FeatureSpec;
 use churn::domain::label::LabelPolicy;
 use churn::domain::sampling::RowSample;
 use churn::domain::time::{DAY_SECS, floor_day};
+use churn::infrastructure::store::clickhouse::sql as clickhouse_sql;
 use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
-use churn::infrastructure::store::clickhouse_sql;
 use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
 
 async fn timed_sql(

@@ -156,7 +156,7 @@ pub fn render_clickhouse_sql(
     as_of: i64,
     cutoff: i64,
 ) -> anyhow::Result<serde_json::Value> {
-    use crate::infrastructure::store::{clickhouse, clickhouse_sql};
+    use crate::infrastructure::store::clickhouse::{self, sql as clickhouse_sql};
     let spec = load_spec(settings)?;
     let dedup = if settings.clickhouse.dedup_check {
         clickhouse_sql::Dedup::OnWrite

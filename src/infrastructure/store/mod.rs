@@ -1,7 +1,6 @@
-//! Event and feature stores: `sqlite` (the embedded default) and
-//! `clickhouse`, behind the same ports.
+//! Event and feature stores behind the same ports, each backend in a
+//! folder of the same shape (events, features, snapshots/training sets):
+//! `sqlite` (the embedded default) and `clickhouse`.
 
 pub mod clickhouse;
-pub mod clickhouse_sql;
 pub mod sqlite;
-pub mod user_scan;

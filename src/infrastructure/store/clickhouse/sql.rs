@@ -474,7 +474,7 @@ mod tests {
 
     #[test]
     fn the_vector_table_fits_any_spec() {
-        let ddl = include_str!("../../../migrations/004_feature_vectors.sql");
+        let ddl = include_str!("../../../../migrations/004_feature_vectors.sql");
         assert_eq!(
             create_table_columns(ddl),
             ["fingerprint", "as_of", "user_id", "feature_values"]
