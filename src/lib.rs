@@ -9,23 +9,33 @@
 //! Dependencies point inward: `http`/`infrastructure` → `application` →
 //! `domain`; only [`startup`] names concrete adapters.
 //!
-//! - [`domain`]: pure types and rules — events, the feature spec and its
-//!   evaluator, the churn label, snapshots, models, metrics, the training
-//!   and promotion policy. No I/O.
-//! - [`application`]: use cases (`IngestEvents`, `StreamIngest`,
-//!   `BuildFeatures`, `TrainModel`, `ManageModels`, `PredictChurn`, jobs,
-//!   the registry poll, task supervision) and the ports (traits) they need.
+//! - [`domain`]: pure types and rules — users and their keys
+//!   (`user`), events and their identity (`event`, `identity`), reading
+//!   producers' shapes (`event_format`, `time_format`), the feature spec and
+//!   its evaluator, the churn label, snapshots, models, calibration, drift,
+//!   metrics, the training and promotion policy. No I/O.
+//! - [`application`]: use cases — `IngestEvents` (the one ingestion
+//!   pipeline), `StreamIngest`, `BuildFeatures`, `TrainModel` (`train/`,
+//!   one file per step), `ManageModels`, `PredictChurn`, `ScoreUsers`,
+//!   `ProfileData`, `suggest` (a spec for a store), `generate` (demo
+//!   events), jobs, the registry poll, `runtime` (the supervised background
+//!   tasks) — and the ports (traits) they need.
 //! - [`infrastructure`]: adapters — the embedded SQLite store and the
-//!   ClickHouse store, the object-store registry (local or S3/MinIO), Kafka
-//!   consumer and producers, the MLflow exporter, forust and logistic trainers,
-//!   NDJSON files, the cron scheduler.
-//! - [`testing`]: in-memory fakes of every port, for unit tests of use
-//!   cases and the contract suites (never wired by [`startup`]).
-//! - [`config`]: settings from `config.toml` + `CHURN_*` env, validated;
-//!   it maps into domain types and nothing else.
-//! - [`http`]: the axum API (predict, events, health, metrics, admin, OpenAPI).
-//! - [`startup`]: builds the services and the server from settings; the
-//!   only place that names adapters.
+//!   ClickHouse store (`store/sqlite/`, `store/clickhouse/`, one shape), the
+//!   object-store registry (local or S3/MinIO), Kafka consumer and
+//!   producers, the MLflow exporter, the forust and logistic trainers, file
+//!   sources (NDJSON, CSV) and the rejects file, the cron scheduler.
+//! - `testing` (feature `testing`, on for tests and benches): in-memory
+//!   fakes of every port, for unit tests of use cases and the contract
+//!   suites; not in the shipped binary, never wired by [`startup`].
+//! - [`config`]: settings from `config.toml` + `CHURN_*` env, typed and
+//!   validated once at load; it maps into domain types and nothing else.
+//! - [`http`]: the axum API (predict, events, health, metrics, admin,
+//!   OpenAPI, the dashboard), routes registered once with their OpenAPI
+//!   entries.
+//! - [`startup`]: the composition root — settings to adapters, per command
+//!   (`Stores`, `ModelsOnly`, `Services`), and the server
+//!   (`Application`); the only place that names adapters.
 //! - [`shutdown`]: SIGTERM/Ctrl-C → cancellation token.
 //! - [`cli`]: the `churn` command line, one file per command.
 //! - [`demo`]: the main job (`churn demo`).
@@ -48,4 +58,5 @@ pub mod infrastructure;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

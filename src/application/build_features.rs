@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::application::ports::{EventStore, FeatureStore, SnapshotSummary, StoreError};
 use crate::domain::features::FeatureSpec;
 use crate::domain::time::{DAY_SECS, format_rfc3339};
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// When a snapshot is computed as of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +108,8 @@ impl BuildFeatures {
         let secs = started.elapsed().as_secs_f64();
         match &result {
             Ok(report) => {
-                metrics::histogram!(names::FEATURE_BUILD_DURATION_SECONDS).record(secs);
-                metrics::gauge!(names::FEATURE_BUILD_LAST_SUCCESS_TIMESTAMP_SECONDS)
+                metrics::histogram!(metric_names::FEATURE_BUILD_DURATION_SECONDS).record(secs);
+                metrics::gauge!(metric_names::FEATURE_BUILD_LAST_SUCCESS_TIMESTAMP_SECONDS)
                     .set(chrono::Utc::now().timestamp() as f64);
                 for w in &report.warnings {
                     tracing::warn!("{w}");
@@ -122,7 +122,7 @@ impl BuildFeatures {
                 );
             }
             Err(e) => {
-                metrics::counter!(names::JOB_FAILURES_TOTAL, "job" => "build_features")
+                metrics::counter!(metric_names::JOB_FAILURES_TOTAL, "job" => "build_features")
                     .increment(1);
                 tracing::error!(error = %e, "feature build failed");
             }

@@ -36,7 +36,7 @@ use crate::application::ports::{
 use crate::domain::event::{Event, EventError, TimePolicy};
 use crate::domain::event_format::EventFormat;
 use crate::domain::identity::{DeliveryIds, assign_logged};
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// Counts of one ingestion run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -194,7 +194,7 @@ fn parse_chunk(
                 out.events.push((first_index + i as u64, e));
             }
             Err(err) => {
-                metrics::counter!(names::EVENTS_REJECTED_TOTAL, "field" => err.field())
+                metrics::counter!(metric_names::EVENTS_REJECTED_TOTAL, "field" => err.field())
                     .increment(1);
                 out.rejects.push((record, err));
             }
@@ -390,8 +390,8 @@ impl IngestEvents {
                 self.store.append(events).await?
             }
         };
-        metrics::counter!(names::EVENTS_INGESTED_TOTAL).increment(outcome.inserted);
-        metrics::counter!(names::EVENTS_DUPLICATE_TOTAL).increment(outcome.duplicates);
+        metrics::counter!(metric_names::EVENTS_INGESTED_TOTAL).increment(outcome.inserted);
+        metrics::counter!(metric_names::EVENTS_DUPLICATE_TOTAL).increment(outcome.duplicates);
         Ok(Stored { outcome, refused })
     }
 
@@ -460,7 +460,7 @@ impl IngestEvents {
             sink.reject(record, error).await?;
         }
         sink.flush().await?;
-        metrics::counter!(names::DEAD_LETTERS_TOTAL).increment(rejects.len() as u64);
+        metrics::counter!(metric_names::DEAD_LETTERS_TOTAL).increment(rejects.len() as u64);
         let tallies = tally(source, rejects);
         if let Err(e) = self.store.record_rejects(&tallies).await {
             tracing::warn!(error = %e, "reject counts not recorded in the store");
@@ -589,7 +589,7 @@ impl IngestEvents {
 /// An event refused because another name holds its user's key: kept whole
 /// (as JSON) for the dead-letter path.
 fn refused_name(e: &Event) -> (RawRecord, EventError) {
-    metrics::counter!(names::EVENTS_REJECTED_TOTAL, "field" => "user_id").increment(1);
+    metrics::counter!(metric_names::EVENTS_REJECTED_TOTAL, "field" => "user_id").increment(1);
     (
         RawRecord::new(e.to_json().to_string().into_bytes(), "stored names"),
         EventError::invalid(

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::application::build_features::{AsOf, BuildFeatures};
-use crate::application::models::ManageModels;
+use crate::application::manage_models::ManageModels;
 use crate::application::ports::FeatureStore;
 use crate::application::serving_state::ServingState;
 use crate::application::train::{TrainError, TrainModel};

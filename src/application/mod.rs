@@ -8,7 +8,7 @@ pub mod build_features;
 pub mod generate;
 pub mod ingest;
 pub mod jobs;
-pub mod models;
+pub mod manage_models;
 pub mod ports;
 pub mod predict;
 pub mod profile;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::application::models::LoadedModel;
+use crate::application::manage_models::LoadedModel;
 use crate::application::ports::{EventStore, StoreError};
 use crate::application::serving_state::{ScoreTable, ServingState};
 use crate::domain::explanation::{Explanation, explain};
@@ -16,7 +16,7 @@ use crate::domain::model::ModelError;
 use crate::domain::snapshot::FeatureSnapshot;
 use crate::domain::time::format_rfc3339;
 use crate::domain::user::{UserId, is_name_key};
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// Why a prediction cannot be given.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ impl PredictChurn {
     pub fn new(state: ServingState) -> Self {
         Self {
             state,
-            served: metrics::counter!(names::PREDICTIONS_TOTAL),
+            served: metrics::counter!(metric_names::PREDICTIONS_TOTAL),
             names: None,
         }
     }

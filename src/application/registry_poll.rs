@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::application::models::ManageModels;
+use crate::application::manage_models::ManageModels;
 use crate::application::serving_state::ServingState;
 
 /// Polls until `shutdown`; the first check is one `interval` after start
@@ -36,7 +36,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::application::models::PRODUCTION;
+    use crate::application::manage_models::PRODUCTION;
     use crate::application::ports::{AliasRecord, ModelRegistry};
     use crate::domain::features::FeatureSpec;
     use crate::domain::model::{LogisticModel, ModelKind, ModelMetadata, ModelMetrics};

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::application::models::{LoadedModel, ManageModels, ModelsError};
+use crate::application::manage_models::{LoadedModel, ManageModels, ModelsError};
 use crate::application::ports::{EventStore, FeatureStore, PredictionSink, ScoredUser, StoreError};
 use crate::application::user_ids::user_ids;
 use crate::domain::explanation::explain;

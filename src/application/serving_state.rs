@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
-use crate::application::models::{LoadedModel, ManageModels, ModelsError, PRODUCTION};
+use crate::application::manage_models::{LoadedModel, ManageModels, ModelsError, PRODUCTION};
 use crate::application::ports::{FeatureStore, StoreError};
 use crate::domain::drift::{
     DRIFT_SAMPLE_ROWS, DriftReport, DriftThresholds, ServingSample, measure,
@@ -21,7 +21,7 @@ use crate::domain::drift::{
 use crate::domain::features::FeatureSpec;
 use crate::domain::model::ModelError;
 use crate::domain::snapshot::FeatureSnapshot;
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// Why a candidate was not swapped in.
 #[derive(Debug, thiserror::Error)]
@@ -224,13 +224,13 @@ impl ServingState {
             return;
         };
         for f in &report.features {
-            metrics::gauge!(names::FEATURE_PSI, "feature" => f.feature.clone()).set(f.psi);
+            metrics::gauge!(metric_names::FEATURE_PSI, "feature" => f.feature.clone()).set(f.psi);
         }
-        metrics::gauge!(names::PREDICTION_PSI).set(report.prediction_psi);
+        metrics::gauge!(metric_names::PREDICTION_PSI).set(report.prediction_psi);
         if let Some(share) = report.new_user_share {
-            metrics::gauge!(names::NEW_USER_SHARE).set(share);
+            metrics::gauge!(metric_names::NEW_USER_SHARE).set(share);
         }
-        metrics::gauge!(names::DRIFT_ALERT).set(if report.alert { 1.0 } else { 0.0 });
+        metrics::gauge!(metric_names::DRIFT_ALERT).set(if report.alert { 1.0 } else { 0.0 });
         if report.alert {
             tracing::warn!(alerts = ?report.alerts, "drift alert");
         } else {
@@ -318,9 +318,9 @@ impl ServingState {
         let version = candidate.metadata.version;
         let auc = candidate.metadata.metrics.auc;
         self.model.store(Some(Arc::new(candidate)));
-        metrics::gauge!(names::MODEL_PRODUCTION_VERSION).set(version as f64);
-        metrics::gauge!(names::MODEL_VALIDATION_AUC).set(auc);
-        metrics::counter!(names::MODEL_SWAPS_TOTAL).increment(1);
+        metrics::gauge!(metric_names::MODEL_PRODUCTION_VERSION).set(version as f64);
+        metrics::gauge!(metric_names::MODEL_VALIDATION_AUC).set(auc);
+        metrics::counter!(metric_names::MODEL_SWAPS_TOTAL).increment(1);
         tracing::info!(version, auc, "production model swapped in");
         Ok(ReloadOutcome::Swapped { version })
     }
@@ -352,7 +352,7 @@ impl ServingState {
         {
             return Ok(Some(as_of));
         }
-        metrics::gauge!(names::FEATURE_SNAPSHOT_USERS).set(snapshot.len() as f64);
+        metrics::gauge!(metric_names::FEATURE_SNAPSHOT_USERS).set(snapshot.len() as f64);
         tracing::info!(users = snapshot.len(), as_of, "feature snapshot swapped in");
         self.features.store(Some(Arc::new(snapshot)));
         self.rescore().await;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::application::ingest::{Batch, Delivery, IngestEvents, IngestReport, SourceKind, Stored};
 use crate::application::ports::{DeadLetterSink, EventStream, LogCheckpoint, StoreError};
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// Batching and retry settings of the loop.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +74,7 @@ impl IngestHealth {
             *p = Some(problem);
         }
         self.inner.paused.store(true, Ordering::Relaxed);
-        metrics::gauge!(names::STREAM_PAUSED).set(1.0);
+        metrics::gauge!(metric_names::STREAM_PAUSED).set(1.0);
     }
 
     fn resume(&self) {
@@ -82,7 +82,7 @@ impl IngestHealth {
         if let Ok(mut p) = self.inner.problem.lock() {
             *p = None;
         }
-        metrics::gauge!(names::STREAM_PAUSED).set(0.0);
+        metrics::gauge!(metric_names::STREAM_PAUSED).set(0.0);
     }
 }
 
@@ -200,14 +200,15 @@ impl StreamIngest {
             Ok(r) => r,
             Err(e) => {
                 // The client reconnects by itself; keep polling, slowly.
-                metrics::counter!(names::STREAM_ERRORS_TOTAL, "stage" => "fetch").increment(1);
+                metrics::counter!(metric_names::STREAM_ERRORS_TOTAL, "stage" => "fetch")
+                    .increment(1);
                 tracing::warn!(error = %e, "event stream fetch failed");
                 self.wait(stream, self.options.retry_initial, shutdown)
                     .await;
                 return None;
             }
         };
-        metrics::counter!(names::STREAM_RECORDS_TOTAL).increment(records.len() as u64);
+        metrics::counter!(metric_names::STREAM_RECORDS_TOTAL).increment(records.len() as u64);
         let through = LogCheckpoint::after(&records);
         // Streamed records take their identity from their log position:
         // the delivery carries no state across batches here.
@@ -310,7 +311,7 @@ impl StreamIngest {
         }
         if let Err(e) = stream.commit(&through).await {
             // Not fatal: the batch is stored, so a redelivery is absorbed.
-            metrics::counter!(names::STREAM_ERRORS_TOTAL, "stage" => "commit").increment(1);
+            metrics::counter!(metric_names::STREAM_ERRORS_TOTAL, "stage" => "commit").increment(1);
             tracing::warn!(error = %e, "offset commit failed; the batch may be redelivered");
         }
         Some(stored.report(&batch))
@@ -327,7 +328,7 @@ impl StreamIngest {
         error: &(dyn std::fmt::Display + Sync),
         shutdown: &CancellationToken,
     ) -> bool {
-        metrics::counter!(names::STREAM_ERRORS_TOTAL, "stage" => stage).increment(1);
+        metrics::counter!(metric_names::STREAM_ERRORS_TOTAL, "stage" => stage).increment(1);
         let delay = backoff.step();
         if !*paused {
             if let Err(e) = stream.pause() {

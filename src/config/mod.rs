@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::calibration::CalibrationMethod;
 use crate::domain::event_format::{EventFormat, FieldMap};
-use crate::domain::names::is_identifier;
+use crate::domain::identifier::is_identifier;
 use crate::domain::time::parse_timestamp;
 use crate::domain::time_format::{TimeFormat, TimeReader, parse_timezone};
 use crate::domain::training::{GbdtParams, ModelSelection};

@@ -14,7 +14,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::names::is_identifier;
+use super::identifier::is_identifier;
 use super::time::{DAY_SECS, day_of};
 
 /// The built-in spec (54 features over the generator's event types).

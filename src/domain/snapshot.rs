@@ -53,7 +53,7 @@ impl SnapshotHeader {
     pub fn parse_names(json: &str) -> Result<Vec<String>, SnapshotError> {
         let names: Vec<String> =
             serde_json::from_str(json).map_err(|e| SnapshotError::Names(e.to_string()))?;
-        if let Some(bad) = names.iter().find(|n| !super::names::is_identifier(n)) {
+        if let Some(bad) = names.iter().find(|n| !super::identifier::is_identifier(n)) {
             return Err(SnapshotError::Names(format!("{bad:?}")));
         }
         Ok(names)

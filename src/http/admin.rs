@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use crate::application::jobs::{JobKind, JobRecord};
-use crate::application::models::ModelSummary;
+use crate::application::manage_models::ModelSummary;
 use crate::application::ports::AliasRecord;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::application::jobs::JobError;
-use crate::application::models::ModelsError;
+use crate::application::manage_models::ModelsError;
 use crate::application::ports::{RegistryError, StoreError};
 use crate::application::predict::PredictError;
 

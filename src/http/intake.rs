@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// Longest request target answered normally (URI with query).
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -44,7 +44,7 @@ impl BodyBudget {
 }
 
 fn refused(status: StatusCode, reason: &'static str, message: String) -> ApiError {
-    metrics::counter!(names::HTTP_REQUESTS_REFUSED_TOTAL, "reason" => reason).increment(1);
+    metrics::counter!(metric_names::HTTP_REQUESTS_REFUSED_TOTAL, "reason" => reason).increment(1);
     ApiError::new(status, reason, message)
 }
 
@@ -80,7 +80,7 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        metrics::gauge!(names::HTTP_BODY_BYTES_IN_FLIGHT).decrement(self.bytes as f64);
+        metrics::gauge!(metric_names::HTTP_BODY_BYTES_IN_FLIGHT).decrement(self.bytes as f64);
     }
 }
 
@@ -104,7 +104,7 @@ impl Held {
             None => self.permit = Some(more),
         }
         self.bytes += n;
-        metrics::gauge!(names::HTTP_BODY_BYTES_IN_FLIGHT).increment(n as f64);
+        metrics::gauge!(metric_names::HTTP_BODY_BYTES_IN_FLIGHT).increment(n as f64);
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Histogram};
 
 use crate::http::AppState;
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// Metric handles per route, then per (method, status), created once:
 /// building labelled keys on every request (strings, hashing, a registry
@@ -37,8 +37,8 @@ pub fn record(route: &str, method: &Method, status: u16, seconds: f64) {
         }
     }
     let (count, latency) = (
-        metrics::counter!(names::HTTP_REQUESTS_TOTAL, "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string()),
-        metrics::histogram!(names::HTTP_REQUEST_DURATION_SECONDS, "route" => route.to_string()),
+        metrics::counter!(metric_names::HTTP_REQUESTS_TOTAL, "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string()),
+        metrics::histogram!(metric_names::HTTP_REQUEST_DURATION_SECONDS, "route" => route.to_string()),
     );
     count.increment(1);
     latency.record(seconds);
@@ -86,7 +86,7 @@ pub async fn track(request: Request, next: Next) -> Response {
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(f) = state.predict.state().features() {
         let age = chrono::Utc::now().timestamp() - f.as_of();
-        metrics::gauge!(names::FEATURE_SNAPSHOT_AGE_SECONDS).set(age as f64);
+        metrics::gauge!(metric_names::FEATURE_SNAPSHOT_AGE_SECONDS).set(age as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

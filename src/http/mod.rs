@@ -41,7 +41,7 @@ use utoipa_axum::routes;
 
 use crate::application::ingest::IngestEvents;
 use crate::application::jobs::Jobs;
-use crate::application::models::ManageModels;
+use crate::application::manage_models::ManageModels;
 use crate::application::ports::EventStore;
 use crate::application::predict::PredictChurn;
 use crate::application::stream_ingest::IngestHealth;

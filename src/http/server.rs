@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::Api;
 use crate::http::json_errors::JsonErrors;
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// Connection limits from the settings.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +47,7 @@ pub async fn serve(
         // hyper's own head limit; the intake middleware answers smaller
         // limits with JSON first.
         .max_buf_size(MAX_HEAD_BUFFER);
-    let connections = metrics::gauge!(names::HTTP_CONNECTIONS);
+    let connections = metrics::gauge!(metric_names::HTTP_CONNECTIONS);
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => break,
@@ -63,7 +63,7 @@ pub async fn serve(
             },
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            metrics::counter!(names::HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
+            metrics::counter!(metric_names::HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
             tokio::spawn(refuse(stream));
             continue;
         };

@@ -16,7 +16,7 @@
 pub mod file_source;
 pub mod kafka;
 pub mod mlflow;
-pub mod models;
 pub mod registry;
 pub mod scheduler;
 pub mod store;
+pub mod trainers;

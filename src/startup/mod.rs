@@ -24,7 +24,7 @@ pub use server::Application;
 
 use crate::application::build_features::{AsOf, BuildFeatures};
 use crate::application::ingest::IngestEvents;
-use crate::application::models::ManageModels;
+use crate::application::manage_models::ManageModels;
 use crate::application::ports::{
     EventStore, FeatureStore, ModelRegistry, ModelTrainer, PredictionSink,
 };
@@ -35,8 +35,8 @@ use crate::config::{FeaturesAsOf, Settings, SqliteSynchronous, StoreKind};
 use crate::domain::features::FeatureSpec;
 use crate::domain::training::PromotionPolicy;
 use crate::infrastructure::mlflow::{MlflowExporter, MlflowOptions};
-use crate::infrastructure::models::CrateTrainer;
 use crate::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::infrastructure::trainers::ForustTrainer;
 
 /// The event and feature stores of `[store]`, and the prediction table
 /// when the backend has one.
@@ -138,7 +138,7 @@ impl ModelsOnly {
 }
 
 fn trainer(settings: &Settings) -> Arc<dyn ModelTrainer> {
-    Arc::new(CrateTrainer {
+    Arc::new(ForustTrainer {
         gbdt: settings.training.gbdt,
     })
 }

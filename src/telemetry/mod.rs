@@ -4,7 +4,7 @@
 //! Metric names follow `churn_<name>_<unit>[_total]` with low-cardinality
 //! labels and are defined only here, so dashboards have one place to look.
 
-pub mod names;
+pub mod metric_names;
 pub mod recorder;
 
 use tracing_subscriber::EnvFilter;

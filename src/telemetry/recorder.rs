@@ -8,7 +8,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::names;
+use super::metric_names;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -47,12 +47,12 @@ fn build() -> PrometheusHandle {
     // Both bucket lists are non-empty constants, the only way these fail.
     for (matcher, buckets) in [
         (
-            Matcher::Full(names::HTTP_REQUEST_DURATION_SECONDS.into()),
-            names::HTTP_BUCKETS,
+            Matcher::Full(metric_names::HTTP_REQUEST_DURATION_SECONDS.into()),
+            metric_names::HTTP_BUCKETS,
         ),
         (
             Matcher::Suffix("_duration_seconds".into()),
-            names::JOB_BUCKETS,
+            metric_names::JOB_BUCKETS,
         ),
     ] {
         builder = match builder.set_buckets_for_metric(matcher, buckets) {
@@ -68,11 +68,11 @@ fn build() -> PrometheusHandle {
     // Another recorder may already be installed (embedding apps): then ours
     // just renders what it records itself.
     if metrics::set_global_recorder(recorder).is_ok() {
-        for (name, kind, help) in names::DESCRIPTIONS {
+        for (name, kind, help) in metric_names::DESCRIPTIONS {
             match kind {
-                names::Kind::Counter => metrics::describe_counter!(*name, *help),
-                names::Kind::Gauge => metrics::describe_gauge!(*name, *help),
-                names::Kind::Histogram => metrics::describe_histogram!(*name, *help),
+                metric_names::Kind::Counter => metrics::describe_counter!(*name, *help),
+                metric_names::Kind::Gauge => metrics::describe_gauge!(*name, *help),
+                metric_names::Kind::Histogram => metrics::describe_histogram!(*name, *help),
             }
         }
     }

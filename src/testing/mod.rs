@@ -638,7 +638,7 @@ impl crate::application::ports::ModelTrainer for GradientTrainer {
 pub fn memory_jobs(store: &MemoryStore) -> crate::application::jobs::Jobs {
     use crate::application::build_features::BuildFeatures;
     use crate::application::jobs::Jobs;
-    use crate::application::models::ManageModels;
+    use crate::application::manage_models::ManageModels;
     use crate::application::serving_state::ServingState;
     use crate::application::train::{TrainModel, TrainingOptions};
     use crate::domain::training::{ModelSelection, PromotionPolicy};

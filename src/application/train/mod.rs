@@ -47,7 +47,7 @@ use std::time::Instant;
 use tokio::sync::Mutex;
 
 use crate::application::build_features::AsOf;
-use crate::application::models::{LATEST, ManageModels, ModelsError, PRODUCTION};
+use crate::application::manage_models::{LATEST, ManageModels, ModelsError, PRODUCTION};
 use crate::application::ports::{EventStore, FeatureStore, ModelTrainer, StoreError};
 use crate::domain::calibration::CalibrationMethod;
 use crate::domain::features::FeatureSpec;
@@ -55,7 +55,7 @@ use crate::domain::label::LabelPolicy;
 use crate::domain::metrics::MetricError;
 use crate::domain::model::{Dataset, ModelError};
 use crate::domain::training::{ModelSelection, PromotionPolicy, decide_promotion};
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 pub use outcome::{PhaseSecs, Sampling, TrainReport};
 pub use plan::Plan;
@@ -153,14 +153,14 @@ impl TrainModel {
         let result = self.run_locked().await;
         match &result {
             Ok(r) => {
-                metrics::histogram!(names::TRAINING_DURATION_SECONDS)
+                metrics::histogram!(metric_names::TRAINING_DURATION_SECONDS)
                     .record(started.elapsed().as_secs_f64());
-                metrics::gauge!(names::TRAINING_LAST_SUCCESS_TIMESTAMP_SECONDS)
+                metrics::gauge!(metric_names::TRAINING_LAST_SUCCESS_TIMESTAMP_SECONDS)
                     .set(chrono::Utc::now().timestamp() as f64);
                 tracing::info!(version = r.version, auc = r.metrics.auc, promoted = r.promoted, decision = %r.decision, "training finished");
             }
             Err(e) => {
-                metrics::counter!(names::JOB_FAILURES_TOTAL, "job" => "train").increment(1);
+                metrics::counter!(metric_names::JOB_FAILURES_TOTAL, "job" => "train").increment(1);
                 tracing::error!(error = %e, "training failed");
             }
         }
@@ -251,7 +251,7 @@ impl TrainModel {
         let promoted = decision.promotes();
         if promoted {
             self.models.promote(version, &decision.to_string()).await?;
-            metrics::gauge!(names::MODEL_VALIDATION_AUC).set(chosen.report.auc);
+            metrics::gauge!(metric_names::MODEL_VALIDATION_AUC).set(chosen.report.auc);
         }
         lap(&mut phases.register_and_gate);
         let previous = champion.map(|c| c.version);

@@ -6,7 +6,7 @@ use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// Context of the churn consumer.
 #[derive(Debug, Default)]
@@ -22,7 +22,7 @@ impl ClientContext for ConsumerCallbacks {
                     continue;
                 }
                 metrics::gauge!(
-                    names::KAFKA_CONSUMER_LAG,
+                    metric_names::KAFKA_CONSUMER_LAG,
                     "topic" => topic.clone(),
                     "partition" => partition.to_string()
                 )
@@ -44,7 +44,8 @@ impl ConsumerContext for ConsumerCallbacks {
         // re-reads it and the store dedups.
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                metrics::counter!(names::KAFKA_REBALANCES_TOTAL, "kind" => "revoke").increment(1);
+                metrics::counter!(metric_names::KAFKA_REBALANCES_TOTAL, "kind" => "revoke")
+                    .increment(1);
                 for e in tpl.elements() {
                     tracing::info!(
                         topic = e.topic(),
@@ -52,7 +53,7 @@ impl ConsumerContext for ConsumerCallbacks {
                         "partition revoked"
                     );
                     metrics::gauge!(
-                        names::KAFKA_CONSUMER_LAG,
+                        metric_names::KAFKA_CONSUMER_LAG,
                         "topic" => e.topic().to_string(),
                         "partition" => e.partition().to_string()
                     )
@@ -60,7 +61,8 @@ impl ConsumerContext for ConsumerCallbacks {
                 }
             }
             Rebalance::Assign(tpl) => {
-                metrics::counter!(names::KAFKA_REBALANCES_TOTAL, "kind" => "assign").increment(1);
+                metrics::counter!(metric_names::KAFKA_REBALANCES_TOTAL, "kind" => "assign")
+                    .increment(1);
                 for e in tpl.elements() {
                     tracing::info!(
                         topic = e.topic(),

@@ -256,7 +256,7 @@ impl EventStore for ClickHouseStore {
             if suspects.is_empty() {
                 HashSet::new()
             } else {
-                metrics::counter!(crate::telemetry::names::STORE_REDELIVERY_LOOKUPS_TOTAL)
+                metrics::counter!(crate::telemetry::metric_names::STORE_REDELIVERY_LOOKUPS_TOTAL)
                     .increment(1);
                 self.stored_positions(&suspects).await?
             }

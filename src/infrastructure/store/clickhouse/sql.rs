@@ -29,7 +29,7 @@ pub enum SqlError {
 /// # Errors
 /// [`SqlError::Identifier`] for anything but `[A-Za-z0-9_]+` not starting with a digit.
 pub fn identifier(name: &str) -> Result<&str, SqlError> {
-    if crate::domain::names::is_identifier(name) {
+    if crate::domain::identifier::is_identifier(name) {
         Ok(name)
     } else {
         Err(SqlError::Identifier(name.to_string()))

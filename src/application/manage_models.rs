@@ -10,7 +10,7 @@ use crate::application::ports::{
     AliasRecord, ModelExporter, ModelRegistry, ModelTrainer, RegistryError,
 };
 use crate::domain::model::{Classifier, ModelError, ModelMetadata};
-use crate::telemetry::names;
+use crate::telemetry::metric_names;
 
 /// The alias serving follows.
 pub const PRODUCTION: &str = "production";
@@ -74,13 +74,13 @@ impl ManageModels {
         let exporter = self.exporter.as_ref()?;
         Some(match exporter.export_version(metadata, model).await {
             Ok(receipt) => {
-                metrics::counter!(names::MLFLOW_EXPORTS_TOTAL, "what" => "version", "outcome" => "ok")
+                metrics::counter!(metric_names::MLFLOW_EXPORTS_TOTAL, "what" => "version", "outcome" => "ok")
                     .increment(1);
                 tracing::info!(version = metadata.version, %receipt, "exported to MLflow");
                 receipt
             }
             Err(e) => {
-                metrics::counter!(names::MLFLOW_EXPORTS_TOTAL, "what" => "version", "outcome" => "failed")
+                metrics::counter!(metric_names::MLFLOW_EXPORTS_TOTAL, "what" => "version", "outcome" => "failed")
                     .increment(1);
                 tracing::warn!(version = metadata.version, error = %e, "MLflow export failed; training is unaffected");
                 format!("export failed: {e}")
@@ -99,7 +99,7 @@ impl ManageModels {
                 "failed"
             }
         };
-        metrics::counter!(names::MLFLOW_EXPORTS_TOTAL, "what" => "alias", "outcome" => outcome)
+        metrics::counter!(metric_names::MLFLOW_EXPORTS_TOTAL, "what" => "alias", "outcome" => outcome)
             .increment(1);
     }
 

@@ -1,4 +1,4 @@
-//! `CrateTrainer`: fits the main model with `forust-ml` (pure-Rust gradient
+//! `ForustTrainer`: fits the main model with `forust-ml` (pure-Rust gradient
 //! boosting) and the baseline, an L2-penalised logistic regression, by
 //! Newton's method (see [`newton_logistic`] for why by hand). The baseline
 //! keeps only the fitted coefficients and scores with
@@ -21,7 +21,7 @@ const LOGISTIC_ALPHA: f64 = 1.0;
 
 /// Trainer backed by forust-ml (GBDT) and a Newton logistic fit.
 #[derive(Debug, Clone, Default)]
-pub struct CrateTrainer {
+pub struct ForustTrainer {
     pub gbdt: GbdtParams,
 }
 
@@ -110,7 +110,7 @@ fn transpose(rows: &[f64], n_rows: usize, n_cols: usize) -> Vec<f64> {
     out
 }
 
-impl CrateTrainer {
+impl ForustTrainer {
     fn train_gbdt(&self, data: &Dataset) -> Result<GbdtModel, ModelError> {
         let n = data.n_features();
         let columns = transpose(&data.rows, data.len(), n);
@@ -368,7 +368,7 @@ fn cholesky_solve(h: &mut [f64], g: &[f64], d: usize) -> Option<Vec<f64>> {
     Some(s)
 }
 
-impl ModelTrainer for CrateTrainer {
+impl ModelTrainer for ForustTrainer {
     fn train(&self, kind: ModelKind, data: &Dataset) -> Result<Arc<dyn Classifier>, ModelError> {
         if data.is_empty() || data.n_features() == 0 {
             return Err(ModelError::Training("empty training set".into()));
@@ -433,7 +433,7 @@ mod tests {
     fn both_models_learn_roundtrip_and_output_probabilities() {
         let train = toy(2_000, 1);
         let test = toy(500, 2);
-        let trainer = CrateTrainer::default();
+        let trainer = ForustTrainer::default();
         for kind in [ModelKind::Gbdt, ModelKind::Logistic] {
             let m = trainer.train(kind, &train).unwrap();
             let p = m.predict_proba(&test.rows).unwrap();
@@ -456,7 +456,7 @@ mod tests {
     fn contributions_sum_to_the_logit_of_the_probability() {
         let train = toy(2_000, 3);
         let test = toy(300, 4);
-        let trainer = CrateTrainer::default();
+        let trainer = ForustTrainer::default();
         for kind in [ModelKind::Gbdt, ModelKind::Logistic] {
             let m = trainer.train(kind, &train).unwrap();
             let p = m.predict_proba(&test.rows).unwrap();
