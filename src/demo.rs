@@ -9,8 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::application::generate::{GeneratorOptions, generate};
-use crate::application::ingest::{Delivery, SourceKind};
+use crate::application::generate::{GeneratorOptions, ingest_generated};
 use crate::config::Settings;
 use crate::domain::time::format_rfc3339;
 use crate::startup::{Application, Services};
@@ -98,8 +97,8 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
         // Midnight-anchored, so every run of the same day generates the
         // same history (and the same model quality) whatever the hour.
         let end = crate::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60;
-        let mut events = Vec::new();
-        let g = generate(
+        let (g, report) = ingest_generated(
+            &services.ingest,
             GeneratorOptions {
                 users: options.users,
                 days: 120,
@@ -108,23 +107,15 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
                 churn_share: 0.35,
                 string_ids: false,
             },
-            |e| events.push(e),
-        );
+        )
+        .await
+        .context("ingesting")?;
         say!(
             "demo: generated {} events for {} users over 120 days",
             g.events,
             g.users
         );
-        let mut stored = 0;
-        let mut delivery = Delivery::new(SourceKind::Generator);
-        for chunk in events.chunks(services.settings.ingest.batch_size) {
-            stored += services
-                .ingest
-                .process_events(chunk.to_vec(), &mut delivery)
-                .await
-                .context("ingesting")?
-                .inserted;
-        }
+        let stored = report.inserted;
         say!(
             "demo: ingested {stored} events into {}",
             services.settings.sqlite_path().display()

@@ -9,10 +9,12 @@
 //! - End to end in ClickHouse mode: ingest → features → train → register →
 //!   serve → /predict.
 
-use churn::application::build_features::AsOf;
+#[path = "common/harness.rs"]
+mod harness;
+
 use churn::application::generate::{GeneratorOptions, generate};
 use churn::application::ports::{EventStore, FeatureStore};
-use churn::config::{Settings, StoreKind};
+use churn::config::StoreKind;
 use churn::domain::event::{Event, TimePolicy};
 use churn::domain::features::{Aggregation, FeatureSpec};
 use churn::domain::label::LabelPolicy;
@@ -20,8 +22,7 @@ use churn::domain::sampling::RowSample;
 use churn::domain::time::DAY_SECS;
 use churn::infrastructure::store::clickhouse::{ClickHouseOptions, ClickHouseStore};
 use churn::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
-use churn::startup::{Application, Services};
-use secrecy::SecretString;
+use churn::startup::Services;
 
 fn url() -> String {
     std::env::var("CHURN_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
@@ -498,83 +499,46 @@ async fn migrations_apply_once_and_refuse_edits() {
     ch.drop_database().await.unwrap();
 }
 
+/// The whole lifecycle in ClickHouse mode on users with string (UUID) ids:
+/// generated events ingested, features built, a model trained and served
+/// by name, events posted over HTTP stored, and batch scores in
+/// `churn.predictions` with the names beside the keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn end_to_end_in_clickhouse_mode() {
+async fn end_to_end_in_clickhouse_mode_with_string_ids() {
     let dir = tempfile::tempdir().unwrap();
     let db = unique_db("e2e");
-    let mut settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        ..Settings::default()
-    };
+    let mut settings = harness::settings(dir.path());
     settings.store.kind = StoreKind::Clickhouse;
     settings.clickhouse.url = url();
     settings.clickhouse.database = db.clone();
     settings.clickhouse.validation = options(&db).validation;
-    settings.server.port = 0;
-    settings.server.admin_token = SecretString::from("t".to_string());
-    settings.schedule.enabled = false;
-    settings.server.registry_poll_secs = 0;
     let services = Services::build(settings).await.unwrap();
-    let mut events = Vec::new();
-    generate(
-        GeneratorOptions {
-            users: 1_000,
-            days: 120,
-            end: churn::domain::time::floor_day(chrono::Utc::now().timestamp()) - 60,
-            seed: 2,
-            churn_share: 0.35,
-            string_ids: false,
-        },
-        |e| events.push(e),
-    );
-    let mut delivery = churn::application::ingest::Delivery::new(
-        churn::application::ingest::SourceKind::Generator,
-    );
-    for chunk in events.chunks(20_000) {
-        services
-            .ingest
-            .process_events(chunk.to_vec(), &mut delivery)
-            .await
-            .unwrap();
-    }
-    let summary = services
-        .build_features
-        .run(AsOf::Now)
-        .await
-        .unwrap()
-        .summary;
-    assert!(summary.users > 350);
+    let (summary, ingested) = harness::load(&services, 1_000, 2, true).await;
+    assert!(summary.users > 350, "{summary:?}");
     let report = services.train.run().await.unwrap();
     assert!(report.promoted, "{}", report.decision);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = Application::build_with_listener(services.clone(), listener)
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(stop.clone()));
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{base}/predict?user_id=7"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let app = harness::spawn(services.clone(), None).await;
+    let user = churn::application::generate::user_id_of(7, true).to_string();
+    let body: serde_json::Value = app.predict(&user).await.json().await.unwrap();
+    assert_eq!(body["user_id"], serde_json::json!(user), "{body}");
     assert_eq!(body["model_version"], "1");
     let p = body["churn_probability"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&p));
     // Events posted over HTTP land in ClickHouse.
-    let r = client
-        .post(format!("{base}/events"))
-        .body("{\"user_id\":7,\"event_time\":\"2026-01-02 10:00:00\",\"event_type\":\"login\"}")
+    let r = app
+        .client
+        .post(app.url("/events"))
+        .body(format!(
+            "{{\"user_id\":\"{user}\",\"event_time\":\"2026-01-02 10:00:00\",\"event_type\":\"login\"}}"
+        ))
         .send()
         .await
         .unwrap();
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["accepted"], 1, "{body}");
-    let ready: serde_json::Value = client
-        .get(format!("{base}/readyz"))
+    let ready: serde_json::Value = app
+        .client
+        .get(app.url("/readyz"))
         .send()
         .await
         .unwrap()
@@ -582,30 +546,50 @@ async fn end_to_end_in_clickhouse_mode() {
         .await
         .unwrap();
     assert_eq!(ready["ready"], true, "{ready}");
-    stop.cancel();
-    server.await.unwrap().unwrap();
+    let at_risk: serde_json::Value = app
+        .admin_get("/admin/at-risk?limit=3")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        at_risk
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["user_id"].as_str().is_some_and(|u| u.len() == 36)),
+        "{at_risk}"
+    );
+    app.stop().await;
     // Batch scores also land in churn.predictions (migration 005), one row
-    // per scored user; scoring the same snapshot again replaces them.
+    // per scored user with its name (010); scoring the same snapshot again
+    // replaces them.
     let options_score = churn::application::score::ScoreOptions {
         reasons: Some(2),
         ..Default::default()
     };
     let mut emitted = 0usize;
+    let mut named = 0usize;
     let scored = services
         .score
         .run(options_score, |rows| {
             emitted += rows.len();
+            named += rows
+                .iter()
+                .filter(|r| r.user_id.as_name().is_some())
+                .count();
             Ok(())
         })
         .await
         .unwrap();
     assert_eq!(scored.table_rows, Some(scored.written as u64));
-    assert_eq!(emitted, scored.written);
+    assert_eq!((emitted, named), (scored.written, scored.written));
     assert!(
         scored.written > 300 && scored.written < scored.snapshot_users,
         "{scored:?}"
     );
     services.score.run(options_score, |_| Ok(())).await.unwrap();
+    let client = reqwest::Client::new();
     let query = |sql: String| {
         let client = client.clone();
         async move {
@@ -621,12 +605,12 @@ async fn end_to_end_in_clickhouse_mode() {
         }
     };
     let distinct = query(format!(
-        "SELECT count(), uniqExact(user_id) FROM {db}.predictions FINAL"
+        "SELECT count(), uniqExact(user_id), countIf(length(user_name) = 36) FROM {db}.predictions FINAL"
     ))
     .await;
     assert_eq!(
         distinct.trim(),
-        format!("{0}\t{0}", scored.written),
+        format!("{0}\t{0}\t{0}", scored.written),
         "{distinct}"
     );
     let reasons = query(format!(
@@ -636,7 +620,11 @@ async fn end_to_end_in_clickhouse_mode() {
     let reasons: serde_json::Value = serde_json::from_str(reasons.trim()).unwrap();
     assert_eq!(reasons.as_array().unwrap().len(), 2, "{reasons}");
     let ch = ClickHouseStore::new(&options(&db)).unwrap();
-    assert_eq!(ch.stats().await.unwrap().events as usize, events.len() + 1);
+    assert_eq!(
+        ch.stats().await.unwrap().events,
+        ingested.inserted + 1,
+        "every generated event and the posted one"
+    );
     ch.drop_database().await.unwrap();
 }
 

@@ -9,8 +9,7 @@
 //! `CHURN_TEST_CHROMIUM` / `CHURN_TEST_CHROMEDRIVER` override the Debian
 //! paths; a missing browser fails the test (scripts/test.sh installs it).
 
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
+#[path = "common/harness.rs"]
 mod helpers;
 
 use std::path::PathBuf;

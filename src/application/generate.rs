@@ -9,6 +9,7 @@
 //! Healthy users take breaks too, so recency alone is a decent but imperfect
 //! signal and a model has something real to learn.
 
+use crate::application::ingest::{Delivery, IngestError, IngestEvents, IngestReport, SourceKind};
 use crate::domain::event::{Event, TimePolicy};
 use crate::domain::math::splitmix64;
 use crate::domain::time::DAY_SECS;
@@ -54,6 +55,28 @@ pub struct GenerateSummary {
     pub users: u64,
     pub events: u64,
     pub churners: u64,
+}
+
+/// Generates events and passes them through the ingestion pipeline as one
+/// delivery, `ingest.batch_size` at a time (the demo's and the tests'
+/// load). The run is deterministic, so running it again stores nothing new.
+///
+/// # Errors
+/// [`IngestError`] when the store fails; batches before it stay stored.
+pub async fn ingest_generated(
+    ingest: &IngestEvents,
+    opts: GeneratorOptions,
+) -> Result<(GenerateSummary, IngestReport), IngestError> {
+    let mut events = Vec::new();
+    let summary = generate(opts, |e| events.push(e));
+    let mut delivery = Delivery::new(SourceKind::Generator);
+    let mut report = IngestReport::default();
+    let mut rest = events.into_iter().peekable();
+    while rest.peek().is_some() {
+        let chunk: Vec<Event> = rest.by_ref().take(ingest.batch_size()).collect();
+        report += ingest.process_events(chunk, &mut delivery).await?;
+    }
+    Ok((summary, report))
 }
 
 /// Generates events user by user (each user's events in time order) and

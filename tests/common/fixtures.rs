@@ -7,6 +7,9 @@ use churn::application::generate::{GeneratorOptions, generate};
 use churn::domain::event::Event;
 use churn::startup::Services;
 
+#[path = "harness.rs"]
+mod harness;
+
 /// A name no other test run uses (`tag_pid_nanos`).
 pub fn unique(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -36,33 +39,8 @@ pub fn events(users: u64, seed: u64) -> Vec<Event> {
 
 /// Stores `users` users' generated events and builds a feature snapshot.
 pub async fn seed_store(services: &Services, users: u64, seed: u64) {
-    let mut delivery = churn::application::ingest::Delivery::new(
-        churn::application::ingest::SourceKind::Generator,
-    );
-    for chunk in events(users, seed).chunks(20_000) {
-        services
-            .ingest
-            .process_events(chunk.to_vec(), &mut delivery)
-            .await
-            .unwrap();
-    }
-    services
-        .build_features
-        .run(churn::application::build_features::AsOf::Now)
-        .await
-        .unwrap();
+    harness::load(services, users, seed, false).await;
 }
 
-/// Trains once and makes the result production even if the recency gate
-/// holds it back (tests that need a served model are not about the gate).
-pub async fn train_and_promote(services: &Services) -> u64 {
-    let report = services.train.run().await.unwrap();
-    if !report.promoted {
-        services
-            .models
-            .promote(report.version, "test")
-            .await
-            .unwrap();
-    }
-    report.version
-}
+#[allow(unused_imports)] // used by some test crates
+pub use harness::train_and_promote;
