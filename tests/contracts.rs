@@ -1,8 +1,9 @@
 //! Contract suites of the event-store and feature-store ports, generic over
-//! the adapter and run against every one: the embedded SQLite store, the
-//! ClickHouse store (the 18.16 server from scripts/clickhouse.sh;
-//! `CHURN_TEST_CLICKHOUSE_URL` overrides; absent = loud failure) and the
-//! in-memory fake the use-case unit tests rely on. The registry's suite is
+//! the adapter and run once per adapter (`sqlite_store::*`,
+//! `memory_store::*`, `clickhouse_store::*`): the embedded SQLite store
+//! and the in-memory fake the use-case unit tests rely on need no server;
+//! the ClickHouse store (the 18.16 server from scripts/clickhouse.sh;
+//! `CHURN_TEST_CLICKHOUSE_URL` overrides) fails loudly without one. The registry's suite is
 //! `tests/registry.rs` (local, S3, memory).
 //!
 //! Rules that are written once in the domain (snapshot retention, header,
@@ -59,7 +60,7 @@ impl Drop for Guard {
     }
 }
 
-async fn adapters() -> Vec<Adapter> {
+async fn sqlite() -> Adapter {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(SqliteOptions {
         path: dir.path().join("churn.db"),
@@ -67,6 +68,15 @@ async fn adapters() -> Vec<Adapter> {
         snapshot_retention: RETENTION,
     })
     .unwrap();
+    Adapter {
+        name: "sqlite",
+        events: Arc::new(sqlite.clone()),
+        features: Arc::new(sqlite),
+        _guard: Guard::Dir(dir),
+    }
+}
+
+async fn clickhouse() -> Adapter {
     let url = std::env::var("CHURN_TEST_CLICKHOUSE_URL")
         .expect("CHURN_TEST_CLICKHOUSE_URL unset: run through scripts/test.sh");
     let db = fixtures::unique("churn_contract");
@@ -84,28 +94,56 @@ async fn adapters() -> Vec<Adapter> {
         .migrate()
         .await
         .unwrap_or_else(|e| panic!("ClickHouse at {url} unusable ({e}): scripts/clickhouse.sh"));
-    let memory = MemoryStore::new(RETENTION);
-    vec![
-        Adapter {
-            name: "sqlite",
-            events: Arc::new(sqlite.clone()),
-            features: Arc::new(sqlite),
-            _guard: Guard::Dir(dir),
-        },
-        Adapter {
-            name: "clickhouse",
-            events: Arc::new(clickhouse.clone()),
-            features: Arc::new(clickhouse.clone()),
-            _guard: Guard::Database(Box::new(clickhouse)),
-        },
-        Adapter {
-            name: "memory",
-            events: Arc::new(memory.clone()),
-            features: Arc::new(memory),
-            _guard: Guard::None,
-        },
-    ]
+    Adapter {
+        name: "clickhouse",
+        events: Arc::new(clickhouse.clone()),
+        features: Arc::new(clickhouse.clone()),
+        _guard: Guard::Database(Box::new(clickhouse)),
+    }
 }
+
+async fn memory() -> Adapter {
+    let memory = MemoryStore::new(RETENTION);
+    Adapter {
+        name: "memory",
+        events: Arc::new(memory.clone()),
+        features: Arc::new(memory),
+        _guard: Guard::None,
+    }
+}
+
+/// Every contract, once per adapter: `sqlite::NAME`, `memory::NAME` and
+/// `clickhouse::NAME`. The first two need no server; the ClickHouse ones
+/// fail loudly without one.
+macro_rules! contracts {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::sqlite().await).await })*
+        }
+        mod memory_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::memory().await).await })*
+        }
+        mod clickhouse_store {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::clickhouse().await).await })*
+        }
+    };
+}
+
+contracts!(
+    appends_are_idempotent_and_stats_agree,
+    snapshots_are_retained_alike_and_the_newest_is_served,
+    training_sets_agree_and_are_rounded_like_snapshots,
+    sampled_training_sets_keep_the_same_users_everywhere,
+    training_sets_at_several_cutoffs_equal_the_sets_one_by_one,
+    an_empty_store_answers_with_nothing,
+    identical_lines_are_kept_and_only_redeliveries_are_skipped,
+    a_second_name_on_a_key_is_refused_everywhere,
+    refunds_are_stored_and_features_separate_them_alike,
+    reject_counts_accumulate_per_source_and_field,
+);
 
 fn event(user: u64, time: i64, kind: &str, session: Option<&str>, amount: Option<f64>) -> Event {
     Event::new(
@@ -135,122 +173,115 @@ fn history() -> Vec<Event> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appends_are_idempotent_and_stats_agree() {
-    for a in adapters().await {
-        let first = a.events.append(history()).await.unwrap();
-        assert_eq!((first.inserted, first.duplicates), (6, 0), "{}", a.name);
-        let again = a.events.append(history()).await.unwrap();
-        assert_eq!((again.inserted, again.duplicates), (0, 6), "{}", a.name);
-        // Duplicates inside one batch count once too.
-        let e = event(4, T, "login", None, None);
-        let within = a.events.append(vec![e.clone(), e]).await.unwrap();
-        assert_eq!((within.inserted, within.duplicates), (1, 1), "{}", a.name);
-        // A batch mixing a stored event with new ones of the same users in
-        // the same time span: only the stored one is a duplicate (the
-        // ClickHouse check reads every stored id of those users and span).
-        let d = DAY_SECS;
-        let mixed = vec![
-            event(1, T - 2 * d, "purchase", Some("a"), Some(9.99)),
-            event(1, T - 5 * d, "view", Some("a"), None),
-            event(2, T - d, "view", None, None),
-        ];
-        let mixed = a.events.append(mixed).await.unwrap();
-        assert_eq!((mixed.inserted, mixed.duplicates), (2, 1), "{}", a.name);
-        let stats = a.events.stats().await.unwrap();
-        assert_eq!((stats.events, stats.users), (9, 4), "{}", a.name);
-        assert_eq!(
-            stats.first_event_time,
-            Some(T - 200 * DAY_SECS),
-            "{}",
-            a.name
-        );
-        assert_eq!(stats.last_event_time, Some(T + 5 * DAY_SECS), "{}", a.name);
-        a.events.ping().await.unwrap();
-    }
+async fn appends_are_idempotent_and_stats_agree(a: Adapter) {
+    let first = a.events.append(history()).await.unwrap();
+    assert_eq!((first.inserted, first.duplicates), (6, 0), "{}", a.name);
+    let again = a.events.append(history()).await.unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 6), "{}", a.name);
+    // Duplicates inside one batch count once too.
+    let e = event(4, T, "login", None, None);
+    let within = a.events.append(vec![e.clone(), e]).await.unwrap();
+    assert_eq!((within.inserted, within.duplicates), (1, 1), "{}", a.name);
+    // A batch mixing a stored event with new ones of the same users in
+    // the same time span: only the stored one is a duplicate (the
+    // ClickHouse check reads every stored id of those users and span).
+    let d = DAY_SECS;
+    let mixed = vec![
+        event(1, T - 2 * d, "purchase", Some("a"), Some(9.99)),
+        event(1, T - 5 * d, "view", Some("a"), None),
+        event(2, T - d, "view", None, None),
+    ];
+    let mixed = a.events.append(mixed).await.unwrap();
+    assert_eq!((mixed.inserted, mixed.duplicates), (2, 1), "{}", a.name);
+    let stats = a.events.stats().await.unwrap();
+    assert_eq!((stats.events, stats.users), (9, 4), "{}", a.name);
+    assert_eq!(
+        stats.first_event_time,
+        Some(T - 200 * DAY_SECS),
+        "{}",
+        a.name
+    );
+    assert_eq!(stats.last_event_time, Some(T + 5 * DAY_SECS), "{}", a.name);
+    a.events.ping().await.unwrap();
 }
 
 /// Every store keeps the newest `retention` snapshots, rows and headers
 /// alike, lists them newest first, and serves the newest. (ClickHouse kept
 /// every header while SQLite pruned them: this failed before the rule moved
 /// into the domain.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshots_are_retained_alike_and_the_newest_is_served() {
+async fn snapshots_are_retained_alike_and_the_newest_is_served(a: Adapter) {
     let spec = FeatureSpec::standard();
-    for a in adapters().await {
-        a.events.append(history()).await.unwrap();
-        let as_ofs = [T - 5 * DAY_SECS, T - DAY_SECS, T, T + DAY_SECS];
-        for as_of in as_ofs {
-            let s = a.features.build_snapshot(&spec, as_of).await.unwrap();
-            assert_eq!(s.as_of, as_of, "{}", a.name);
-            assert_eq!(s.features, spec.len(), "{}", a.name);
-        }
-        // Rebuilding the newest replaces it, it does not add one.
-        a.features
-            .build_snapshot(&spec, T + DAY_SECS)
-            .await
-            .unwrap();
-        let listed: Vec<i64> = a
-            .features
-            .snapshots()
-            .await
-            .unwrap()
-            .iter()
-            .map(|s| s.as_of)
-            .collect();
-        assert_eq!(listed, vec![T + DAY_SECS, T], "{}: headers kept", a.name);
-        let latest = a.features.latest_snapshot().await.unwrap().unwrap();
-        assert_eq!(latest.as_of(), T + DAY_SECS, "{}", a.name);
-        assert_eq!(latest.fingerprint(), spec.fingerprint(), "{}", a.name);
-        assert_eq!(latest.feature_names(), spec.names().as_slice());
-        // Users with an event at or before as_of: 1, 2, 3.
-        assert_eq!(latest.len(), 3, "{}", a.name);
-        assert!(!latest.contains(4), "{}", a.name);
+    a.events.append(history()).await.unwrap();
+    let as_ofs = [T - 5 * DAY_SECS, T - DAY_SECS, T, T + DAY_SECS];
+    for as_of in as_ofs {
+        let s = a.features.build_snapshot(&spec, as_of).await.unwrap();
+        assert_eq!(s.as_of, as_of, "{}", a.name);
+        assert_eq!(s.features, spec.len(), "{}", a.name);
     }
+    // Rebuilding the newest replaces it, it does not add one.
+    a.features
+        .build_snapshot(&spec, T + DAY_SECS)
+        .await
+        .unwrap();
+    let listed: Vec<i64> = a
+        .features
+        .snapshots()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.as_of)
+        .collect();
+    assert_eq!(listed, vec![T + DAY_SECS, T], "{}: headers kept", a.name);
+    let latest = a.features.latest_snapshot().await.unwrap().unwrap();
+    assert_eq!(latest.as_of(), T + DAY_SECS, "{}", a.name);
+    assert_eq!(latest.fingerprint(), spec.fingerprint(), "{}", a.name);
+    assert_eq!(latest.feature_names(), spec.names().as_slice());
+    // Users with an event at or before as_of: 1, 2, 3.
+    assert_eq!(latest.len(), 3, "{}", a.name);
+    assert!(!latest.contains(4), "{}", a.name);
 }
 
 /// Same rows, same labels, same rounding on every store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn training_sets_agree_and_are_rounded_like_snapshots() {
+async fn training_sets_agree_and_are_rounded_like_snapshots(a: Adapter) {
     let spec = FeatureSpec::standard();
     let policy = LabelPolicy::inactivity(30, 30);
-    let mut reference: Option<(Vec<u64>, Vec<bool>, Vec<f64>)> = None;
-    for a in adapters().await {
-        a.events.append(history()).await.unwrap();
-        let set = a
-            .features
-            .training_set(&spec, &policy, T, RowSample::ALL)
-            .await
-            .unwrap();
-        assert_eq!(set.user_ids, vec![1, 2], "{}: eligible users", a.name);
-        assert_eq!(set.labels, vec![false, true], "{}: labels", a.name);
-        assert_eq!(set.feature_names, spec.names());
+    // The in-memory fake is the reference every adapter is held to.
+    let reference = memory().await;
+    reference.events.append(history()).await.unwrap();
+    let expected = reference
+        .features
+        .training_set(&spec, &policy, T, RowSample::ALL)
+        .await
+        .unwrap();
+    a.events.append(history()).await.unwrap();
+    let set = a
+        .features
+        .training_set(&spec, &policy, T, RowSample::ALL)
+        .await
+        .unwrap();
+    assert_eq!(set.user_ids, vec![1, 2], "{}: eligible users", a.name);
+    assert_eq!(set.labels, vec![false, true], "{}: labels", a.name);
+    assert_eq!(set.feature_names, spec.names());
+    assert!(
+        set.rows.iter().all(|v| *v == quantize(*v)),
+        "{}: rows rounded to f32 like snapshots",
+        a.name
+    );
+    assert_eq!(expected.rows.len(), set.rows.len(), "{}", a.name);
+    for (i, (x, y)) in expected.rows.iter().zip(&set.rows).enumerate() {
+        let name = &spec.names()[i % spec.len()];
         assert!(
-            set.rows.iter().all(|v| *v == quantize(*v)),
-            "{}: rows rounded to f32 like snapshots",
+            (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+            "{}: {name} differs: {x} vs {y}",
             a.name
         );
-        match &reference {
-            None => reference = Some((set.user_ids, set.labels, set.rows)),
-            Some((_, _, rows)) => {
-                for (i, (x, y)) in rows.iter().zip(&set.rows).enumerate() {
-                    let name = &spec.names()[i % spec.len()];
-                    assert!(
-                        (x - y).abs() <= 1e-6 * x.abs().max(1.0),
-                        "{}: {name} differs: {x} vs {y}",
-                        a.name
-                    );
-                }
-            }
-        }
     }
 }
 
 /// A capped set keeps the same users on every store (the SQL `WHERE` and
 /// the embedded scan apply one hash), with the rows the full set has for
 /// them, and about the share asked for.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sampled_training_sets_keep_the_same_users_everywhere() {
+async fn sampled_training_sets_keep_the_same_users_everywhere(a: Adapter) {
     let spec = FeatureSpec::standard();
     let policy = LabelPolicy::inactivity(30, 30);
     // 2000 users, each active before T: all eligible.
@@ -264,60 +295,66 @@ async fn sampled_training_sets_keep_the_same_users_everywhere() {
         })
         .collect();
     let sample = RowSample::share_at(0.3, T);
-    let mut reference: Option<Vec<u64>> = None;
-    for a in adapters().await {
-        a.events.append(events.clone()).await.unwrap();
-        let full = a
-            .features
-            .training_set(&spec, &policy, T, RowSample::ALL)
-            .await
-            .unwrap();
-        assert_eq!(full.len(), 2_000, "{}", a.name);
-        let part = a
-            .features
-            .training_set(&spec, &policy, T, sample)
-            .await
-            .unwrap();
-        let expected: Vec<u64> = full
-            .user_ids
-            .iter()
-            .copied()
-            .filter(|u| sample.keeps(*u))
-            .collect();
+    // The in-memory fake is the reference every adapter is held to.
+    let reference = memory().await;
+    reference.events.append(events.clone()).await.unwrap();
+    let reference_users = reference
+        .features
+        .training_set(&spec, &policy, T, sample)
+        .await
+        .unwrap()
+        .user_ids;
+    a.events.append(events.clone()).await.unwrap();
+    let full = a
+        .features
+        .training_set(&spec, &policy, T, RowSample::ALL)
+        .await
+        .unwrap();
+    assert_eq!(full.len(), 2_000, "{}", a.name);
+    let part = a
+        .features
+        .training_set(&spec, &policy, T, sample)
+        .await
+        .unwrap();
+    let expected: Vec<u64> = full
+        .user_ids
+        .iter()
+        .copied()
+        .filter(|u| sample.keeps(*u))
+        .collect();
+    assert_eq!(
+        part.user_ids, expected,
+        "{}: the users the hash keeps",
+        a.name
+    );
+    // Binomial(2000, 0.3): sd ~20.
+    assert!(
+        (500..=700).contains(&part.len()),
+        "{}: {}",
+        a.name,
+        part.len()
+    );
+    for (i, u) in part.user_ids.iter().enumerate() {
+        let j = full.user_ids.binary_search(u).unwrap();
+        assert_eq!(part.row(i), full.row(j), "{}: user {u}'s features", a.name);
         assert_eq!(
-            part.user_ids, expected,
-            "{}: the users the hash keeps",
+            part.labels[i], full.labels[j],
+            "{}: user {u}'s label",
             a.name
         );
-        // Binomial(2000, 0.3): sd ~20.
-        assert!(
-            (500..=700).contains(&part.len()),
-            "{}: {}",
-            a.name,
-            part.len()
-        );
-        for (i, u) in part.user_ids.iter().enumerate() {
-            let j = full.user_ids.binary_search(u).unwrap();
-            assert_eq!(part.row(i), full.row(j), "{}: user {u}'s features", a.name);
-            assert_eq!(
-                part.labels[i], full.labels[j],
-                "{}: user {u}'s label",
-                a.name
-            );
-        }
-        match &reference {
-            None => reference = Some(part.user_ids),
-            Some(users) => assert_eq!(&part.user_ids, users, "{} vs sqlite", a.name),
-        }
     }
+    assert_eq!(
+        part.user_ids, reference_users,
+        "{} vs the reference",
+        a.name
+    );
 }
 
 /// Several cutoffs at once (one pass over the events where the store can)
 /// give exactly the sets asked one by one, in the order asked, with each
 /// cutoff's sample applied: over enough users and events that the embedded
 /// scan splits them into many chunks across threads.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn training_sets_at_several_cutoffs_equal_the_sets_one_by_one() {
+async fn training_sets_at_several_cutoffs_equal_the_sets_one_by_one(a: Adapter) {
     let spec = FeatureSpec::standard();
     let policy = LabelPolicy::inactivity(14, 30);
     // 3000 users, 1..=40 events each spread over 120 days before T + 30d:
@@ -347,99 +384,94 @@ async fn training_sets_at_several_cutoffs_equal_the_sets_one_by_one() {
         ),
         (T - 14 * DAY_SECS, RowSample::ALL),
     ];
-    for a in adapters().await {
-        a.events.append(events.clone()).await.unwrap();
-        let read = a
-            .features
-            .training_sets(&spec, &policy, &cuts, Some(T + 30 * DAY_SECS))
-            .await
-            .unwrap();
-        let together = read.sets;
-        // The snapshot read in the same pass is the one computed alone.
-        let snapshot = read.snapshot.expect("a snapshot was asked for").unwrap();
-        let alone = a
-            .features
-            .compute_snapshot(&spec, T + 30 * DAY_SECS)
-            .await
-            .unwrap();
-        assert_eq!(snapshot.len(), 3_000, "{}", a.name);
-        assert_eq!(snapshot.as_of(), alone.as_of());
-        assert_eq!(snapshot.fingerprint(), alone.fingerprint());
-        for (user, _) in alone.users() {
-            assert_eq!(
-                snapshot.features(user),
-                alone.features(user),
-                "{}: user {user}",
-                a.name
-            );
-        }
-        assert_eq!(together.len(), cuts.len(), "{}", a.name);
-        for ((cutoff, sample), set) in cuts.iter().zip(&together) {
-            let alone = a
-                .features
-                .training_set(&spec, &policy, *cutoff, *sample)
-                .await
-                .unwrap();
-            assert!(alone.len() > 100, "{}: {} rows", a.name, alone.len());
-            assert!(
-                alone.labels.iter().any(|l| *l) && alone.labels.iter().any(|l| !*l),
-                "{}: both labels at {cutoff}",
-                a.name
-            );
-            assert_eq!(
-                set.user_ids, alone.user_ids,
-                "{}: users at {cutoff}",
-                a.name
-            );
-            assert_eq!(set.labels, alone.labels, "{}: labels at {cutoff}", a.name);
-            assert_eq!(set.rows, alone.rows, "{}: rows at {cutoff}", a.name);
-            assert_eq!(set.feature_names, spec.names());
-        }
-        let unsampled = a
-            .features
-            .training_set(&spec, &policy, cuts[1].0, RowSample::ALL)
-            .await
-            .unwrap();
-        assert!(
-            together[1].len() < unsampled.len() * 3 / 4,
-            "{}: the sample kept {} of {} users",
-            a.name,
-            together[1].len(),
-            unsampled.len()
+    a.events.append(events.clone()).await.unwrap();
+    let read = a
+        .features
+        .training_sets(&spec, &policy, &cuts, Some(T + 30 * DAY_SECS))
+        .await
+        .unwrap();
+    let together = read.sets;
+    // The snapshot read in the same pass is the one computed alone.
+    let snapshot = read.snapshot.expect("a snapshot was asked for").unwrap();
+    let alone = a
+        .features
+        .compute_snapshot(&spec, T + 30 * DAY_SECS)
+        .await
+        .unwrap();
+    assert_eq!(snapshot.len(), 3_000, "{}", a.name);
+    assert_eq!(snapshot.as_of(), alone.as_of());
+    assert_eq!(snapshot.fingerprint(), alone.fingerprint());
+    for (user, _) in alone.users() {
+        assert_eq!(
+            snapshot.features(user),
+            alone.features(user),
+            "{}: user {user}",
+            a.name
         );
     }
+    assert_eq!(together.len(), cuts.len(), "{}", a.name);
+    for ((cutoff, sample), set) in cuts.iter().zip(&together) {
+        let alone = a
+            .features
+            .training_set(&spec, &policy, *cutoff, *sample)
+            .await
+            .unwrap();
+        assert!(alone.len() > 100, "{}: {} rows", a.name, alone.len());
+        assert!(
+            alone.labels.iter().any(|l| *l) && alone.labels.iter().any(|l| !*l),
+            "{}: both labels at {cutoff}",
+            a.name
+        );
+        assert_eq!(
+            set.user_ids, alone.user_ids,
+            "{}: users at {cutoff}",
+            a.name
+        );
+        assert_eq!(set.labels, alone.labels, "{}: labels at {cutoff}", a.name);
+        assert_eq!(set.rows, alone.rows, "{}: rows at {cutoff}", a.name);
+        assert_eq!(set.feature_names, spec.names());
+    }
+    let unsampled = a
+        .features
+        .training_set(&spec, &policy, cuts[1].0, RowSample::ALL)
+        .await
+        .unwrap();
+    assert!(
+        together[1].len() < unsampled.len() * 3 / 4,
+        "{}: the sample kept {} of {} users",
+        a.name,
+        together[1].len(),
+        unsampled.len()
+    );
 }
 
 /// An empty store: no snapshot, empty sets, empty stats.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_store_answers_with_nothing() {
+async fn an_empty_store_answers_with_nothing(a: Adapter) {
     let spec = FeatureSpec::standard();
     let policy = LabelPolicy::inactivity(30, 30);
-    for a in adapters().await {
-        assert!(
-            a.features.latest_snapshot().await.unwrap().is_none(),
-            "{}",
-            a.name
-        );
-        assert!(
-            a.features.snapshots().await.unwrap().is_empty(),
-            "{}",
-            a.name
-        );
-        let stats = a.events.stats().await.unwrap();
-        assert_eq!(
-            (stats.events, stats.first_event_time),
-            (0, None),
-            "{}",
-            a.name
-        );
-        let set = a
-            .features
-            .training_set(&spec, &policy, T, RowSample::ALL)
-            .await
-            .unwrap();
-        assert!(set.is_empty(), "{}", a.name);
-    }
+    assert!(
+        a.features.latest_snapshot().await.unwrap().is_none(),
+        "{}",
+        a.name
+    );
+    assert!(
+        a.features.snapshots().await.unwrap().is_empty(),
+        "{}",
+        a.name
+    );
+    let stats = a.events.stats().await.unwrap();
+    assert_eq!(
+        (stats.events, stats.first_event_time),
+        (0, None),
+        "{}",
+        a.name
+    );
+    let set = a
+        .features
+        .training_set(&spec, &policy, T, RowSample::ALL)
+        .await
+        .unwrap();
+    assert!(set.is_empty(), "{}", a.name);
 }
 
 fn lines(texts: &[&str], topic_offsets: Option<(&str, i64)>) -> Vec<RawRecord> {
@@ -464,108 +496,101 @@ fn lines(texts: &[&str], topic_offsets: Option<(&str, i64)>) -> Vec<RawRecord> {
 /// lines of one delivery are distinct events, the same delivery again is
 /// all redelivery; Kafka records are told apart by position; a producer's
 /// event id is the identity wherever it comes from.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identical_lines_are_kept_and_only_redeliveries_are_skipped() {
+async fn identical_lines_are_kept_and_only_redeliveries_are_skipped(a: Adapter) {
     let line = r#"{"user_id":"u-5f2c","event_time":"2025-12-30 10:00:00","event_type":"purchase","amount":4.5}"#;
     let three = [line, line, line];
-    for a in adapters().await {
-        let ingest = IngestEvents::new(a.events.clone(), 400 * DAY_SECS, 1_000);
-        let mut dlq = MemoryDeadLetters::default();
-        let file = |n| (Delivery::new(SourceKind::File), n);
-        let (mut d, _) = file(0);
-        let first = ingest
-            .process(lines(&three, None), &mut d, &mut dlq)
-            .await
-            .unwrap();
-        assert_eq!((first.inserted, first.duplicates), (3, 0), "{}", a.name);
-        let (mut d, _) = file(1);
-        let again = ingest
-            .process(lines(&three, None), &mut d, &mut dlq)
-            .await
-            .unwrap();
-        assert_eq!((again.inserted, again.duplicates), (0, 3), "{}", a.name);
-        // Kafka: three identical messages at three offsets are three
-        // events; the same offsets read again are redeliveries.
-        let mut k = Delivery::new(SourceKind::Kafka);
-        let streamed = ingest.prepare(lines(&three, Some(("events", 10))), &mut k);
-        let s = ingest.store_batch(&streamed).await.unwrap().outcome;
-        assert_eq!((s.inserted, s.duplicates), (3, 0), "{}: kafka", a.name);
-        let replay = ingest.prepare(lines(&three, Some(("events", 10))), &mut k);
-        let r = ingest.store_batch(&replay).await.unwrap().outcome;
-        assert_eq!(
-            (r.inserted, r.duplicates),
-            (0, 3),
-            "{}: kafka replay",
-            a.name
-        );
-        // A producer id: one event, whether it comes again by file or at
-        // another offset.
-        let with_id = r#"{"user_id":"u-5f2c","event_time":"2025-12-30 11:00:00","event_type":"view","event_id":"m-1"}"#;
-        let (mut d, _) = file(2);
-        let once = ingest
-            .process(lines(&[with_id, with_id], None), &mut d, &mut dlq)
-            .await
-            .unwrap();
-        assert_eq!(
-            (once.inserted, once.duplicates),
-            (1, 1),
-            "{}: event_id",
-            a.name
-        );
-        let elsewhere = ingest.prepare(lines(&[with_id], Some(("events", 99))), &mut k);
-        let e = ingest.store_batch(&elsewhere).await.unwrap().outcome;
-        assert_eq!(
-            (e.inserted, e.duplicates),
-            (0, 1),
-            "{}: event_id by kafka",
-            a.name
-        );
-        let stats = a.events.stats().await.unwrap();
-        assert_eq!((stats.events, stats.users), (7, 1), "{}", a.name);
-        // The name is kept beside its key.
-        let key = churn::domain::user::name_key("u-5f2c");
-        let names = a.events.user_names(&[key, 42]).await.unwrap();
-        assert_eq!(names.len(), 1, "{}", a.name);
-        assert_eq!(names[&key], "u-5f2c", "{}", a.name);
-        assert!(dlq.rejected.lock().unwrap().is_empty(), "{}", a.name);
-    }
+    let ingest = IngestEvents::new(a.events.clone(), 400 * DAY_SECS, 1_000);
+    let mut dlq = MemoryDeadLetters::default();
+    let file = |n| (Delivery::new(SourceKind::File), n);
+    let (mut d, _) = file(0);
+    let first = ingest
+        .process(lines(&three, None), &mut d, &mut dlq)
+        .await
+        .unwrap();
+    assert_eq!((first.inserted, first.duplicates), (3, 0), "{}", a.name);
+    let (mut d, _) = file(1);
+    let again = ingest
+        .process(lines(&three, None), &mut d, &mut dlq)
+        .await
+        .unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 3), "{}", a.name);
+    // Kafka: three identical messages at three offsets are three
+    // events; the same offsets read again are redeliveries.
+    let mut k = Delivery::new(SourceKind::Kafka);
+    let streamed = ingest.prepare(lines(&three, Some(("events", 10))), &mut k);
+    let s = ingest.store_batch(&streamed).await.unwrap().outcome;
+    assert_eq!((s.inserted, s.duplicates), (3, 0), "{}: kafka", a.name);
+    let replay = ingest.prepare(lines(&three, Some(("events", 10))), &mut k);
+    let r = ingest.store_batch(&replay).await.unwrap().outcome;
+    assert_eq!(
+        (r.inserted, r.duplicates),
+        (0, 3),
+        "{}: kafka replay",
+        a.name
+    );
+    // A producer id: one event, whether it comes again by file or at
+    // another offset.
+    let with_id = r#"{"user_id":"u-5f2c","event_time":"2025-12-30 11:00:00","event_type":"view","event_id":"m-1"}"#;
+    let (mut d, _) = file(2);
+    let once = ingest
+        .process(lines(&[with_id, with_id], None), &mut d, &mut dlq)
+        .await
+        .unwrap();
+    assert_eq!(
+        (once.inserted, once.duplicates),
+        (1, 1),
+        "{}: event_id",
+        a.name
+    );
+    let elsewhere = ingest.prepare(lines(&[with_id], Some(("events", 99))), &mut k);
+    let e = ingest.store_batch(&elsewhere).await.unwrap().outcome;
+    assert_eq!(
+        (e.inserted, e.duplicates),
+        (0, 1),
+        "{}: event_id by kafka",
+        a.name
+    );
+    let stats = a.events.stats().await.unwrap();
+    assert_eq!((stats.events, stats.users), (7, 1), "{}", a.name);
+    // The name is kept beside its key.
+    let key = churn::domain::user::name_key("u-5f2c");
+    let names = a.events.user_names(&[key, 42]).await.unwrap();
+    assert_eq!(names.len(), 1, "{}", a.name);
+    assert_eq!(names[&key], "u-5f2c", "{}", a.name);
+    assert!(dlq.rejected.lock().unwrap().is_empty(), "{}", a.name);
 }
 
 /// A key already held by another name is reported, never overwritten.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_name_on_a_key_is_refused_everywhere() {
-    for a in adapters().await {
-        let key = churn::domain::user::name_key("alice");
-        assert!(
-            a.events
-                .register_names(&[(key, "alice")])
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            a.events
-                .register_names(&[(key, "alice")])
-                .await
-                .unwrap()
-                .is_empty(),
-            "{}: the same name again is fine",
-            a.name
-        );
-        assert_eq!(
-            a.events.register_names(&[(key, "mallory")]).await.unwrap(),
-            vec![key],
-            "{}",
-            a.name
-        );
-        assert_eq!(a.events.user_names(&[key]).await.unwrap()[&key], "alice");
-    }
+async fn a_second_name_on_a_key_is_refused_everywhere(a: Adapter) {
+    let key = churn::domain::user::name_key("alice");
+    assert!(
+        a.events
+            .register_names(&[(key, "alice")])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        a.events
+            .register_names(&[(key, "alice")])
+            .await
+            .unwrap()
+            .is_empty(),
+        "{}: the same name again is fine",
+        a.name
+    );
+    assert_eq!(
+        a.events.register_names(&[(key, "mallory")]).await.unwrap(),
+        vec![key],
+        "{}",
+        a.name
+    );
+    assert_eq!(a.events.user_names(&[key]).await.unwrap()[&key], "alice");
 }
 
 /// Negative amounts are stored, counted per type, and features tell them
 /// apart (sign filter, min and max) with the same values on every store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refunds_are_stored_and_features_separate_them_alike() {
+async fn refunds_are_stored_and_features_separate_them_alike(a: Adapter) {
     let spec = FeatureSpec::from_toml(
         r#"
 [[feature]]
@@ -613,54 +638,49 @@ amount_sign = "negative"
     ];
     let expected_1 = [15.5, 30.0, -14.5, 2.0, -12.5, 30.0, 1.0, 10.0];
     let expected_2 = [-7.0, 0.0, -7.0, 1.0, -7.0, -7.0, 1.0, 3.0];
-    for a in adapters().await {
-        a.events.append(history.clone()).await.unwrap();
-        let snap = a.features.compute_snapshot(&spec, T).await.unwrap();
-        assert_eq!(snap.features(1).unwrap(), expected_1, "{}", a.name);
-        assert_eq!(snap.features(2).unwrap(), expected_2, "{}", a.name);
-        let types = a.events.type_counts().await.unwrap();
-        let purchase = types.iter().find(|t| t.event_type == "purchase").unwrap();
-        assert_eq!(purchase.with_negative_amount, 3, "{}", a.name);
-        assert!(
-            (purchase.negative_amount_sum + 21.5).abs() < 1e-9,
-            "{}",
-            a.name
-        );
-        assert!(
-            (purchase.positive_amount_sum - 30.0).abs() < 1e-9,
-            "{}",
-            a.name
-        );
-    }
+    a.events.append(history.clone()).await.unwrap();
+    let snap = a.features.compute_snapshot(&spec, T).await.unwrap();
+    assert_eq!(snap.features(1).unwrap(), expected_1, "{}", a.name);
+    assert_eq!(snap.features(2).unwrap(), expected_2, "{}", a.name);
+    let types = a.events.type_counts().await.unwrap();
+    let purchase = types.iter().find(|t| t.event_type == "purchase").unwrap();
+    assert_eq!(purchase.with_negative_amount, 3, "{}", a.name);
+    assert!(
+        (purchase.negative_amount_sum + 21.5).abs() < 1e-9,
+        "{}",
+        a.name
+    );
+    assert!(
+        (purchase.positive_amount_sum - 30.0).abs() < 1e-9,
+        "{}",
+        a.name
+    );
 }
 
 /// Reject counts add up per source and field, with one example each.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reject_counts_accumulate_per_source_and_field() {
-    for a in adapters().await {
-        let tally = |source: &str, field: &str, count| RejectTally {
-            source: source.into(),
-            field: field.into(),
-            count,
-            example: format!("{source}:1: {field}: bad"),
-        };
-        a.events
-            .record_rejects(&[tally("file", "user_id", 3), tally("http", "json", 1)])
-            .await
-            .unwrap();
-        a.events
-            .record_rejects(&[tally("file", "user_id", 2)])
-            .await
-            .unwrap();
-        let all = a.events.reject_tallies().await.unwrap();
-        assert_eq!(all.len(), 2, "{}: {all:?}", a.name);
-        assert_eq!(
-            (all[0].source.as_str(), all[0].field.as_str(), all[0].count),
-            ("file", "user_id", 5),
-            "{}",
-            a.name
-        );
-        assert_eq!(all[0].example, "file:1: user_id: bad");
-        assert_eq!(all[1].count, 1, "{}", a.name);
-    }
+async fn reject_counts_accumulate_per_source_and_field(a: Adapter) {
+    let tally = |source: &str, field: &str, count| RejectTally {
+        source: source.into(),
+        field: field.into(),
+        count,
+        example: format!("{source}:1: {field}: bad"),
+    };
+    a.events
+        .record_rejects(&[tally("file", "user_id", 3), tally("http", "json", 1)])
+        .await
+        .unwrap();
+    a.events
+        .record_rejects(&[tally("file", "user_id", 2)])
+        .await
+        .unwrap();
+    let all = a.events.reject_tallies().await.unwrap();
+    assert_eq!(all.len(), 2, "{}: {all:?}", a.name);
+    assert_eq!(
+        (all[0].source.as_str(), all[0].field.as_str(), all[0].count),
+        ("file", "user_id", 5),
+        "{}",
+        a.name
+    );
+    assert_eq!(all[0].example, "file:1: user_id: bad");
+    assert_eq!(all[1].count, 1, "{}", a.name);
 }
