@@ -154,10 +154,10 @@ async fn main() -> anyhow::Result<()> {
         format!("training set ({} rows)", x.len())
     );
     let t = Instant::now();
-    let snap = ch.latest_snapshot().await?.map_or(0, |s| s.len());
+    let snap = ch.latest_snapshot(None).await?.map_or(0, |s| s.len());
     let ch_load = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    lite.latest_snapshot().await?;
+    lite.latest_snapshot(None).await?;
     let lite_load = t.elapsed().as_secs_f64();
     println!(
         "{:<34} {ch_load:>12.2} {lite_load:>12.2}",

@@ -199,7 +199,7 @@ fn restart_and_idempotent_reingest_keep_counts_and_features() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let before = rt
-        .block_on(store(&data).latest_snapshot())
+        .block_on(store(&data).latest_snapshot(None))
         .unwrap()
         .unwrap();
 
@@ -210,7 +210,7 @@ fn restart_and_idempotent_reingest_keep_counts_and_features() {
 
     ok(&data, &["build-features", "--as-of", END]);
     let after = rt
-        .block_on(store(&data).latest_snapshot())
+        .block_on(store(&data).latest_snapshot(None))
         .unwrap()
         .unwrap();
     assert_eq!(before.len(), after.len());
@@ -1005,4 +1005,59 @@ fn presets_time_formats_and_tsv_are_read() {
         (&json!(4), &json!(4)),
         "{stats}"
     );
+}
+
+/// A historic log (its newest event months ago) is served, scored and
+/// monitored as of its end under the default rule (`auto`), even after
+/// someone built a snapshot "as of now"; under the "now" rule that snapshot
+/// is used, nobody in it is eligible, and `score` says so and fails instead
+/// of writing nothing.
+#[test]
+fn a_historic_log_is_scored_and_monitored_as_of_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = generated(dir.path(), "500");
+    ok(&data, &["ingest", file.to_str().unwrap()]);
+    let end = json(&data, &["build-features", "--as-of", "end", "--json"]);
+    json(&data, &["train", "--json"]);
+    json(&data, &["build-features", "--as-of", "now", "--json"]);
+    let stats = json(&data, &["stats", "--json"]);
+    let last = stats["last_event_time"].as_i64().unwrap();
+    assert_eq!(end["as_of"], last, "{end}");
+
+    let csv = dir.path().join("scores.csv");
+    let summary = json(&data, &["score", "--out", csv.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        summary["features_as_of"],
+        churn::domain::time::format_rfc3339(last),
+        "the newest snapshot under the rule, not the later one: {summary}"
+    );
+    assert!(summary["written"].as_u64().unwrap() > 100, "{summary}");
+    assert!(summary["left_out"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["left_out_reason"]
+            .as_str()
+            .unwrap()
+            .contains("not eligible"),
+        "{summary}"
+    );
+    // The drift reference was taken by the same rule.
+    let models = json(&data, &["models", "list", "--json"]);
+    assert_eq!(
+        models[0]["drift_reference"]["as_of"],
+        churn::domain::time::format_rfc3339(last),
+        "{}",
+        models[0]["drift_reference"]["as_of"]
+    );
+
+    // Under "now", the snapshot as of now is the one: nobody is eligible.
+    let out = churn_env(
+        &data,
+        &[("CHURN_SCHEDULE__FEATURES_AS_OF", "now")],
+        &["score", "--out", csv.to_str().unwrap()],
+    );
+    assert!(!out.status.success(), "scoring nobody is not a success");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("none of the"), "{err}");
+    assert!(err.contains("--as-of end"), "{err}");
 }

@@ -291,8 +291,8 @@ async fn compare_stores(
     let y = lite.build_snapshot(spec, T).await.unwrap();
     assert_eq!(x, y);
     let (a, b) = (
-        ch.latest_snapshot().await.unwrap().unwrap(),
-        lite.latest_snapshot().await.unwrap().unwrap(),
+        ch.latest_snapshot(None).await.unwrap().unwrap(),
+        lite.latest_snapshot(None).await.unwrap().unwrap(),
     );
     assert_eq!((a.len(), a.as_of()), (b.len(), b.as_of()));
     assert_eq!(a.fingerprint(), spec.fingerprint());

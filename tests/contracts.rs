@@ -232,7 +232,7 @@ async fn snapshots_are_retained_alike_and_the_newest_is_served(a: Adapter) {
         .map(|s| s.as_of)
         .collect();
     assert_eq!(listed, vec![T + DAY_SECS, T], "{}: headers kept", a.name);
-    let latest = a.features.latest_snapshot().await.unwrap().unwrap();
+    let latest = a.features.latest_snapshot(None).await.unwrap().unwrap();
     assert_eq!(latest.as_of(), T + DAY_SECS, "{}", a.name);
     assert_eq!(latest.fingerprint(), spec.fingerprint(), "{}", a.name);
     assert_eq!(latest.feature_names(), spec.names().as_slice());
@@ -450,7 +450,7 @@ async fn an_empty_store_answers_with_nothing(a: Adapter) {
     let spec = FeatureSpec::standard();
     let policy = LabelPolicy::inactivity(30, 30);
     assert!(
-        a.features.latest_snapshot().await.unwrap().is_none(),
+        a.features.latest_snapshot(None).await.unwrap().is_none(),
         "{}",
         a.name
     );

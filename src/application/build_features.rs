@@ -24,7 +24,25 @@ pub enum AsOf {
     Now,
     /// The newest stored event.
     EndOfData,
+    /// The newest stored event when it is more than [`STALE_DAYS`] old (a
+    /// historic log: "now" would make every user look gone), else now.
+    Auto,
     At(i64),
+}
+
+impl AsOf {
+    /// The instant this rule means, given the clock and the newest event.
+    pub fn at(self, now: i64, last_event: Option<i64>) -> Option<i64> {
+        match self {
+            Self::Now => Some(now),
+            Self::At(t) => Some(t),
+            Self::EndOfData => last_event,
+            Self::Auto => Some(match last_event {
+                Some(last) if now - last > STALE_DAYS * DAY_SECS => last,
+                _ => now,
+            }),
+        }
+    }
 }
 
 /// Beyond this many days between the as-of time and the newest event, a
@@ -68,13 +86,11 @@ impl BuildFeatures {
     /// [`AsOf::EndOfData`].
     pub async fn resolve(&self, as_of: AsOf) -> Result<(i64, Vec<String>), StoreError> {
         let last = self.events.stats().await?.last_event_time;
-        let t = match as_of {
-            AsOf::Now => chrono::Utc::now().timestamp(),
-            AsOf::At(t) => t,
-            AsOf::EndOfData => last.ok_or_else(|| {
+        let t = as_of
+            .at(chrono::Utc::now().timestamp(), last)
+            .ok_or_else(|| {
                 StoreError::Insufficient("the event store is empty: no end of data yet".into())
-            })?,
-        };
+            })?;
         let mut warnings = Vec::new();
         if let Some(last) = last
             && t - last > STALE_DAYS * DAY_SECS
@@ -89,6 +105,22 @@ impl BuildFeatures {
             ));
         }
         Ok((t, warnings))
+    }
+
+    /// The newest snapshot time serving may use under `rule`: snapshots
+    /// built later than the rule's instant (say "as of now" on a historic
+    /// log, under the end-of-data rule) are passed over, so serving,
+    /// scoring and the drift reference all follow the one rule. `None` =
+    /// no limit.
+    ///
+    /// # Errors
+    /// [`StoreError`] reading the store's time range.
+    pub async fn serving_limit(&self, rule: AsOf) -> Result<Option<i64>, StoreError> {
+        if rule == AsOf::Now {
+            return Ok(None);
+        }
+        let last = self.events.stats().await?.last_event_time;
+        Ok(rule.at(chrono::Utc::now().timestamp(), last))
     }
 
     /// Builds and stores the snapshot as of `as_of`.

@@ -200,8 +200,10 @@ impl Jobs {
                     .run(self.as_of)
                     .await
                     .map_err(|e| e.to_string())?;
+                // The snapshot just built, which is the newest the rule
+                // allows.
                 self.state
-                    .reload_features(&*self.features)
+                    .reload_features(&*self.features, Some(summary.summary.as_of))
                     .await
                     .map_err(|e| format!("snapshot built but not loaded: {e}"))?;
                 serde_json::to_value(summary).map_err(|e| e.to_string())

@@ -168,8 +168,12 @@ pub trait FeatureStore: Send + Sync {
         spec: &FeatureSpec,
         as_of: i64,
     ) -> Result<FeatureSnapshot, StoreError>;
-    /// The newest stored snapshot, loaded for serving.
-    async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError>;
+    /// The newest stored snapshot as of `not_after` or earlier (`None`: the
+    /// newest of all), loaded for serving and scoring.
+    async fn latest_snapshot(
+        &self,
+        not_after: Option<i64>,
+    ) -> Result<Option<FeatureSnapshot>, StoreError>;
     /// The stored snapshots' summaries, newest first.
     async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError>;
     /// Features as of `cutoff` and churn labels over `(cutoff, cutoff + H]`

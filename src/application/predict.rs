@@ -56,6 +56,19 @@ pub struct Prediction {
     pub explanation: Option<Explanation>,
 }
 
+/// The at-risk list and who was left out of it.
+#[derive(Debug, Clone)]
+pub struct AtRisk {
+    pub predictions: Vec<Prediction>,
+    /// Users of the serving snapshot.
+    pub snapshot_users: usize,
+    /// Users the list was ranked from (the eligible ones, when known).
+    pub ranked_users: usize,
+    pub left_out: usize,
+    /// Why they were left out (empty when nobody was).
+    pub left_out_reason: String,
+}
+
 /// The current second as RFC 3339, formatted once per second per thread
 /// (chrono's formatter was a visible share of a prediction's cost).
 fn now_rfc3339() -> String {
@@ -199,15 +212,19 @@ impl PredictChurn {
     }
 
     /// The `limit` users most likely to churn, most likely first, each with
-    /// its `top_k` reasons: the retention team's call list. Scores come
-    /// from the score table when it matches, else from one pass of the
-    /// model over the snapshot (CPU work: call it off the runtime).
+    /// its `top_k` reasons: the retention team's call list. Only users
+    /// eligible under the churn definition at the snapshot's time are
+    /// ranked (the model's population: a user gone for a year is not "at
+    /// risk"); the list says how many were left out. Scores come from the
+    /// score table when it matches, else from one pass of the model over
+    /// the snapshot (CPU work: call it off the runtime).
     ///
     /// # Errors
     /// [`PredictError`] when nothing can be predicted (no model/features).
-    pub fn at_risk(&self, limit: usize, top_k: usize) -> Result<Vec<Prediction>, PredictError> {
+    pub fn at_risk(&self, limit: usize, top_k: usize) -> Result<AtRisk, PredictError> {
         let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
         let features = self.state.features().ok_or(PredictError::NoFeatures)?;
+        let eligibility = self.state.eligibility().filter(|e| e.matches(&features));
         let table = self.state.scores().filter(|t| t.matches(&model, &features));
         let live = match &table {
             Some(_) => Vec::new(),
@@ -230,7 +247,12 @@ impl PredictChurn {
             Some(t) => t.score(row).unwrap_or(0.0),
             None => live.get(row).copied().unwrap_or(0.0),
         };
-        let mut ranked: Vec<(f64, u64)> = features.users().map(|(u, r)| (score(r), u)).collect();
+        let mut ranked: Vec<(f64, u64)> = features
+            .users()
+            .filter(|(_, r)| eligibility.as_ref().is_none_or(|e| e.is_eligible(*r)))
+            .map(|(u, r)| (score(r), u))
+            .collect();
+        let ranked_users = ranked.len();
         let by_risk = |a: &(f64, u64), b: &(f64, u64)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if ranked.len() > limit {
             ranked.select_nth_unstable_by(limit, by_risk);
@@ -240,9 +262,26 @@ impl PredictChurn {
         // Keys stand in for ids here: names are filled in by
         // `at_risk_named`, which can reach the store.
         let users: Vec<UserId> = ranked.into_iter().map(|(_, u)| UserId::Int(u)).collect();
-        self.predict_batch(&users, Some(top_k))?
+        let predictions = self
+            .predict_batch(&users, Some(top_k))?
             .into_iter()
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let left_out = features.len() - ranked_users;
+        Ok(AtRisk {
+            predictions,
+            snapshot_users: features.len(),
+            ranked_users,
+            left_out,
+            left_out_reason: match (&eligibility, self.state.policy()) {
+                (Some(_), Some(p)) => format!(
+                    "not eligible at {}: fewer than {} activity events in the {} days before it",
+                    features.as_of_rfc3339(),
+                    p.min_events,
+                    p.lookback_days
+                ),
+                _ => String::new(),
+            },
+        })
     }
 
     /// [`PredictChurn::at_risk`] off the runtime, with string ids answered
@@ -251,21 +290,17 @@ impl PredictChurn {
     /// # Errors
     /// [`PredictError`] when nothing can be predicted or the names cannot
     /// be read.
-    pub async fn at_risk_named(
-        &self,
-        limit: usize,
-        top_k: usize,
-    ) -> Result<Vec<Prediction>, PredictError> {
+    pub async fn at_risk_named(&self, limit: usize, top_k: usize) -> Result<AtRisk, PredictError> {
         let this = self.clone();
         let mut list = tokio::task::spawn_blocking(move || this.at_risk(limit, top_k))
             .await
             .map_err(|e| PredictError::Join(e.to_string()))??;
-        let keys: Vec<u64> = list.iter().map(|p| p.user_id.key()).collect();
+        let keys: Vec<u64> = list.predictions.iter().map(|p| p.user_id.key()).collect();
         if let Some(store) = &self.names
             && keys.iter().any(|k| is_name_key(*k))
         {
             let ids = crate::application::user_ids::user_ids(&**store, &keys).await?;
-            for (p, id) in list.iter_mut().zip(ids) {
+            for (p, id) in list.predictions.iter_mut().zip(ids) {
                 p.user_id = id;
             }
         }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::application::build_features::AsOf;
 use crate::application::manage_models::{LoadedModel, ManageModels, ModelsError};
 use crate::application::ports::{EventStore, FeatureStore, PredictionSink, ScoredUser, StoreError};
 use crate::application::user_ids::user_ids;
@@ -32,6 +33,10 @@ pub enum ScoreError {
     NoModel,
     #[error("no feature snapshot: build one first (`churn build-features`)")]
     NoFeatures,
+    /// The snapshot has users, none of them eligible: scoring would write
+    /// nothing while looking like success.
+    #[error("{0}")]
+    NobodyEligible(String),
     #[error("{0}")]
     Schema(String),
     #[error(transparent)]
@@ -64,6 +69,9 @@ pub struct ScoreSummary {
     pub features_as_of: String,
     pub snapshot_users: usize,
     pub eligible_users: usize,
+    /// Users of the snapshot not scored (without `--all-users`), and why.
+    pub left_out: usize,
+    pub left_out_reason: String,
     pub written: usize,
     /// Rows also written to the prediction table (ClickHouse), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +90,8 @@ pub struct ScoreUsers {
     spec: Arc<FeatureSpec>,
     policy: LabelPolicy,
     sink: Option<Arc<dyn PredictionSink>>,
+    /// Which snapshot is scored: the newest under the rebuild rule.
+    rule: AsOf,
 }
 
 /// The users eligible at `cutoff` under `policy`, ascending: the training
@@ -126,7 +136,14 @@ impl ScoreUsers {
             spec,
             policy,
             sink,
+            rule: AsOf::Now,
         }
+    }
+
+    /// Scores the newest snapshot under `rule` (`schedule.features_as_of`).
+    pub fn with_rule(mut self, rule: AsOf) -> Self {
+        self.rule = rule;
+        self
     }
 
     /// Scores the users and hands them to `emit` in chunks (ascending user
@@ -156,9 +173,16 @@ impl ScoreUsers {
                 self.spec.fingerprint()
             )));
         }
+        let limit = match self.rule {
+            AsOf::Now => None,
+            rule => rule.at(
+                chrono::Utc::now().timestamp(),
+                self.events.stats().await?.last_event_time,
+            ),
+        };
         let snapshot = self
             .features
-            .latest_snapshot()
+            .latest_snapshot(limit)
             .await?
             .ok_or(ScoreError::NoFeatures)?;
         let users: Vec<u64> = if options.all_users {
@@ -172,6 +196,35 @@ impl ScoreUsers {
                 .filter(|u| snapshot.contains(*u))
                 .collect()
         };
+        let left_out = snapshot.len() - users.len();
+        let left_out_reason = if options.all_users {
+            String::new()
+        } else {
+            format!(
+                "not eligible at {}: fewer than {} activity events in the {} days before it \
+                 (the population the model was trained on; --all-users scores them too)",
+                snapshot.as_of_rfc3339(),
+                self.policy.min_events,
+                self.policy.lookback_days
+            )
+        };
+        if users.is_empty() && !snapshot.is_empty() {
+            let last = self.events.stats().await?.last_event_time;
+            return Err(ScoreError::NobodyEligible(format!(
+                "none of the {} users of the snapshot as of {} is eligible (no activity in the {} \
+                 days before it){}: build features as of the end of the data (`churn \
+                 build-features --as-of end`, schedule.features_as_of = \"end\" or \"auto\"), \
+                 widen training.lookback_days, or score --all-users",
+                snapshot.len(),
+                snapshot.as_of_rfc3339(),
+                self.policy.lookback_days,
+                last.map(|t| format!(
+                    "; the newest event is {}",
+                    crate::domain::time::format_rfc3339(t)
+                ))
+                .unwrap_or_default()
+            )));
+        }
         let (model, snapshot) = (Arc::new(model), Arc::new(snapshot));
         let scored_at = chrono::Utc::now().timestamp();
         let mut written = 0usize;
@@ -197,6 +250,8 @@ impl ScoreUsers {
             features_as_of: snapshot.as_of_rfc3339().to_string(),
             snapshot_users: snapshot.len(),
             eligible_users: users.len(),
+            left_out,
+            left_out_reason,
             written,
             table_rows,
             calibrated: model.metadata.calibration.is_some(),

@@ -19,6 +19,7 @@ use crate::domain::drift::{
     DRIFT_SAMPLE_ROWS, DriftReport, DriftThresholds, ServingSample, measure,
 };
 use crate::domain::features::FeatureSpec;
+use crate::domain::label::LabelPolicy;
 use crate::domain::model::ModelError;
 use crate::domain::snapshot::FeatureSnapshot;
 use crate::telemetry::metric_names;
@@ -70,6 +71,33 @@ impl ScoreTable {
     }
 }
 
+/// Which rows of one snapshot are eligible under the churn definition at
+/// its time: the population the model was trained on, what lists rank.
+#[derive(Debug)]
+pub struct Eligibility {
+    features_as_of: i64,
+    features_created_at: i64,
+    rows: Vec<bool>,
+    eligible: usize,
+}
+
+impl Eligibility {
+    pub fn matches(&self, features: &FeatureSnapshot) -> bool {
+        self.features_as_of == features.as_of()
+            && self.features_created_at == features.created_at()
+            && self.rows.len() == features.len()
+    }
+
+    pub fn is_eligible(&self, row: usize) -> bool {
+        self.rows.get(row).copied().unwrap_or(false)
+    }
+
+    /// How many users of the snapshot are eligible.
+    pub fn eligible(&self) -> usize {
+        self.eligible
+    }
+}
+
 /// Rows scored per model call while building a score table: bounds the
 /// temporary row-major copy to a few MiB whatever the snapshot size.
 const SCORE_CHUNK_ROWS: usize = 8_192;
@@ -88,6 +116,9 @@ pub struct ServingState {
     /// reference, recomputed whenever either side is swapped.
     drift: Arc<ArcSwapOption<DriftReport>>,
     thresholds: DriftThresholds,
+    /// The churn definition lists are restricted by, if set.
+    policy: Option<LabelPolicy>,
+    eligibility: Arc<ArcSwapOption<Eligibility>>,
 }
 
 impl ServingState {
@@ -100,7 +131,80 @@ impl ServingState {
             alias_problem: Arc::new(ArcSwapOption::empty()),
             drift: Arc::new(ArcSwapOption::empty()),
             thresholds: DriftThresholds::default(),
+            policy: None,
+            eligibility: Arc::new(ArcSwapOption::empty()),
         }
+    }
+
+    /// Lists (`/admin/at-risk`, the dashboard) rank only users eligible
+    /// under `policy` at the snapshot's time, as `churn score` does.
+    pub fn with_eligibility(mut self, policy: LabelPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Eligibility of the serving snapshot's rows, when known.
+    pub fn eligibility(&self) -> Option<Arc<Eligibility>> {
+        self.eligibility.load_full()
+    }
+
+    /// The policy eligibility is judged by, if set.
+    pub fn policy(&self) -> Option<&LabelPolicy> {
+        self.policy.as_ref()
+    }
+
+    /// Which rows of `snapshot` are eligible: from its own recency column
+    /// when the definition is the default (every type is activity, one
+    /// event suffices: eligible = last event within the lookback), else
+    /// from the store.
+    async fn eligible_rows(
+        &self,
+        store: &dyn FeatureStore,
+        snapshot: &FeatureSnapshot,
+    ) -> Result<Option<Eligibility>, StoreError> {
+        let Some(policy) = &self.policy else {
+            return Ok(None);
+        };
+        let simple = policy.activity_event_types.is_empty()
+            && policy.churn_event_types.is_empty()
+            && policy.min_events <= 1;
+        let recency = self.spec.recency_index().filter(|&j| {
+            let d = &self.spec.defs()[j];
+            d.event_types.is_empty() && d.window_days.is_none() && d.amount_sign.is_none()
+        });
+        let lookback = f64::from(policy.lookback_days);
+        let rows: Vec<bool> = match (simple, recency) {
+            (true, Some(j)) => {
+                let n = self.spec.len();
+                let mut rows = Vec::with_capacity(snapshot.len());
+                let mut start = 0;
+                while start < snapshot.len() {
+                    let end = (start + SCORE_CHUNK_ROWS).min(snapshot.len());
+                    let block = snapshot.rows_f64(start..end);
+                    rows.extend(block.chunks(n).map(|r| r[j] < lookback));
+                    start = end;
+                }
+                rows
+            }
+            _ => {
+                let users =
+                    crate::application::score::eligible_users(store, policy, snapshot.as_of())
+                        .await?;
+                let mut rows = vec![false; snapshot.len()];
+                for u in users {
+                    if let Some(r) = snapshot.row_of(u) {
+                        rows[r] = true;
+                    }
+                }
+                rows
+            }
+        };
+        Ok(Some(Eligibility {
+            features_as_of: snapshot.as_of(),
+            features_created_at: snapshot.created_at(),
+            eligible: rows.iter().filter(|e| **e).count(),
+            rows,
+        }))
     }
 
     /// The thresholds of the drift alert (`[monitoring]`).
@@ -325,16 +429,19 @@ impl ServingState {
         Ok(ReloadOutcome::Swapped { version })
     }
 
-    /// Loads the newest stored snapshot and swaps it in if it is newer than
-    /// the one serving. Returns the snapshot's `as_of`, if any.
+    /// Loads the newest stored snapshot as of `not_after` or earlier (the
+    /// rebuild rule's instant, see `BuildFeatures::serving_limit`) and
+    /// swaps it in if it is not the one serving. Returns the snapshot's
+    /// `as_of`, if any.
     ///
     /// # Errors
     /// [`SwapError::Store`] or [`SwapError::Schema`]; serving is unchanged.
     pub async fn reload_features(
         &self,
         store: &dyn FeatureStore,
+        not_after: Option<i64>,
     ) -> Result<Option<i64>, SwapError> {
-        let Some(snapshot) = store.latest_snapshot().await? else {
+        let Some(snapshot) = store.latest_snapshot(not_after).await? else {
             return Ok(None);
         };
         if snapshot.fingerprint() != self.spec.fingerprint() {
@@ -352,8 +459,23 @@ impl ServingState {
         {
             return Ok(Some(as_of));
         }
+        let eligibility = match self.eligible_rows(store, &snapshot).await {
+            Ok(e) => e,
+            Err(e) => {
+                // Lists then rank every user of the snapshot, as before:
+                // degraded, not failed.
+                tracing::warn!(error = %e, "eligibility of the snapshot not computed");
+                None
+            }
+        };
         metrics::gauge!(metric_names::FEATURE_SNAPSHOT_USERS).set(snapshot.len() as f64);
-        tracing::info!(users = snapshot.len(), as_of, "feature snapshot swapped in");
+        tracing::info!(
+            users = snapshot.len(),
+            eligible = eligibility.as_ref().map(|e| e.eligible),
+            as_of,
+            "feature snapshot swapped in"
+        );
+        self.eligibility.store(eligibility.map(Arc::new));
         self.features.store(Some(Arc::new(snapshot)));
         self.rescore().await;
         Ok(Some(as_of))

@@ -11,15 +11,16 @@ use crate::startup::Stores;
 
 #[derive(Debug, Args)]
 pub struct BuildFeaturesArgs {
-    /// Compute features as of this time: `now` (the default), `end` (the
-    /// newest stored event: use it for a historic log), or a date/timestamp.
-    #[arg(long, default_value = "now")]
+    /// Compute features as of this time: `auto` (the default: the newest
+    /// stored event when it is more than a week old, a historic log; else
+    /// now), `now`, `end` (the newest stored event), or a date/timestamp.
+    #[arg(long, default_value = "auto")]
     pub as_of: String,
     #[arg(long)]
     pub json: bool,
 }
 
-/// Parses `now`, `end` or a time.
+/// Parses `auto`, `now`, `end` or a time.
 ///
 /// # Errors
 /// Anything else.
@@ -27,6 +28,7 @@ pub fn parse_as_of(value: &str) -> Result<AsOf> {
     Ok(match value.trim() {
         "now" => AsOf::Now,
         "end" => AsOf::EndOfData,
+        "auto" => AsOf::Auto,
         v => AsOf::At(parse_time_arg("--as-of", v)?),
     })
 }

@@ -147,8 +147,16 @@ pub async fn run(settings: Settings, args: ScoreArgs) -> Result<()> {
         .table_rows
         .map(|n| format!("; {n} rows to the predictions table"))
         .unwrap_or_default();
+    let left_out = if summary.left_out > 0 && !summary.left_out_reason.is_empty() {
+        format!(
+            "; {} left out: {}",
+            summary.left_out, summary.left_out_reason
+        )
+    } else {
+        String::new()
+    };
     let line = format!(
-        "scored {} of {} users (eligible at {}) with version {}{} to {to}{table} in {:.2}s",
+        "scored {} of {} users (eligible at {}) with version {}{} to {to}{table} in {:.2}s{left_out}",
         summary.written,
         summary.snapshot_users,
         summary.features_as_of,

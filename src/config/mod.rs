@@ -174,6 +174,8 @@ pub enum FeaturesAsOf {
     Now,
     /// The newest stored event: a historic log.
     End,
+    /// The newest event when it is more than a week old, else now.
+    Auto,
 }
 
 /// A time setting (`YYYY-MM-DD[ HH:MM:SS]` or RFC 3339; empty = unset),
@@ -589,7 +591,7 @@ impl Default for ScheduleSettings {
             enabled: true,
             features_cron: "0 */15 * * * *".into(),
             retrain_cron: "0 30 3 * * *".into(),
-            features_as_of: FeaturesAsOf::Now,
+            features_as_of: FeaturesAsOf::Auto,
         }
     }
 }

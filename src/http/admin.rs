@@ -209,7 +209,13 @@ pub struct AtRiskParams {
     path = "/admin/at-risk",
     params(AtRiskParams),
     responses(
-        (status = 200, description = "Predictions with explanations, highest first", body = Vec<crate::application::predict::Prediction>),
+        (status = 200, description = "Predictions with explanations, highest first, of the users eligible at the snapshot's time",
+            body = Vec<crate::application::predict::Prediction>,
+            headers(
+                ("churn-ranked-users" = usize, description = "Users the list was ranked from (the eligible ones)"),
+                ("churn-left-out-users" = usize, description = "Users of the snapshot left out"),
+                ("churn-left-out-reason" = String, description = "Why they were left out"),
+            )),
         (status = 400, body = ErrorBody),
         (status = 503, description = "No production model or no features yet", body = ErrorBody),
     ),
@@ -219,7 +225,13 @@ pub struct AtRiskParams {
 pub async fn at_risk(
     State(state): State<AppState>,
     params: Result<axum::extract::Query<AtRiskParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<crate::application::predict::Prediction>>, ApiError> {
+) -> Result<
+    (
+        axum::http::HeaderMap,
+        Json<Vec<crate::application::predict::Prediction>>,
+    ),
+    ApiError,
+> {
     let axum::extract::Query(params) =
         params.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let limit = params.limit.unwrap_or(100);
@@ -235,7 +247,21 @@ pub async fn at_risk(
     if top_k == 0 {
         return Err(ApiError::bad_request("top_k must be at least 1"));
     }
-    Ok(Json(state.predict.at_risk_named(limit, top_k).await?))
+    let list = state.predict.at_risk_named(limit, top_k).await?;
+    // The body stays the list; who was ranked and who left out (and why)
+    // ride along as headers, which the dashboard shows.
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in [
+        ("churn-snapshot-users", list.snapshot_users.to_string()),
+        ("churn-ranked-users", list.ranked_users.to_string()),
+        ("churn-left-out-users", list.left_out.to_string()),
+        ("churn-left-out-reason", list.left_out_reason.clone()),
+    ] {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    Ok((headers, Json(list.predictions)))
 }
 
 /// Drift and data quality of the serving snapshot against the production

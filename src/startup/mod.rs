@@ -247,7 +247,8 @@ impl Services {
                 spec.clone(),
                 policy,
                 stores.predictions,
-            ),
+            )
+            .with_rule(rebuild_as_of(&settings)),
             settings: Arc::new(settings),
             spec,
             events,
@@ -265,5 +266,6 @@ pub(crate) fn rebuild_as_of(settings: &Settings) -> AsOf {
     match settings.schedule.features_as_of {
         FeaturesAsOf::End => AsOf::EndOfData,
         FeaturesAsOf::Now => AsOf::Now,
+        FeaturesAsOf::Auto => AsOf::Auto,
     }
 }

@@ -76,13 +76,21 @@ impl Application {
             tracing::error!(error = %e, "model registry unreachable: check registry.url and registry.s3_* / AWS_*");
         }
         let m = &s.monitoring;
-        let state =
-            ServingState::new(services.spec.clone()).with_drift_thresholds(DriftThresholds {
+        let state = ServingState::new(services.spec.clone())
+            .with_drift_thresholds(DriftThresholds {
                 feature_psi: m.feature_psi_alert,
                 prediction_psi: m.prediction_psi_alert,
                 new_user_share: m.new_user_share_alert,
-            });
-        match state.reload_features(&*services.features).await {
+            })
+            .with_eligibility(super::label_policy(s));
+        // The newest snapshot under the rebuild rule: on a historic log, a
+        // snapshot someone built "as of now" is passed over.
+        let limit = services
+            .build_features
+            .serving_limit(rebuild_as_of(s))
+            .await
+            .unwrap_or(None);
+        match state.reload_features(&*services.features, limit).await {
             Ok(Some(_)) => {}
             Ok(None) => tracing::warn!(
                 "no feature snapshot yet: POST /admin/features/rebuild or wait for the schedule"

@@ -286,10 +286,18 @@ impl FeatureStore for MemoryStore {
         Ok(snapshot)
     }
 
-    async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
+    async fn latest_snapshot(
+        &self,
+        not_after: Option<i64>,
+    ) -> Result<Option<FeatureSnapshot>, StoreError> {
         self.outage.check("memory store")?;
         let state = lock(&self.state);
-        let Some((header, rows)) = state.snapshots.values().next_back() else {
+        let Some((header, rows)) = state
+            .snapshots
+            .values()
+            .rev()
+            .find(|(h, _)| not_after.is_none_or(|t| h.as_of <= t))
+        else {
             return Ok(None);
         };
         let mut snapshot = header.empty_snapshot();

@@ -181,12 +181,42 @@ async fn at_risk_lists_the_highest_scores_first_with_reasons() {
             .bearer_auth(TOKEN)
             .send()
     };
-    let list: Value = get("?limit=10&top_k=2")
+    let response = get("?limit=10&top_k=2").await.unwrap();
+    let header =
+        |name: &str| -> usize { response.headers()[name].to_str().unwrap().parse().unwrap() };
+    let (ranked, left_out) = (header("churn-ranked-users"), header("churn-left-out-users"));
+    let reason = response.headers()["churn-left-out-reason"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let list: Value = response.json().await.unwrap();
+    // Only users eligible at the snapshot's time are ranked: the generated
+    // users who stopped long ago are left out, and the list says so.
+    let snapshot = app
+        .services
+        .features
+        .latest_snapshot(None)
         .await
         .unwrap()
-        .json()
-        .await
         .unwrap();
+    let eligible = churn::application::score::eligible_users(
+        &*app.services.features,
+        &churn::startup::label_policy(&app.services.settings),
+        snapshot.as_of(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ranked, eligible.len());
+    assert_eq!(ranked + left_out, snapshot.len());
+    assert!(left_out > 0, "the generated data has users gone long ago");
+    assert!(reason.contains("not eligible"), "{reason}");
+    for p in list.as_array().unwrap() {
+        let user = p["user_id"].as_u64().unwrap();
+        assert!(
+            eligible.binary_search(&user).is_ok(),
+            "user {user} is not eligible"
+        );
+    }
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 10);
     let p: Vec<f64> = list
@@ -198,8 +228,8 @@ async fn at_risk_lists_the_highest_scores_first_with_reasons() {
         list.iter()
             .all(|x| x["explanation"]["contributions"].as_array().unwrap().len() == 2)
     );
-    // No user of a batch of 1,000 scores above the top of the list.
-    let ids: Vec<u64> = (1..=1_000).collect();
+    // No eligible user scores above the top of the list.
+    let ids: Vec<u64> = eligible.clone();
     let batch: Value = app
         .client
         .post(app.url("/predict/batch"))

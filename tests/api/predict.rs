@@ -55,7 +55,7 @@ async fn predict_answers_in_the_seed_shape() {
     let snapshot = app
         .services
         .features
-        .latest_snapshot()
+        .latest_snapshot(None)
         .await
         .unwrap()
         .unwrap();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use super::outcome::Sampling;
 use super::plan::Plan;
 use super::{MIN_ELIGIBLE_SHARE, TrainError, TrainModel};
-use crate::application::build_features::AsOf;
 use crate::domain::model::Dataset;
 use crate::domain::sampling::RowSample;
 use crate::domain::snapshot::FeatureSnapshot;
@@ -43,11 +42,11 @@ impl TrainModel {
         let reference_at = match (reference, stats.last_event_time) {
             (false, _) => Err("not asked for".to_string()),
             (true, None) => Err("no events".to_string()),
-            (true, Some(last)) => Ok(match self.options.reference_as_of {
-                AsOf::Now => chrono::Utc::now().timestamp(),
-                AsOf::EndOfData => last,
-                AsOf::At(t) => t,
-            }),
+            (true, Some(last)) => self
+                .options
+                .reference_as_of
+                .at(chrono::Utc::now().timestamp(), Some(last))
+                .ok_or_else(|| "no events".to_string()),
         };
         let snapshot_at = reference_at.as_ref().ok().copied();
         // No more users than the store holds can be eligible, so a share of

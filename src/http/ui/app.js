@@ -28,7 +28,7 @@ function el(tag, attrs, ...children) {
 const fmt = (x, d = 4) => (x == null || Number.isNaN(x) ? "–" : Number(x).toFixed(d));
 const pct = (x) => (x == null ? "–" : (100 * x).toFixed(1) + "%");
 
-async function api(path, options = {}) {
+async function apiFull(path, options = {}) {
   const headers = Object.assign({ Accept: "application/json" }, options.headers || {});
   if (state.token) headers.Authorization = "Bearer " + state.token;
   const res = await fetch(path, Object.assign({}, options, { headers }));
@@ -39,7 +39,11 @@ async function api(path, options = {}) {
     err.status = res.status;
     throw err;
   }
-  return body;
+  return { body, headers: res.headers };
+}
+
+async function api(path, options = {}) {
+  return (await apiFull(path, options)).body;
 }
 
 function setStatus(text, bad) {
@@ -164,7 +168,12 @@ function renderDrift(d) {
     el("td", {}, f.alert ? el("span", { class: "alert" }, "drift") : ""))));
 }
 
-function renderAtRisk(list) {
+function renderAtRisk(list, headers) {
+  const note = document.getElementById("at-risk-note");
+  const ranked = headers && headers.get("churn-ranked-users");
+  const left = headers && +headers.get("churn-left-out-users");
+  note.textContent = ranked === null || ranked === undefined ? "" :
+    "ranked from " + ranked + " users" + (left > 0 ? "; " + left + " left out: " + headers.get("churn-left-out-reason") : "");
   fill("#at-risk", list.map((p) => el("tr", {},
     el("td", {}, p.user_id),
     el("td", { class: "num" }, fmt(p.churn_probability, 3)),
@@ -214,10 +223,10 @@ async function load() {
     const prod = production(models);
     const [drift, atRisk] = await Promise.all([
       prod ? api("/admin/monitoring").catch((e) => { if (e.status === 503) return null; throw e; }) : null,
-      prod ? api("/admin/at-risk?limit=20&top_k=3") : [],
+      prod ? apiFull("/admin/at-risk?limit=20&top_k=3") : { body: [], headers: null },
     ]);
     renderDrift(drift);
-    renderAtRisk(atRisk);
+    renderAtRisk(atRisk.body, atRisk.headers);
     await refreshJobs();
     setStatus("production " + (prod ? "v" + prod.version : "none") + " · " + models.length + " version(s) · updated " + new Date().toLocaleTimeString());
   } catch (e) {

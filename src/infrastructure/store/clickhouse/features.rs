@@ -110,9 +110,18 @@ impl FeatureStore for ClickHouseStore {
         Ok(snapshot)
     }
 
-    async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
+    async fn latest_snapshot(
+        &self,
+        not_after: Option<i64>,
+    ) -> Result<Option<FeatureSnapshot>, StoreError> {
         let db = &self.db;
-        let Some(header) = self.headers(1).await?.into_iter().next() else {
+        let Some(header) = self
+            // Every retained header (a handful), newest first.
+            .headers(1_000)
+            .await?
+            .into_iter()
+            .find(|h| not_after.is_none_or(|t| h.as_of <= t))
+        else {
             return Ok(None);
         };
         let mut snapshot = header.empty_snapshot();
@@ -135,7 +144,8 @@ impl FeatureStore for ClickHouseStore {
 
     async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError> {
         Ok(self
-            .headers(u64::MAX)
+            // Every retained header (a handful), newest first.
+            .headers(1_000)
             .await?
             .into_iter()
             .map(SnapshotSummary::from)

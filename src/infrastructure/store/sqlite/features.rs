@@ -174,8 +174,12 @@ impl FeatureStore for SqliteStore {
         .await
     }
 
-    async fn latest_snapshot(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
-        self.blocking(|s| s.latest_snapshot_blocking()).await
+    async fn latest_snapshot(
+        &self,
+        not_after: Option<i64>,
+    ) -> Result<Option<FeatureSnapshot>, StoreError> {
+        self.blocking(move |s| s.latest_snapshot_blocking(not_after))
+            .await
     }
 
     async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError> {

@@ -107,9 +107,15 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) fn latest_snapshot_blocking(&self) -> Result<Option<FeatureSnapshot>, StoreError> {
+    pub(super) fn latest_snapshot_blocking(
+        &self,
+        not_after: Option<i64>,
+    ) -> Result<Option<FeatureSnapshot>, StoreError> {
         let conn = self.reader()?;
-        let Some(header) = Self::headers(&conn, 1)?.into_iter().next() else {
+        let Some(header) = Self::headers(&conn, i64::MAX)?
+            .into_iter()
+            .find(|h| not_after.is_none_or(|t| h.as_of <= t))
+        else {
             return Ok(None);
         };
         let mut snapshot = header.empty_snapshot();
