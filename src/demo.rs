@@ -151,6 +151,9 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
             m.brier
         );
         say!("demo: {}", report.decision);
+        for w in &report.warnings {
+            say!("demo: warning: {w}");
+        }
         if !report.promoted {
             say!(
                 "demo: WARNING no model is in production, so /predict answers 503; \

@@ -113,6 +113,56 @@ fn full_lifecycle_train_promote_rollback() {
         first["validation_rows"].as_u64().unwrap()
     );
     assert_eq!(first["sampling"]["train_share"], 1.0, "{first}");
+    // rows.csv says where each row comes from, in the files' order: the
+    // recency rule's recorded AUC is recomputed from it on the report half.
+    let rows = lines("rows.csv");
+    assert_eq!(rows[0], "set,user_id,cutoff,half,churned");
+    assert_eq!(
+        rows.len(),
+        train_csv.len() + validation_csv.len() - 1,
+        "one row per exported row"
+    );
+    let cutoffs: std::collections::BTreeSet<&str> = rows[1..train_csv.len()]
+        .iter()
+        .map(|r| r.split(',').nth(2).unwrap())
+        .collect();
+    let planned: std::collections::BTreeSet<&str> = first["train_cutoffs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(cutoffs, planned);
+    let recency = train_csv[0]
+        .split(',')
+        .position(|c| c == "last_event_days_ago")
+        .unwrap();
+    let (mut scores, mut labels) = (Vec::new(), Vec::new());
+    for (meta, row) in rows[train_csv.len()..].iter().zip(&validation_csv[1..]) {
+        let meta: Vec<&str> = meta.split(',').collect();
+        let row: Vec<&str> = row.split(',').collect();
+        assert_eq!(
+            (meta[0], meta[1], meta[2], meta[4]),
+            (
+                "validation",
+                row[0],
+                first["validation_cutoff"].as_str().unwrap(),
+                row[1]
+            )
+        );
+        assert!(meta[3] == "report" || meta[3] == "select", "{meta:?}");
+        if meta[3] == "report" {
+            scores.push(row[recency].parse::<f64>().unwrap());
+            labels.push(row[1] == "1");
+        }
+    }
+    assert_eq!(labels.len() as u64, first["report_rows"].as_u64().unwrap());
+    let recomputed = churn::domain::metrics::roc_auc(&scores, &labels).unwrap();
+    let recorded = first["metrics"]["recency_auc"].as_f64().unwrap();
+    assert!(
+        (recomputed - recorded).abs() < 1e-9,
+        "{recomputed} vs {recorded}"
+    );
     let capped = Command::new(env!("CARGO_BIN_EXE_churn"))
         .args([
             "--data-dir",
@@ -1060,4 +1110,264 @@ fn a_historic_log_is_scored_and_monitored_as_of_its_end() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("none of the"), "{err}");
     assert!(err.contains("--as-of end"), "{err}");
+}
+
+/// `churn init` on a live-shaped generated log: one command from the file
+/// to a trained model, a written config the other commands then use, and
+/// the settings it chose with their reasons.
+#[test]
+fn init_turns_a_generated_log_into_a_config_a_spec_and_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = generated(dir.path(), "600");
+    let lines = std::fs::read_to_string(&file).unwrap().lines().count() as u64;
+    let report = json(&data, &["init", file.to_str().unwrap(), "--json"]);
+    assert_eq!(report["events"], lines, "{report}");
+    let r = &report["recommended"];
+    let horizon = r["horizon_days"].as_u64().unwrap();
+    let lookback = r["lookback_days"].as_u64().unwrap();
+    assert!(
+        (7..=30).contains(&horizon) && lookback >= horizon,
+        "generated users come back within days: {r}"
+    );
+    assert_eq!(r["features_as_of"], "auto");
+    assert!(r["reasons"].as_array().unwrap().len() >= 3, "{r}");
+    assert_eq!(report["train"]["version"], 1, "{report}");
+    let auc = report["train"]["metrics"]["auc"].as_f64().unwrap();
+    assert!(auc > report["train"]["metrics"]["recency_auc"].as_f64().unwrap());
+    // The log ended months ago: the snapshot to serve is as of its end.
+    let stats = json(&data, &["stats", "--json"]);
+    assert_eq!(
+        report["snapshot_as_of"],
+        churn::domain::time::format_rfc3339(stats["last_event_time"].as_i64().unwrap())
+    );
+
+    // The written files are what the other commands read.
+    let config = dir.path().join("churn.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let parsed: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(
+        parsed["training"]["horizon_days"].as_integer(),
+        Some(horizon as i64),
+        "{text}"
+    );
+    assert!(
+        text.contains("# training.horizon_days"),
+        "reasons as comments: {text}"
+    );
+    let cfg = config.to_str().unwrap();
+    ok(&data, &["--config", cfg, "features", "check"]);
+    let profile = json(&data, &["--config", cfg, "profile", "--json"]);
+    let hints = profile["hints"].as_array().unwrap();
+    assert!(
+        !hints
+            .iter()
+            .any(|h| h.as_str().unwrap().contains("set training.")),
+        "the written config follows the recommendation: {hints:?}"
+    );
+    let csv = dir.path().join("scores.csv");
+    let scored = json(
+        &data,
+        &[
+            "--config",
+            cfg,
+            "score",
+            "--out",
+            csv.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(scored["written"].as_u64().unwrap() > 100, "{scored}");
+    assert_eq!(scored["features_as_of"], report["snapshot_as_of"]);
+
+    // Nothing is overwritten without --force.
+    let again = churn(&data, &["init", file.to_str().unwrap()]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("churn.toml exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+}
+
+/// A 1990s purchase log shaped like CDNOW's: every customer's first
+/// purchase in the first quarter of 1997, repeat purchases months apart,
+/// most never back, a `YYYYMMDD` date column, ending mid-1998. Seeded.
+fn nineties_purchase_log(path: &Path, customers: u64) {
+    let mut state = 0x5eed_u64;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let start = chrono::NaiveDate::from_ymd_opt(1997, 1, 1).unwrap();
+    let mut out = String::from("customer_id,date,quantity,amount\n");
+    for customer in 1..=customers {
+        let mut day = (uniform() * 90.0).floor();
+        let mean_gap = 20.0 + 160.0 * uniform();
+        let stop = 0.1 + 0.5 * uniform();
+        while day < 545.0 {
+            let date = start + chrono::Days::new(day as u64);
+            out.push_str(&format!(
+                "{customer},{},{},{:.2}\n",
+                date.format("%Y%m%d"),
+                1 + (uniform() * 4.0) as u32,
+                5.0 + 95.0 * uniform()
+            ));
+            if uniform() < stop {
+                break;
+            }
+            day += (-mean_gap * (1.0 - uniform()).ln()).max(1.0).floor();
+        }
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// The same on a historic cohort log: `profile` gives every hint with its
+/// value in one pass, `init` chooses long windows within the log's span
+/// and the end-of-log rule, records the mapping the log was read with, and
+/// training names the feature that moves with the calendar.
+#[test]
+fn init_on_a_nineties_purchase_log_chooses_long_windows_and_the_end_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let csv = dir.path().join("cdnow.csv");
+    nineties_purchase_log(&csv, 1_500);
+    let mapping = [
+        ("CHURN_INGEST__FIELDS__USER_ID", "customer_id"),
+        ("CHURN_INGEST__FIELDS__EVENT_TIME", "date"),
+        ("CHURN_INGEST__FIELDS__AMOUNT", "amount"),
+        ("CHURN_INGEST__TIME_FORMAT", "%Y%m%d"),
+        ("CHURN_INGEST__DEFAULT_EVENT_TYPE", "purchase"),
+    ];
+    let ingested = json_env(
+        &data,
+        &mapping,
+        &["ingest", csv.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(ingested["rejected"], 0, "{ingested}");
+
+    // Under the default settings (30-day horizon, standard spec), every
+    // problem comes at once, each with the value to set.
+    let profile = json_env(&data, &mapping, &["profile", "--json"]);
+    let hints: Vec<&str> = profile["hints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    let horizon = profile["recommended"]["horizon_days"].as_u64().unwrap();
+    let lookback = profile["recommended"]["lookback_days"].as_u64().unwrap();
+    assert!((60..=120).contains(&horizon), "{profile}");
+    assert!(
+        lookback >= horizon && lookback <= 180,
+        "a third of the 545-day span at most: {profile}"
+    );
+    for expected in [
+        format!("set training.horizon_days = {horizon} (now 30)"),
+        format!("set training.lookback_days = {lookback}"),
+        "churn features suggest --out features.toml".to_string(),
+    ] {
+        assert!(
+            hints.iter().any(|h| h.contains(&expected)),
+            "{expected:?} in {hints:#?}"
+        );
+    }
+    assert_eq!(
+        hints
+            .iter()
+            .filter(|h| h.contains("training.lookback_days ="))
+            .count(),
+        1,
+        "one value per setting: {hints:#?}"
+    );
+    let eligibility = profile["eligibility"].as_array().unwrap();
+    assert!(
+        eligibility
+            .iter()
+            .all(|e| e["lookback_days"].as_f64().unwrap() <= profile["span_days"].as_f64().unwrap()),
+        "no lookback longer than the log: {eligibility:?}"
+    );
+
+    let report = json_env(&data, &mapping, &["init", csv.to_str().unwrap(), "--json"]);
+    let r = &report["recommended"];
+    assert_eq!(
+        (r["horizon_days"].as_u64(), r["lookback_days"].as_u64()),
+        (Some(horizon), Some(lookback))
+    );
+    assert!(
+        r["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.as_str().unwrap().contains("days old")),
+        "{r}"
+    );
+    assert!(
+        report["snapshot_as_of"]
+            .as_str()
+            .unwrap()
+            .starts_with("1998-06-"),
+        "{report}"
+    );
+    let left_out = report["features_left_out"].as_array().unwrap();
+    assert!(
+        left_out.iter().any(|f| f == "purchase_count_total"),
+        "with one type, its counts repeat the event counts: {left_out:?}"
+    );
+    let warnings = report["train"]["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.contains("feature tenure_days") && w.contains("moves with the calendar")
+        }),
+        "everyone joined together: tenure at validation is beyond any training value: {warnings:?}"
+    );
+
+    // The written config carries the mapping: without the variables, the
+    // same file is read the same way (nothing new), and scoring uses the
+    // end of the log.
+    let config = dir.path().join("churn.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("time_format = \"%Y%m%d\""), "{text}");
+    assert!(text.contains("user_id = \"customer_id\""), "{text}");
+    let cfg = config.to_str().unwrap();
+    let again = json(
+        &data,
+        &["--config", cfg, "ingest", csv.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(
+        (&again["inserted"], &again["rejected"]),
+        (&json!(0), &json!(0)),
+        "{again}"
+    );
+    // A retrain prints each warning once (the log does not repeat it).
+    let retrain = churn(&data, &["--config", cfg, "train"]);
+    assert!(retrain.status.success());
+    let err = String::from_utf8_lossy(&retrain.stderr);
+    assert_eq!(err.matches("feature tenure_days spans").count(), 1, "{err}");
+    let out = dir.path().join("scores.csv");
+    let scored = json(
+        &data,
+        &[
+            "--config",
+            cfg,
+            "score",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(
+        scored["features_as_of"], report["snapshot_as_of"],
+        "{scored}"
+    );
+    assert!(scored["written"].as_u64().unwrap() > 0, "{scored}");
+    assert!(
+        scored["left_out"].as_u64().unwrap() > 0,
+        "customers gone for years are not ranked: {scored}"
+    );
 }

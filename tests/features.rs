@@ -199,6 +199,20 @@ fn a_qa_log_with_its_own_types_gets_its_own_features_and_trains() {
         &d.join("team.toml"),
         &format!("[features]\nspec_file = \"{}\"\n", spec.display()),
     );
+    // Suggesting again into the very spec file the config uses (the spec
+    // in use is not needed to write a new one).
+    let (again, _) = ok(
+        d,
+        Some(&config),
+        &[
+            "features",
+            "suggest",
+            "--out",
+            spec.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert!(again.contains("wrote"), "{again}");
     let report = json(d, Some(&config), &["train", "--json"]);
     let constant: Vec<String> = report["constant_features"]
         .as_array()
@@ -257,8 +271,11 @@ fn a_1990s_purchase_log_ingests_profiles_and_trains_on_purchases() {
     let stats = json(d, None, &["stats", "--json"]);
     assert!(stats["first_event_time"].as_i64().unwrap() < 800_000_000);
 
-    // Built as of "now", every user looks decades inactive: warned.
-    let now = churn(d, None, &["build-features"]);
+    // By default a historic log's snapshot is as of its end; built as of
+    // "now", every user looks decades inactive: warned.
+    let auto = json(d, None, &["build-features", "--json"]);
+    assert_eq!(auto["as_of"], stats["last_event_time"], "{auto}");
+    let now = churn(d, None, &["build-features", "--as-of", "now"]);
     assert!(now.status.success());
     assert!(
         String::from_utf8_lossy(&now.stderr).contains("--as-of end"),

@@ -40,12 +40,13 @@ fn learnable() -> Dataset {
     d
 }
 
-/// What every trainer must do: learn a learnable set, give probabilities,
-/// explain them (contributions sum to the log-odds), and decode its own
-/// bytes into a model that predicts the same.
+/// What every trainer must do, for each kind (the blend included): learn
+/// a learnable set, give probabilities, explain them (contributions sum to
+/// the log-odds), and decode its own bytes into a model that predicts the
+/// same.
 fn trainer_contract(name: &str, trainer: &dyn ModelTrainer) {
     let data = learnable();
-    for kind in [ModelKind::Gbdt, ModelKind::Logistic] {
+    for kind in [ModelKind::Gbdt, ModelKind::Logistic, ModelKind::Blend] {
         let model = trainer.train(kind, &data).unwrap();
         let p = model.predict_proba(&data.rows).unwrap();
         assert_eq!(p.len(), data.len(), "{name} {kind:?}");

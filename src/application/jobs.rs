@@ -214,6 +214,11 @@ impl Jobs {
                     Err(TrainError::Busy) => return Err("training already in progress".into()),
                     Err(e) => return Err(e.to_string()),
                 };
+                // The server's own runs have no terminal to print on: the
+                // log is where their warnings go (the CLI prints its own).
+                for w in &report.warnings {
+                    tracing::warn!(version = report.version, "{w}");
+                }
                 let reload = self.state.reload_model(&self.models).await.map_err(|e| {
                     format!("version {} trained but not loaded: {e}", report.version)
                 })?;

@@ -23,6 +23,11 @@ use crate::telemetry::metric_names;
 pub enum PredictError {
     #[error("no production model is loaded yet: train one (`churn train` or POST /admin/retrain)")]
     NoProductionModel,
+    /// The production alias names a version this server cannot serve
+    /// (e.g. it was trained on another feature spec): the reason, with
+    /// what to do.
+    #[error("the production model cannot be served: {0}")]
+    ModelNotServable(Arc<String>),
     #[error(
         "no feature snapshot is loaded yet: build one (`churn build-features` or POST /admin/features/rebuild)"
     )]
@@ -35,6 +40,15 @@ pub enum PredictError {
     Join(String),
     #[error("the model failed: {0}")]
     Model(#[from] ModelError),
+}
+
+/// Why no model serves: never trained, or the production version was
+/// refused (its reason is kept by the serving state).
+fn no_model(state: &ServingState) -> PredictError {
+    match state.alias_problem() {
+        Some(problem) => PredictError::ModelNotServable(problem),
+        None => PredictError::NoProductionModel,
+    }
 }
 
 /// One prediction in the seed's shape plus `features_as_of`.
@@ -137,7 +151,7 @@ impl PredictChurn {
         user: &UserId,
         explain: Option<usize>,
     ) -> Result<Prediction, PredictError> {
-        let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
+        let model = self.state.model().ok_or_else(|| no_model(&self.state))?;
         let features = self.state.features().ok_or(PredictError::NoFeatures)?;
         let user_id = user.key();
         let row = features
@@ -222,7 +236,7 @@ impl PredictChurn {
     /// # Errors
     /// [`PredictError`] when nothing can be predicted (no model/features).
     pub fn at_risk(&self, limit: usize, top_k: usize) -> Result<AtRisk, PredictError> {
-        let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
+        let model = self.state.model().ok_or_else(|| no_model(&self.state))?;
         let features = self.state.features().ok_or(PredictError::NoFeatures)?;
         let eligibility = self.state.eligibility().filter(|e| e.matches(&features));
         let table = self.state.scores().filter(|t| t.matches(&model, &features));
@@ -317,7 +331,7 @@ impl PredictChurn {
         user_ids: &[UserId],
         explain: Option<usize>,
     ) -> Result<Vec<Result<Prediction, PredictError>>, PredictError> {
-        let model = self.state.model().ok_or(PredictError::NoProductionModel)?;
+        let model = self.state.model().ok_or_else(|| no_model(&self.state))?;
         let features = self.state.features().ok_or(PredictError::NoFeatures)?;
         let timestamp = now_rfc3339();
         let version = model.metadata.version.to_string();

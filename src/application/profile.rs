@@ -12,6 +12,7 @@ use crate::application::ports::{EventStore, FeatureStore, StoreError, TypeCount}
 use crate::application::score::eligible_users;
 use crate::domain::features::{Aggregation, FeatureDef, FeatureSpec};
 use crate::domain::label::LabelPolicy;
+use crate::domain::recommend::{LogShape, Recommendation, recommend};
 use crate::domain::time::{DAY_SECS, floor_day, format_rfc3339};
 
 /// Lookbacks the eligibility table tries, in days.
@@ -61,6 +62,9 @@ pub struct Profile {
     pub eligibility: Vec<Eligibility>,
     pub features: usize,
     pub constant_features: Vec<String>,
+    /// Settings chosen from the log's shape, with the reasons.
+    pub recommended: Option<Recommendation>,
+    /// What to change, each with the value to set; all of them at once.
     pub hints: Vec<String>,
 }
 
@@ -110,6 +114,7 @@ impl ProfileData {
             eligibility: Vec::new(),
             features: self.spec.len(),
             constant_features: Vec::new(),
+            recommended: None,
             hints: Vec::new(),
         };
         let (Some(first), Some(last)) = (stats.first_event_time, stats.last_event_time) else {
@@ -144,8 +149,19 @@ impl ProfileData {
         let at_cutoff = self.features.compute_snapshot(&self.spec, cutoff).await?;
         profile.users_at_cutoff = at_cutoff.len() as u64;
         profile.constant_features = constant_columns(&at_cutoff);
-        for lookback_days in LOOKBACKS {
-            if f64::from(lookback_days) > profile.span_days.max(1.0) * 1.5 {
+        let recommended = recommend(LogShape {
+            span_days: profile.span_days,
+            median_gap_days: profile.median_gap_days,
+            age_days: (chrono::Utc::now().timestamp() - last) as f64 / DAY_SECS as f64,
+        });
+        // The usual lookbacks, and the recommended one.
+        let mut lookbacks = LOOKBACKS.to_vec();
+        lookbacks.push(recommended.lookback_days);
+        lookbacks.sort_unstable();
+        lookbacks.dedup();
+        for lookback_days in lookbacks {
+            // A lookback longer than the log admits everyone it can.
+            if f64::from(lookback_days) > profile.span_days.max(7.0) {
                 break;
             }
             let policy = LabelPolicy {
@@ -155,44 +171,66 @@ impl ProfileData {
             let eligible = eligible_users(&*self.features, &policy, cutoff)
                 .await?
                 .len();
+            // Of every user in the store, as `churn train` counts.
             profile.eligibility.push(Eligibility {
                 lookback_days,
                 eligible_users: eligible as u64,
-                share: eligible as f64 / profile.users_at_cutoff.max(1) as f64,
+                share: eligible as f64 / profile.users.max(1) as f64,
             });
         }
+        profile.recommended = Some(recommended);
         self.hints(&mut profile);
         Ok(profile)
     }
 
+    /// Every finding that needs action, each with the value to set.
     fn hints(&self, p: &mut Profile) {
-        let current = p
-            .eligibility
-            .iter()
-            .find(|e| e.lookback_days >= self.policy.lookback_days);
-        if let Some(e) = current
-            && e.share < crate::application::train::MIN_ELIGIBLE_SHARE
-        {
-            let better = p
-                .eligibility
-                .iter()
-                .find(|e| e.share >= 0.5)
-                .map(|e| {
-                    format!(
-                        " ({} days makes {:.0}% eligible)",
-                        e.lookback_days,
-                        100.0 * e.share
-                    )
-                })
-                .unwrap_or_default();
-            p.hints.push(format!(
-                "training.lookback_days = {} makes only {:.1}% of users eligible: raise it{better}",
-                self.policy.lookback_days,
-                100.0 * e.share
-            ));
+        // The recommendation's own reasons say why; the hint adds the value
+        // in use. (An eligibility share alone is no reason to lengthen the
+        // lookback: on a log whose users mostly left long ago, a longer one
+        // only adds users who are trivially churned.)
+        if let Some(r) = &p.recommended {
+            let why = |key: &str| -> String {
+                r.reasons
+                    .iter()
+                    .find(|x| x.starts_with(key))
+                    .and_then(|x| x.split_once(": "))
+                    .map(|(_, why)| why.to_string())
+                    .unwrap_or_default()
+            };
+            if r.horizon_days != self.policy.horizon_days {
+                p.hints.push(format!(
+                    "set training.horizon_days = {} (now {}): {}",
+                    r.horizon_days,
+                    self.policy.horizon_days,
+                    why("training.horizon_days")
+                ));
+            }
+            if r.lookback_days != self.policy.lookback_days {
+                let share = p
+                    .eligibility
+                    .iter()
+                    .find(|e| e.lookback_days == r.lookback_days)
+                    .map(|e| {
+                        format!(
+                            " ({:.0}% of the users are eligible with it)",
+                            100.0 * e.share
+                        )
+                    })
+                    .unwrap_or_default();
+                p.hints.push(format!(
+                    "set training.lookback_days = {} (now {}): {}{share}",
+                    r.lookback_days,
+                    self.policy.lookback_days,
+                    why("training.lookback_days")
+                ));
+            }
         }
         if let Some(g) = p.median_gap_days
             && g > f64::from(self.policy.horizon_days)
+            && p.recommended
+                .as_ref()
+                .is_none_or(|r| r.horizon_days == self.policy.horizon_days)
         {
             p.hints.push(format!(
                 "the median user comes back every {g:.0} days, longer than training.horizon_days = {}: \
@@ -202,10 +240,40 @@ impl ProfileData {
         }
         if !p.constant_features.is_empty() {
             p.hints.push(format!(
-                "{} of {} features are constant: declare features for your event types \
-                 (`churn features suggest`, features.spec_file)",
+                "{} of {} features are constant: run `churn features suggest --out features.toml` \
+                 and set features.spec_file = \"features.toml\"",
                 p.constant_features.len(),
                 p.features
+            ));
+        }
+        if p.refunds.is_some() && !self.spec.defs().iter().any(|d| d.amount_sign.is_some()) {
+            p.hints.push(
+                "the log has refunds (negative amounts) the spec does not tell apart: `churn features \
+                 suggest` adds refund features (amount_sign = \"negative\")"
+                    .into(),
+            );
+        }
+        let churn_like: Vec<&str> = p
+            .event_types
+            .iter()
+            .map(|t| t.event_type.as_str())
+            .filter(|t| {
+                [
+                    "cancel",
+                    "unsubscribe",
+                    "churn",
+                    "close_account",
+                    "delete_account",
+                    "deactivat",
+                ]
+                .iter()
+                .any(|k| t.contains(k))
+            })
+            .collect();
+        if !churn_like.is_empty() && self.policy.churn_event_types.is_empty() {
+            p.hints.push(format!(
+                "types {churn_like:?} look like explicit churn: with training.churn_event_types = {churn_like:?} \
+                 churn means one of them with no activity after it, instead of inactivity"
             ));
         }
     }

@@ -90,6 +90,7 @@ mod tests {
             means: vec![0.0; spec.len()],
             scales: vec![1.0; spec.len()],
             log1p: Vec::new(),
+            bounds: Vec::new(),
         };
         let bytes = serde_json::to_vec(&model).unwrap();
         for _ in 0..2 {

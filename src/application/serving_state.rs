@@ -399,10 +399,14 @@ impl ServingState {
             || candidate.metadata.feature_fingerprint != self.spec.fingerprint()
         {
             return Err(SwapError::Schema(format!(
-                "version {} was trained on features {} but this server computes {}",
+                "version {} was trained on the feature spec {} ({} features) but this server \
+                 computes {} ({} features): start it with the spec the version was \
+                 trained on (features.spec_file), or train a version on this one",
                 candidate.metadata.version,
                 candidate.metadata.feature_fingerprint,
-                self.spec.fingerprint()
+                candidate.metadata.feature_names.len(),
+                self.spec.fingerprint(),
+                names.len()
             )));
         }
         // Canary: score a real user if features are loaded, else zeros.

@@ -174,6 +174,78 @@ pub fn suggest(stats: &EventStats, types: &[TypeCount]) -> Result<FeatureSpec, S
     FeatureSpec::new(defs, "suggested spec")
 }
 
+/// Rows compared when looking for repeated columns.
+const REPEAT_SAMPLE_ROWS: usize = 50_000;
+
+/// A column left out of a suggested spec, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Dropped {
+    pub feature: String,
+    /// The earlier feature it equals on every sampled user, or `None`
+    /// when it is constant.
+    pub same_as: Option<String>,
+}
+
+/// `spec` without the columns that tell a model nothing new on this data:
+/// those constant over `snapshot` and those equal to an earlier column for
+/// every user (a sample of 50,000 users on large stores), e.g. the
+/// per-type counts of a log with one type. Operands of a kept ratio stay.
+///
+/// # Errors
+/// [`SpecError`] only if the remaining definitions clash (a bug).
+pub fn without_repeats(
+    spec: &FeatureSpec,
+    snapshot: &crate::domain::snapshot::FeatureSnapshot,
+) -> Result<(FeatureSpec, Vec<Dropped>), SpecError> {
+    let n = spec.len();
+    if snapshot.is_empty() || snapshot.feature_names() != spec.names().as_slice() {
+        return Ok((spec.clone(), Vec::new()));
+    }
+    let (_, rows) = snapshot.sample_rows(REPEAT_SAMPLE_ROWS);
+    let m = rows.len() / n.max(1);
+    let rows = &rows;
+    let column = |j: usize| (0..m).map(move |i| rows[i * n + j]);
+    let mut dropped: Vec<Option<Dropped>> = vec![None; n];
+    for j in 0..n {
+        let first = rows[j];
+        if column(j).all(|v| v == first) {
+            dropped[j] = Some(Dropped {
+                feature: spec.defs()[j].name.clone(),
+                same_as: None,
+            });
+            continue;
+        }
+        if let Some(i) = (0..j).find(|&i| dropped[i].is_none() && column(i).eq(column(j))) {
+            dropped[j] = Some(Dropped {
+                feature: spec.defs()[j].name.clone(),
+                same_as: Some(spec.defs()[i].name.clone()),
+            });
+        }
+    }
+    // A kept ratio needs its operands.
+    for (j, def) in spec.defs().iter().enumerate() {
+        if dropped[j].is_some() || def.aggregation != Aggregation::Ratio {
+            continue;
+        }
+        for operand in [&def.numerator, &def.denominator].into_iter().flatten() {
+            if let Some(k) = spec.index_of(operand) {
+                dropped[k] = None;
+            }
+        }
+    }
+    let kept: Vec<FeatureDef> = spec
+        .defs()
+        .iter()
+        .zip(&dropped)
+        .filter(|(_, d)| d.is_none())
+        .map(|(def, _)| def.clone())
+        .collect();
+    Ok((
+        FeatureSpec::new(kept, "suggested spec")?,
+        dropped.into_iter().flatten().collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +330,60 @@ mod tests {
         assert!(!plain.names().iter().any(|n| n.contains("refund")));
         let again = FeatureSpec::from_toml(&spec.to_toml(), "features.toml").unwrap();
         assert_eq!(again.fingerprint(), spec.fingerprint());
+    }
+
+    #[test]
+    fn repeated_and_constant_columns_are_left_out_but_ratio_operands_stay() {
+        use crate::domain::features::Aggregation::{Count, SumAmount};
+        use crate::domain::snapshot::FeatureSnapshot;
+        let defs = vec![
+            FeatureDef::aggregate("events_30d", Count, &[], Some(30)),
+            FeatureDef::aggregate("purchase_count_30d", Count, &["purchase"], Some(30)),
+            FeatureDef::aggregate("events_90d", Count, &[], Some(90)),
+            FeatureDef::aggregate("purchase_count_90d", Count, &["purchase"], Some(90)),
+            FeatureDef::aggregate("refund_total", SumAmount, &["refund"], None),
+            FeatureDef::ratio("trend", "events_30d", "events_90d", 3.0),
+        ];
+        let spec = FeatureSpec::new(defs, "test").unwrap();
+        let mut snapshot = FeatureSnapshot::new(0, 0, spec.names(), spec.fingerprint());
+        for user in 0..50_u64 {
+            let (a, b) = ((user % 7) as f64, (user % 11) as f64 + 7.0);
+            // One type only: the purchase counts equal the event counts.
+            snapshot.insert(user, &[a, a, b, b, 0.0, 3.0 * a / b]);
+        }
+        let (kept, dropped) = without_repeats(&spec, &snapshot).unwrap();
+        assert_eq!(
+            kept.names(),
+            ["events_30d", "events_90d", "trend"],
+            "{dropped:?}"
+        );
+        assert_eq!(
+            dropped,
+            [
+                Dropped {
+                    feature: "purchase_count_30d".into(),
+                    same_as: Some("events_30d".into())
+                },
+                Dropped {
+                    feature: "purchase_count_90d".into(),
+                    same_as: Some("events_90d".into())
+                },
+                Dropped {
+                    feature: "refund_total".into(),
+                    same_as: None
+                },
+            ]
+        );
+        // The ratio's operand is kept even when it repeats another column.
+        let mut same = FeatureSnapshot::new(0, 0, spec.names(), spec.fingerprint());
+        for user in 0..50_u64 {
+            let a = (user % 7) as f64 + 1.0;
+            same.insert(user, &[a, a, a, a, 1.0 + user as f64, 0.5 * user as f64]);
+        }
+        let (kept, _) = without_repeats(&spec, &same).unwrap();
+        assert_eq!(
+            kept.names(),
+            ["events_30d", "events_90d", "refund_total", "trend"]
+        );
     }
 }

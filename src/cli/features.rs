@@ -1,11 +1,13 @@
 //! `churn features`: write a spec for the stored event types, or check one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
 use super::output::print_line;
+use crate::application::ports::EventStats;
+use crate::application::suggest::{Dropped, without_repeats};
 use crate::config::Settings;
 use crate::domain::features::FeatureSpec;
 use crate::startup::Stores;
@@ -25,6 +27,83 @@ pub enum FeaturesCommand {
     Check { file: Option<PathBuf> },
 }
 
+/// A spec suggested for the store, without repeated columns.
+pub(super) struct Suggested {
+    pub spec: FeatureSpec,
+    pub dropped: Vec<Dropped>,
+    pub stats: EventStats,
+    pub types: usize,
+}
+
+impl Suggested {
+    pub fn summary(&self, out: &Path) -> String {
+        let mut line = format!(
+            "wrote {} features over {} event types to {}",
+            self.spec.len(),
+            self.spec.event_types().len(),
+            out.display()
+        );
+        if !self.dropped.is_empty() {
+            let names: Vec<String> = self
+                .dropped
+                .iter()
+                .map(|d| match &d.same_as {
+                    Some(other) => format!("{} (= {other})", d.feature),
+                    None => format!("{} (constant)", d.feature),
+                })
+                .collect();
+            line.push_str(&format!(
+                "; left out {} that repeat another or never vary here: {}",
+                names.len(),
+                names.join(", ")
+            ));
+        }
+        line
+    }
+}
+
+/// The spec `churn features suggest` writes: for the store's types and
+/// span, without the columns that repeat another or never vary as of
+/// `as_of` (default: the newest event).
+pub(super) async fn suggested_spec(stores: &Stores, as_of: Option<i64>) -> Result<Suggested> {
+    let stats = stores.events.stats().await.context("reading the store")?;
+    let types = stores
+        .events
+        .type_counts()
+        .await
+        .context("reading the store")?;
+    let (Some(last), false) = (stats.last_event_time, types.is_empty()) else {
+        bail!("the store holds no events: ingest first, then suggest");
+    };
+    let spec = crate::application::suggest::suggest(&stats, &types)?;
+    let snapshot = stores
+        .features
+        .compute_snapshot(&spec, as_of.unwrap_or(last))
+        .await
+        .context("computing the suggested features to compare them")?;
+    let (spec, dropped) = without_repeats(&spec, &snapshot)?;
+    Ok(Suggested {
+        spec,
+        dropped,
+        stats,
+        types: types.len(),
+    })
+}
+
+/// Writes a suggested spec with a header saying where it came from.
+pub(super) fn write_spec(s: &Suggested, out: &Path) -> Result<()> {
+    let header = format!(
+        "# Suggested by `churn features suggest` for {} events of {} types from {} users.\n\
+         # Review it, then set features.spec_file = \"{}\" (CHURN_FEATURES__SPEC_FILE).\n\n",
+        s.stats.events,
+        s.types,
+        s.stats.users,
+        out.display()
+    );
+    std::fs::write(out, header + &s.spec.to_toml())
+        .with_context(|| format!("writing {}", out.display()))
+}
+
 pub async fn run(settings: Settings, cmd: FeaturesCommand) -> Result<()> {
     match cmd {
         FeaturesCommand::Suggest { out, force } => {
@@ -34,32 +113,9 @@ pub async fn run(settings: Settings, cmd: FeaturesCommand) -> Result<()> {
             // The stores alone: the spec file in use may be the very file
             // being written (or not exist yet).
             let stores = Stores::open(&settings).await?;
-            let stats = stores.events.stats().await.context("reading the store")?;
-            let types = stores
-                .events
-                .type_counts()
-                .await
-                .context("reading the store")?;
-            if types.is_empty() {
-                bail!("the store holds no events: ingest first, then suggest");
-            }
-            let spec = crate::application::suggest::suggest(&stats, &types)?;
-            let header = format!(
-                "# Suggested by `churn features suggest` for {} events of {} types from {} users.\n\
-                 # Review it, then set features.spec_file = \"{}\" (CHURN_FEATURES__SPEC_FILE).\n\n",
-                stats.events,
-                types.len(),
-                stats.users,
-                out.display()
-            );
-            std::fs::write(&out, header + &spec.to_toml())
-                .with_context(|| format!("writing {}", out.display()))?;
-            print_line(&format!(
-                "wrote {} features over {} event types to {}",
-                spec.len(),
-                spec.event_types().len(),
-                out.display()
-            ))
+            let suggested = suggested_spec(&stores, None).await?;
+            write_spec(&suggested, &out)?;
+            print_line(&suggested.summary(&out))
         }
         FeaturesCommand::Check { file } => {
             let spec = match file.or_else(|| settings.spec_file()) {

@@ -47,20 +47,36 @@ fn input_format(path: &Path, flag: Option<InputFormat>) -> FileFormat {
     }
 }
 
-pub async fn run(settings: Settings, args: IngestArgs) -> Result<()> {
-    let stores = Stores::open(&settings).await?;
-    let ingest = stores.ingest(&settings)?;
-    let format = input_format(&args.file, args.format);
-    let mut source = crate::startup::event_source(&settings, &args.file, format)
+/// What ingesting one file did.
+pub(super) struct IngestRun {
+    pub report: IngestReport,
+    pub reasons: Vec<RejectReason>,
+    pub rejects_path: PathBuf,
+    pub sampled: u64,
+    pub secs: f64,
+}
+
+/// One file (or stdin) through the pipeline into `stores`, rejects to the
+/// rejects file; fails when every line was refused.
+pub(super) async fn ingest_file(
+    settings: &Settings,
+    stores: &Stores,
+    file: &Path,
+    format: Option<InputFormat>,
+    rejects: Option<PathBuf>,
+) -> Result<IngestRun> {
+    let ingest = stores.ingest(settings)?;
+    let format = input_format(file, format);
+    let mut source = crate::startup::event_source(settings, file, format)
         .await
-        .with_context(|| format!("reading {}", args.file.display()))?;
-    let kind = if args.file.as_os_str() == "-" {
+        .with_context(|| format!("reading {}", file.display()))?;
+    let kind = if file.as_os_str() == "-" {
         SourceKind::Stdin
     } else {
         SourceKind::File
     };
-    let rejects_path = args.rejects.unwrap_or_else(|| settings.rejects_path());
-    let mut rejects = crate::startup::rejects_file(&settings, rejects_path.clone());
+    let rejects_path = rejects.unwrap_or_else(|| settings.rejects_path());
+    let mut rejects = crate::startup::rejects_file(settings, rejects_path.clone());
     let bar = spinner("ingesting");
     let started = std::time::Instant::now();
     let (report, reasons) = {
@@ -81,37 +97,58 @@ pub async fn run(settings: Settings, args: IngestArgs) -> Result<()> {
         .await
         .context("writing the rejects file")?;
     let report = report.context("ingesting events")?;
-    let secs = started.elapsed().as_secs_f64();
-    // Nothing usable at all is a failure, not a count: a script must not
-    // go on to train on an empty store.
-    let all_rejected = report.read > 0 && report.rejected == report.read;
-    if args.json {
-        print_json(&serde_json::json!({
-            "read": report.read,
-            "inserted": report.inserted,
-            "duplicates": report.duplicates,
-            "rejected": report.rejected,
-            "rejected_by_field": reasons,
-            "rejects_file": (report.rejected > 0).then(|| rejects_path.display().to_string()),
-            "rejects_sampled": rejects.sampled(),
-            "seconds": secs,
-        }))?;
-    } else {
-        print_summary(&report, &reasons, &rejects_path, rejects.sampled(), secs)?;
-    }
-    if all_rejected {
+    Ok(IngestRun {
+        report,
+        reasons,
+        rejects_path,
+        sampled: rejects.sampled(),
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Nothing usable at all is a failure, not a count: a script must not go
+/// on to train on an empty store.
+pub(super) fn fail_if_all_rejected(run: &IngestRun) -> Result<()> {
+    let r = &run.report;
+    if r.read > 0 && r.rejected == r.read {
         bail!(
             "every one of the {} lines was rejected (reasons above; examples in {}); \
              if the fields have other names or times another form, map them in [ingest] \
              (fields, preset, time_format, timezone)",
-            report.read,
-            rejects_path.display()
+            r.read,
+            run.rejects_path.display()
         );
     }
     Ok(())
 }
 
-fn print_summary(
+pub async fn run(settings: Settings, args: IngestArgs) -> Result<()> {
+    let stores = Stores::open(&settings).await?;
+    let run = ingest_file(&settings, &stores, &args.file, args.format, args.rejects).await?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "read": run.report.read,
+            "inserted": run.report.inserted,
+            "duplicates": run.report.duplicates,
+            "rejected": run.report.rejected,
+            "rejected_by_field": run.reasons,
+            "rejects_file": (run.report.rejected > 0).then(|| run.rejects_path.display().to_string()),
+            "rejects_sampled": run.sampled,
+            "seconds": run.secs,
+        }))?;
+    } else {
+        print_summary(
+            &run.report,
+            &run.reasons,
+            &run.rejects_path,
+            run.sampled,
+            run.secs,
+        )?;
+    }
+    fail_if_all_rejected(&run)
+}
+
+pub(super) fn print_summary(
     report: &IngestReport,
     reasons: &[RejectReason],
     rejects_path: &Path,

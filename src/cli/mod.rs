@@ -19,6 +19,7 @@ mod features;
 mod generate;
 mod health;
 mod ingest;
+mod init;
 mod migrate;
 mod models;
 pub mod output;
@@ -47,8 +48,12 @@ pub struct Cli {
 pub enum Command {
     /// Write seeded, realistic demo events as NDJSON.
     GenerateEvents(generate::GenerateArgs),
-    /// Validate and store events from an NDJSON file (`-` = stdin).
+    /// Validate and store events from an NDJSON or CSV file (`-` = stdin).
     Ingest(ingest::IngestArgs),
+    /// From a raw log to a trained model in one step: ingest, profile,
+    /// settings chosen from the data, a feature spec for its types, a
+    /// commented config, training, and a report of what was chosen and why.
+    Init(init::InitArgs),
     /// Compute every user's features as of a time and store the snapshot.
     BuildFeatures(build_features::BuildFeaturesArgs),
     /// Train, evaluate, register and (if it wins) promote a model.
@@ -118,6 +123,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::GenerateEvents(args) => generate::run(&settings, args),
         Command::CheckConfig => check_config::run(&settings),
         Command::Ingest(args) => ingest::run(settings, args).await,
+        Command::Init(args) => init::run(settings, args).await,
         Command::BuildFeatures(args) => build_features::run(settings, args).await,
         Command::Train(args) => train::run(settings, args).await,
         Command::Score(args) => score::run(settings, args).await,

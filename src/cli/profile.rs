@@ -56,8 +56,9 @@ pub async fn run(settings: Settings, flag: JsonFlag) -> Result<()> {
     }
     if let Some(cutoff) = &p.cutoff {
         lines.push(format!(
-            "at the validation cutoff {cutoff}: {} users with history",
-            p.users_at_cutoff
+            "at the validation cutoff {cutoff}: {} users with history; eligible per lookback \
+             (share of all {} users in the store, as `churn train` counts):",
+            p.users_at_cutoff, p.users
         ));
         for e in &p.eligibility {
             lines.push(format!(
@@ -77,6 +78,15 @@ pub async fn run(settings: Settings, flag: JsonFlag) -> Result<()> {
                 format!(" ({})", p.constant_features.join(", "))
             }
         ));
+    }
+    if let Some(r) = &p.recommended {
+        lines.push(format!(
+            "recommended for this log: horizon {} days, lookback {} days, features_as_of \"{}\"",
+            r.horizon_days, r.lookback_days, r.features_as_of
+        ));
+        for reason in &r.reasons {
+            lines.push(format!("  {reason}"));
+        }
     }
     for h in &p.hints {
         lines.push(format!("hint: {h}"));

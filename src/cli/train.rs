@@ -6,9 +6,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::output::{print_json, print_line, spinner};
-use crate::application::train::TrainReport;
+use crate::application::train::{TrainReport, TrainingRows};
 use crate::config::Settings;
-use crate::domain::model::Dataset;
+use crate::domain::model::{Dataset, in_report_half};
+use crate::domain::time::format_rfc3339;
 use crate::startup::Services;
 
 #[derive(Debug, Args)]
@@ -21,8 +22,10 @@ pub struct TrainArgs {
     pub force_promote: bool,
     /// Write the rows a run would train and validate on to DIR/train.csv
     /// and DIR/validation.csv (user_id, churned, then the features), and
-    /// exit without training: for a notebook, or another library's fit on
-    /// exactly the same rows (bench/train.sh).
+    /// where each row comes from to DIR/rows.csv (set, user_id, cutoff,
+    /// half, churned), then exit without training: for a notebook, another
+    /// library's fit on exactly the same rows (bench/train.sh), or
+    /// recomputing the recorded figures on the report half.
     #[arg(long, value_name = "DIR")]
     pub export_sets: Option<PathBuf>,
 }
@@ -30,13 +33,16 @@ pub struct TrainArgs {
 pub async fn run(settings: Settings, args: TrainArgs) -> Result<()> {
     let services = Services::build_with(settings, args.force_promote).await?;
     if let Some(dir) = &args.export_sets {
-        let (train, validation) = services
+        let rows = services
             .train
             .training_rows()
             .await
             .context("building the training sets")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (name, set) in [("train.csv", &train), ("validation.csv", &validation)] {
+        for (name, set) in [
+            ("train.csv", &rows.train),
+            ("validation.csv", &rows.validation),
+        ] {
             let path = dir.join(name);
             write_csv(&path, set).with_context(|| format!("writing {}", path.display()))?;
             print_line(&format!(
@@ -46,6 +52,12 @@ pub async fn run(settings: Settings, args: TrainArgs) -> Result<()> {
                 set.n_features()
             ))?;
         }
+        let path = dir.join("rows.csv");
+        write_rows(&path, &rows).with_context(|| format!("writing {}", path.display()))?;
+        print_line(&format!(
+            "{}: where each row comes from (set, cutoff, half, label)",
+            path.display()
+        ))?;
         return Ok(());
     }
     let bar = spinner("training");
@@ -59,6 +71,44 @@ pub async fn run(settings: Settings, args: TrainArgs) -> Result<()> {
         return print_json(&report);
     }
     print_line(&render(&report))
+}
+
+/// One row per row of train.csv, then one per row of validation.csv, in
+/// their order: `set` (train or validation), `user_id`, `cutoff` (the
+/// row's as-of time), `half` (for validation rows: `select`, the half that
+/// chose the candidate, or `report`, the half the recorded figures come
+/// from; `both` when the set was too small to halve; empty for training
+/// rows) and `churned`. Kept out of the two feature files so that they
+/// stay `user_id, churned, features...` for the tools that read them.
+fn write_rows(path: &Path, rows: &TrainingRows) -> Result<()> {
+    let mut out = csv::Writer::from_path(path)?;
+    out.write_record(["set", "user_id", "cutoff", "half", "churned"])?;
+    for (i, cutoff) in rows.train_row_cutoffs().enumerate() {
+        out.write_record([
+            "train",
+            &rows.train.user_ids[i].to_string(),
+            &format_rfc3339(cutoff),
+            "",
+            &u8::from(rows.train.labels[i]).to_string(),
+        ])?;
+    }
+    let cutoff = format_rfc3339(rows.validation_cutoff);
+    for (user, label) in rows.validation.user_ids.iter().zip(&rows.validation.labels) {
+        let half = match (rows.halved, in_report_half(*user)) {
+            (false, _) => "both",
+            (true, true) => "report",
+            (true, false) => "select",
+        };
+        out.write_record([
+            "validation",
+            &user.to_string(),
+            &cutoff,
+            half,
+            &u8::from(*label).to_string(),
+        ])?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// One header row, then `user_id, churned (0/1), features...` per row.

@@ -19,6 +19,7 @@ pub mod label;
 pub mod math;
 pub mod metrics;
 pub mod model;
+pub mod recommend;
 pub mod sampling;
 pub mod snapshot;
 pub mod time;

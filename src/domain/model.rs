@@ -25,6 +25,8 @@ pub enum ModelKind {
     Gbdt,
     /// Standardised logistic regression (the baseline).
     Logistic,
+    /// Both, their log-odds mixed with a weight chosen on held-out rows.
+    Blend,
 }
 
 impl ModelKind {
@@ -32,7 +34,82 @@ impl ModelKind {
         match self {
             Self::Gbdt => "gbdt",
             Self::Logistic => "logistic",
+            Self::Blend => "blend",
         }
+    }
+}
+
+/// The GBDT and the logistic model mixed in log-odds:
+/// `logit(p) = w · logit(p_gbdt) + (1 − w) · logit(p_logistic)`. Both
+/// explain additively in log-odds (TreeSHAP, coefficient × value), so the
+/// blend's contributions are the same mix of theirs and still sum to its
+/// log-odds.
+#[derive(Debug, Clone)]
+pub struct Blend {
+    pub gbdt: std::sync::Arc<dyn Classifier>,
+    pub logistic: std::sync::Arc<dyn Classifier>,
+    /// The GBDT's weight, in `[0, 1]`.
+    pub weight: f64,
+}
+
+/// How a blend is stored: its weight and both models as they store
+/// themselves.
+#[derive(Serialize, Deserialize)]
+pub struct BlendFile {
+    pub weight: f64,
+    pub gbdt: Box<serde_json::value::RawValue>,
+    pub logistic: Box<serde_json::value::RawValue>,
+}
+
+impl Blend {
+    /// The mixed log-odds of two probabilities.
+    pub fn mix(&self, p_gbdt: f64, p_logistic: f64) -> f64 {
+        sigmoid(self.weight * logit(p_gbdt) + (1.0 - self.weight) * logit(p_logistic))
+    }
+}
+
+/// Log-odds of a probability, clamped away from 0 and 1.
+pub fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    (p / (1.0 - p)).ln()
+}
+
+impl Classifier for Blend {
+    fn kind(&self) -> ModelKind {
+        ModelKind::Blend
+    }
+
+    fn n_features(&self) -> usize {
+        self.gbdt.n_features()
+    }
+
+    fn predict_proba(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
+        let g = self.gbdt.predict_proba(rows)?;
+        let l = self.logistic.predict_proba(rows)?;
+        Ok(g.iter().zip(&l).map(|(g, l)| self.mix(*g, *l)).collect())
+    }
+
+    fn contributions(&self, rows: &[f64]) -> Result<Vec<f64>, ModelError> {
+        let g = self.gbdt.contributions(rows)?;
+        let l = self.logistic.contributions(rows)?;
+        Ok(g.iter()
+            .zip(&l)
+            .map(|(g, l)| self.weight * g + (1.0 - self.weight) * l)
+            .collect())
+    }
+
+    fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        let codec = |e: serde_json::Error| ModelError::Codec(e.to_string());
+        let raw = |bytes: Vec<u8>| -> Result<Box<serde_json::value::RawValue>, ModelError> {
+            let text = String::from_utf8(bytes).map_err(|e| ModelError::Codec(e.to_string()))?;
+            serde_json::value::RawValue::from_string(text).map_err(codec)
+        };
+        serde_json::to_vec(&BlendFile {
+            weight: self.weight,
+            gbdt: raw(self.gbdt.to_bytes()?)?,
+            logistic: raw(self.logistic.to_bytes()?)?,
+        })
+        .map_err(codec)
     }
 }
 
@@ -142,18 +219,15 @@ impl Dataset {
         self.labels.push(churned);
         true
     }
-    /// Splits the rows in two halves by a hash of the user id: stable for a
-    /// user across runs and cutoffs, independent of the row order.
+    /// Splits the rows in two halves by [`in_report_half`]: stable for a
+    /// user across runs and cutoffs, independent of the row order. The
+    /// first half chooses, the second reports.
     pub fn split_by_user(&self) -> (Dataset, Dataset) {
         let mut a = Dataset::with_columns(self.feature_names.clone());
         let mut b = Dataset::with_columns(self.feature_names.clone());
         for i in 0..self.len() {
             let user = self.user_ids[i];
-            let half = if splitmix64(user) & 1 == 0 {
-                &mut a
-            } else {
-                &mut b
-            };
+            let half = if in_report_half(user) { &mut b } else { &mut a };
             half.user_ids.push(user);
             half.rows.extend_from_slice(self.row(i));
             half.labels.push(self.labels[i]);
@@ -166,11 +240,22 @@ impl Dataset {
     }
 }
 
+/// Whether a validation row of this user is in the half whose figures
+/// are reported (`splitmix64(user) & 1 == 1`); the other half chooses
+/// the candidate.
+pub fn in_report_half(user_id: u64) -> bool {
+    splitmix64(user_id) & 1 == 1
+}
+
 /// A fitted logistic regression on standardised inputs:
 /// `p = sigmoid(intercept + Σ coef_j * (f_j(x_j) - mean_j) / scale_j)`,
 /// where `f_j` is `ln(1 + x)` for the columns marked in `log1p` (counts,
 /// amounts, durations: heavy-tailed and non-negative) and the identity
-/// otherwise; means and scales are of the transformed values.
+/// otherwise; means and scales are of the transformed values. Inputs are
+/// first held inside the range each column had in training: a line fitted
+/// on tenures of 200–360 days says nothing about 450, and extrapolating it
+/// is how a cohort log's logistic candidate fell to 0.73 AUC (trees hold
+/// their edge value by construction).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogisticModel {
     pub coefficients: Vec<f64>,
@@ -181,11 +266,19 @@ pub struct LogisticModel {
     /// registered before the transform existed).
     #[serde(default)]
     pub log1p: Vec<bool>,
+    /// Per column: the smallest and largest training value. Empty = no
+    /// bounds (models registered before them).
+    #[serde(default)]
+    pub bounds: Vec<(f64, f64)>,
 }
 
 impl LogisticModel {
     /// The input as the coefficients see it (before standardising).
     pub fn transform(&self, j: usize, x: f64) -> f64 {
+        let x = match self.bounds.get(j) {
+            Some(&(lo, hi)) if lo <= hi => x.clamp(lo, hi),
+            _ => x,
+        };
         if self.log1p.get(j).copied().unwrap_or(false) {
             // Training saw only non-negative values here; clamp a stray
             // negative instead of producing NaN.
@@ -349,6 +442,7 @@ mod tests {
             means: vec![1.0, 0.0],
             scales: vec![2.0, 1.0],
             log1p: Vec::new(),
+            bounds: Vec::new(),
         };
         let p = m.predict_proba(&[1.0, 0.0, 5.0, 1.0, -1e9, 0.0]).unwrap();
         assert!((p[0] - sigmoid(0.5)).abs() < 1e-12);
@@ -358,11 +452,27 @@ mod tests {
         // With the log transform on column 0: ln(1 + e - 1) = 1.
         let logged = LogisticModel {
             log1p: vec![true, false],
-            ..m
+            ..m.clone()
         };
         let e1 = std::f64::consts::E - 1.0;
         let p = logged.predict_proba(&[e1, 0.0]).unwrap();
         assert!((p[0] - sigmoid(0.5 + 2.0 * (1.0 - 1.0) / 2.0)).abs() < 1e-12);
+        // Held inside the training range: beyond it, the edge value.
+        let bounded = LogisticModel {
+            bounds: vec![(0.0, 3.0), (-1.0, 1.0)],
+            ..m.clone()
+        };
+        let p = bounded.predict_proba(&[50.0, -7.0, 3.0, -1.0]).unwrap();
+        assert_eq!(p[0], p[1]);
+        assert!((p[0] - sigmoid(0.5 + 2.0 * (3.0 - 1.0) / 2.0 + 1.0)).abs() < 1e-12);
+        let c = bounded.contributions(&[50.0, 0.5]).unwrap();
+        assert!((c[0] - 2.0).abs() < 1e-12, "{c:?}");
+        // A model stored before bounds reads as unbounded.
+        let old: LogisticModel = serde_json::from_str(
+            r#"{"coefficients":[1.0],"intercept":0.0,"means":[0.0],"scales":[1.0]}"#,
+        )
+        .unwrap();
+        assert!(old.bounds.is_empty() && old.log1p.is_empty());
     }
 
     #[test]

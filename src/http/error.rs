@@ -78,6 +78,10 @@ impl From<PredictError> for ApiError {
             PredictError::NoProductionModel => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_production_model")
             }
+            PredictError::ModelNotServable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "production_model_not_servable",
+            ),
             PredictError::NoFeatures => (StatusCode::SERVICE_UNAVAILABLE, "no_features"),
             PredictError::UnknownUser(_) => (StatusCode::NOT_FOUND, "unknown_user"),
             PredictError::Model(_) => (StatusCode::INTERNAL_SERVER_ERROR, "model_failure"),

@@ -13,7 +13,9 @@ use forust_ml::gradientbooster::ContributionsMethod;
 
 use crate::application::ports::ModelTrainer;
 use crate::domain::math::sigmoid;
-use crate::domain::model::{Classifier, Dataset, LogisticModel, ModelError, ModelKind, row_count};
+use crate::domain::model::{
+    Blend, BlendFile, Classifier, Dataset, LogisticModel, ModelError, ModelKind, row_count,
+};
 use crate::domain::training::GbdtParams;
 
 /// L2 penalty of the logistic baseline (features are standardised first).
@@ -145,15 +147,22 @@ impl ForustTrainer {
         // linear model does better on ln(1 + x) (measured on two real logs:
         // +0.01 to +0.02 AUC). Then standardise so one penalty fits all
         // features and LBFGS converges.
-        let log1p: Vec<bool> = (0..n)
-            .map(|j| (0..rows).all(|i| data.row(i)[j] >= 0.0))
+        let bounds: Vec<(f64, f64)> = (0..n)
+            .map(|j| {
+                (0..rows).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), i| {
+                    let x = data.row(i)[j];
+                    (lo.min(x), hi.max(x))
+                })
+            })
             .collect();
+        let log1p: Vec<bool> = bounds.iter().map(|(lo, _)| *lo >= 0.0).collect();
         let mut model = LogisticModel {
             coefficients: vec![0.0; n],
             intercept: 0.0,
             means: vec![0.0; n],
             scales: vec![1.0; n],
             log1p,
+            bounds,
         };
         // One working copy, not three: rows with a trailing 1 for the
         // intercept (what the Newton passes read), transformed, then
@@ -376,6 +385,13 @@ impl ModelTrainer for ForustTrainer {
         Ok(match kind {
             ModelKind::Gbdt => Arc::new(self.train_gbdt(data)?),
             ModelKind::Logistic => Arc::new(Self::train_logistic(data)?),
+            // A blend's weight is chosen on held-out rows (the training use
+            // case); fitted here alone, it is an even mix.
+            ModelKind::Blend => Arc::new(Blend {
+                gbdt: Arc::new(self.train_gbdt(data)?),
+                logistic: Arc::new(Self::train_logistic(data)?),
+                weight: 0.5,
+            }),
         })
     }
 
@@ -395,6 +411,20 @@ impl ModelTrainer for ForustTrainer {
                 let m: LogisticModel = serde_json::from_slice(bytes).map_err(|e| codec(&e))?;
                 Arc::new(m)
             }
+            ModelKind::Blend => {
+                let file: BlendFile = serde_json::from_slice(bytes).map_err(|e| codec(&e))?;
+                if !(0.0..=1.0).contains(&file.weight) {
+                    return Err(ModelError::Codec(format!(
+                        "blend weight {} outside [0, 1]",
+                        file.weight
+                    )));
+                }
+                Arc::new(Blend {
+                    gbdt: self.decode(ModelKind::Gbdt, file.gbdt.get().as_bytes())?,
+                    logistic: self.decode(ModelKind::Logistic, file.logistic.get().as_bytes())?,
+                    weight: file.weight,
+                })
+            }
         })
     }
 
@@ -404,6 +434,10 @@ impl ModelTrainer for ForustTrainer {
             ModelKind::Logistic => {
                 serde_json::json!({ "alpha": LOGISTIC_ALPHA, "standardised": true })
             }
+            ModelKind::Blend => serde_json::json!({
+                "gbdt": self.hyperparameters(ModelKind::Gbdt),
+                "logistic": self.hyperparameters(ModelKind::Logistic),
+            }),
         }
     }
 }

@@ -573,11 +573,21 @@ impl Default for GradientTrainer {
 impl crate::application::ports::ModelTrainer for GradientTrainer {
     fn train(
         &self,
-        _kind: crate::domain::model::ModelKind,
+        kind: crate::domain::model::ModelKind,
         data: &Dataset,
     ) -> Result<Arc<dyn crate::domain::model::Classifier>, crate::domain::model::ModelError> {
         use crate::domain::math::sigmoid;
-        use crate::domain::model::{LogisticModel, ModelError};
+        use crate::domain::model::{Blend, LogisticModel, ModelError, ModelKind};
+        if kind == ModelKind::Blend {
+            // An even mix of two of this trainer's models, as the real
+            // trainer's blend fitted alone.
+            let half = self.train(ModelKind::Logistic, data)?;
+            return Ok(Arc::new(Blend {
+                gbdt: half.clone(),
+                logistic: half,
+                weight: 0.5,
+            }));
+        }
         let (n, k) = (data.len(), data.n_features());
         if n == 0 || k == 0 {
             return Err(ModelError::Training("empty training set".into()));
@@ -623,16 +633,31 @@ impl crate::application::ports::ModelTrainer for GradientTrainer {
             means,
             scales,
             log1p: Vec::new(),
+            bounds: Vec::new(),
         }))
     }
 
     fn decode(
         &self,
-        _kind: crate::domain::model::ModelKind,
+        kind: crate::domain::model::ModelKind,
         bytes: &[u8],
     ) -> Result<Arc<dyn crate::domain::model::Classifier>, crate::domain::model::ModelError> {
-        let model: crate::domain::model::LogisticModel = serde_json::from_slice(bytes)
-            .map_err(|e| crate::domain::model::ModelError::Codec(e.to_string()))?;
+        use crate::domain::model::{Blend, BlendFile, LogisticModel, ModelError, ModelKind};
+        let codec = |e: serde_json::Error| ModelError::Codec(e.to_string());
+        if kind == ModelKind::Blend {
+            // Both halves of a blend are this trainer's logistic models.
+            let file: BlendFile = serde_json::from_slice(bytes).map_err(codec)?;
+            let half = |raw: &serde_json::value::RawValue| -> Result<Arc<dyn crate::domain::model::Classifier>, ModelError> {
+                let m: LogisticModel = serde_json::from_str(raw.get()).map_err(codec)?;
+                Ok(Arc::new(m))
+            };
+            return Ok(Arc::new(Blend {
+                gbdt: half(&file.gbdt)?,
+                logistic: half(&file.logistic)?,
+                weight: file.weight,
+            }));
+        }
+        let model: LogisticModel = serde_json::from_slice(bytes).map_err(codec)?;
         Ok(Arc::new(model))
     }
 

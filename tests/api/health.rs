@@ -6,7 +6,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Seed, spawn_app, spawn_app_with};
+use churn::startup::Services;
+
+use crate::helpers::{
+    Seed, error_body, load, settings, spawn, spawn_app, spawn_app_with, train_and_promote,
+};
 
 #[tokio::test]
 async fn health_metrics_and_openapi() {
@@ -234,4 +238,40 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         .unwrap()
         .unwrap();
     assert_eq!(app.services.events.stats().await.unwrap().events, 1);
+}
+
+/// A server started with another feature spec than its production model
+/// was trained on says so, and what to do, instead of "train one".
+#[tokio::test]
+async fn a_model_trained_on_another_spec_is_named_not_called_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = Services::build(settings(dir.path())).await.unwrap();
+    load(&trained, 400, 9, false).await;
+    let version = train_and_promote(&trained).await;
+    drop(trained);
+
+    let spec = dir.path().join("other.toml");
+    std::fs::write(
+        &spec,
+        "[[feature]]\nname = \"events_total\"\naggregation = \"count\"\n\n\
+         [[feature]]\nname = \"last_event_days_ago\"\naggregation = \"days_since_last\"\n",
+    )
+    .unwrap();
+    let mut s = settings(dir.path());
+    s.features.spec_file = spec.display().to_string();
+    let services = Services::build(s).await.unwrap();
+    let app = spawn(services, None).await;
+    let body = error_body(app.predict("1").await, 503, "production_model_not_servable").await;
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "version {version} was trained on the feature spec"
+        )) && message.contains("(2 features)")
+            && message.contains("features.spec_file"),
+        "{body}"
+    );
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    app.stop().await;
+    drop(dir);
 }

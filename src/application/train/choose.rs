@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::TrainModel;
-use super::fit::Fitted;
+use super::fit::{Candidate, Fitted};
 use crate::domain::model::{Classifier, Dataset, ModelKind, ModelMetrics};
 use crate::domain::training::ModelSelection;
 
@@ -21,24 +21,37 @@ pub(super) struct Chosen {
 }
 
 impl TrainModel {
+    /// The candidate with the best selection-half AUC: the GBDT, the
+    /// logistic model, or their blend (a blend at weight 0 or 1 is one of
+    /// them, registered as that one). `model_selection = "gbdt"` always
+    /// takes the GBDT.
     pub(super) fn choose(&self, fitted: &Fitted) -> Chosen {
-        let logistic_wins = self.options.selection == ModelSelection::Best
-            && fitted.logistic.select.auc > fitted.gbdt.select.auc;
-        let (kind, c) = if logistic_wins {
-            (ModelKind::Logistic, &fitted.logistic)
-        } else {
-            (ModelKind::Gbdt, &fitted.gbdt)
-        };
+        let mut candidates = vec![(ModelKind::Gbdt, &fitted.gbdt)];
+        if self.options.selection == ModelSelection::Best {
+            candidates.push((ModelKind::Logistic, &fitted.logistic));
+            if fitted.blend_weight > 0.0 && fitted.blend_weight < 1.0 {
+                candidates.push((ModelKind::Blend, &fitted.blend));
+            }
+        }
+        let (kind, c) = candidates
+            .into_iter()
+            .fold(None::<(ModelKind, &Candidate)>, |best, (k, c)| match best {
+                Some((_, b)) if b.select.auc >= c.select.auc => best,
+                _ => Some((k, c)),
+            })
+            .unwrap_or((ModelKind::Gbdt, &fitted.gbdt));
         Chosen {
             kind,
             classifier: c.classifier.clone(),
             gate: ModelMetrics::from_evaluation(c.all, fitted.recency_all),
             report: ModelMetrics::from_evaluation(c.report, fitted.recency_report),
             selection: format!(
-                "selected {} on the selection half (AUC gbdt {:.4}, logistic {:.4}); figures from the other half",
+                "selected {} on the selection half (AUC gbdt {:.4}, logistic {:.4}, blend {:.4} at gbdt weight {:.1}); figures from the other half",
                 kind.as_str(),
                 fitted.gbdt.select.auc,
-                fitted.logistic.select.auc
+                fitted.logistic.select.auc,
+                fitted.blend.select.auc,
+                fitted.blend_weight
             ),
         }
     }

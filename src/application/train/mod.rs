@@ -27,14 +27,16 @@
 //!    T2 rows and [`decide_promotion`] (pure, in the domain) says whether
 //!    `production` moves.
 //! 7. Diagnostics: warns (and reports) when few users are eligible, when
-//!    features are constant, or when the plan had to shrink, naming the
-//!    setting to change.
+//!    features are constant, when a feature's validation values leave its
+//!    training range ([`ranges`]), or when the plan had to shrink, naming
+//!    the setting to change.
 
 mod calibrate;
 mod choose;
 mod fit;
 mod outcome;
 mod plan;
+mod ranges;
 mod reference;
 mod register;
 mod sets;
@@ -53,11 +55,11 @@ use crate::domain::calibration::CalibrationMethod;
 use crate::domain::features::FeatureSpec;
 use crate::domain::label::LabelPolicy;
 use crate::domain::metrics::MetricError;
-use crate::domain::model::{Dataset, ModelError};
+use crate::domain::model::ModelError;
 use crate::domain::training::{ModelSelection, PromotionPolicy, decide_promotion};
 use crate::telemetry::metric_names;
 
-pub use outcome::{PhaseSecs, Sampling, TrainReport};
+pub use outcome::{PhaseSecs, Sampling, TrainReport, TrainingRows};
 pub use plan::Plan;
 
 use choose::constant_features;
@@ -168,17 +170,23 @@ impl TrainModel {
     }
 
     /// The rows a run trains and validates on (same plan, same sample),
-    /// without fitting anything: `churn train --export-sets`.
+    /// with their cutoffs, without fitting anything: `churn train
+    /// --export-sets`.
     ///
     /// # Errors
     /// As [`TrainModel::run`] before fitting.
-    pub async fn training_rows(&self) -> Result<(Dataset, Dataset), TrainError> {
+    pub async fn training_rows(&self) -> Result<TrainingRows, TrainError> {
         let sets = self.build_sets(false).await?;
+        let halved = sets.select.len() < sets.validation.len();
         drop((sets.select, sets.report));
-        Ok((
-            Arc::unwrap_or_clone(sets.train),
-            Arc::unwrap_or_clone(sets.validation),
-        ))
+        Ok(TrainingRows {
+            halved,
+            train: Arc::unwrap_or_clone(sets.train),
+            train_cutoffs: sets.plan.train_cutoffs,
+            rows_per_cutoff: sets.rows_per_cutoff,
+            validation: Arc::unwrap_or_clone(sets.validation),
+            validation_cutoff: sets.plan.validation_cutoff,
+        })
     }
 
     async fn run_locked(&self) -> Result<TrainReport, TrainError> {
@@ -196,6 +204,11 @@ impl TrainModel {
         phases.logistic = fitted.logistic_secs;
         let chosen = self.choose(&fitted);
         let mut warnings = sets.warnings.clone();
+        warnings.extend(
+            ranges::out_of_range(&sets.train, &sets.validation)
+                .iter()
+                .map(ranges::OutOfRange::warning),
+        );
         let constant_features = constant_features(&sets.train);
         if !constant_features.is_empty() {
             warnings.push(format!(
@@ -216,9 +229,6 @@ impl TrainModel {
                     ""
                 }
             ));
-        }
-        for w in &warnings {
-            tracing::warn!("{w}");
         }
         let (report, calibration) = self.report(&sets, &chosen).await?;
         lap(&mut phases.report);

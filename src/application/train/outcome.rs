@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::domain::metrics::Evaluation;
-use crate::domain::model::{ModelKind, ModelMetrics, ModelReport};
+use crate::domain::model::{Dataset, ModelKind, ModelMetrics, ModelReport};
 use crate::domain::training::PromotionDecision;
 
 /// What a training run did and decided (`churn train --json` prints it).
@@ -87,5 +87,31 @@ pub struct Sampling {
 impl Sampling {
     pub fn applied(&self) -> bool {
         self.train_share < 1.0 || self.validation_share < 1.0
+    }
+}
+
+/// The rows a run trains and validates on, with where each came from
+/// (`churn train --export-sets`).
+#[derive(Debug, Clone)]
+pub struct TrainingRows {
+    /// Stacked in `train_cutoffs` order.
+    pub train: Dataset,
+    pub train_cutoffs: Vec<i64>,
+    /// Rows of `train` per cutoff, aligned with `train_cutoffs`.
+    pub rows_per_cutoff: Vec<usize>,
+    pub validation: Dataset,
+    pub validation_cutoff: i64,
+    /// False when the validation set was too small to halve: both halves
+    /// are then every validation row.
+    pub halved: bool,
+}
+
+impl TrainingRows {
+    /// The cutoff of each training row, in row order.
+    pub fn train_row_cutoffs(&self) -> impl Iterator<Item = i64> + '_ {
+        self.train_cutoffs
+            .iter()
+            .zip(&self.rows_per_cutoff)
+            .flat_map(|(c, n)| std::iter::repeat_n(*c, *n))
     }
 }

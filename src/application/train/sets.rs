@@ -17,6 +17,9 @@ pub(super) struct Sets {
     pub(super) plan: Plan,
     pub(super) sampling: Sampling,
     pub(super) train: Arc<Dataset>,
+    /// Rows of `train` per training cutoff, in `plan.train_cutoffs` order
+    /// (the rows are stacked in that order).
+    pub(super) rows_per_cutoff: Vec<usize>,
     pub(super) validation: Arc<Dataset>,
     pub(super) select: Arc<Dataset>,
     pub(super) report: Arc<Dataset>,
@@ -53,7 +56,7 @@ impl TrainModel {
         // `max_rows / users` bounds the validation rows.
         let validation_sample = RowSample::capped(max_rows, users as f64, plan.validation_cutoff);
         let n_train = plan.train_cutoffs.len() as f64;
-        let (validation, train, train_share, snapshot) =
+        let (validation, train, rows_per_cutoff, train_share, snapshot) =
             if max_rows == 0 || users as f64 * n_train <= max_rows as f64 {
                 // The cap cannot bind (no cutoff has more eligible users than
                 // the store has users): every cutoff in one pass over the
@@ -66,9 +69,8 @@ impl TrainModel {
                     .await?;
                 let mut sets = read.sets.into_iter();
                 let validation = sets.next().unwrap_or_default();
-                let mut train = Dataset::default();
-                sets.for_each(|s| train.extend(s));
-                (validation, train, 1.0, read.snapshot)
+                let (train, rows_per_cutoff) = stack(sets);
+                (validation, train, rows_per_cutoff, 1.0, read.snapshot)
             } else {
                 // Validation first: the rows it keeps estimate how many users
                 // are eligible per cutoff, which sizes the training share; the
@@ -93,11 +95,14 @@ impl TrainModel {
                     .features
                     .training_sets(&self.spec, policy, &cuts, snapshot_at)
                     .await?;
-                let mut train = Dataset::default();
-                for set in read.sets {
-                    train.extend(set);
-                }
-                (validation, train, train_share, read.snapshot)
+                let (train, rows_per_cutoff) = stack(read.sets);
+                (
+                    validation,
+                    train,
+                    rows_per_cutoff,
+                    train_share,
+                    read.snapshot,
+                )
             };
         let eligible = validation.len() as f64 / validation_sample.share();
         let eligible_share = eligible / users as f64;
@@ -120,8 +125,9 @@ impl TrainModel {
         if eligible_share < MIN_ELIGIBLE_SHARE {
             warnings.push(format!(
                 "only {:.1}% of the {users} users are eligible at {} (at least {} activity \
-                 events in the {} days before it): raise training.lookback_days \
-                 (`churn profile` shows the share per lookback)",
+                 events in the {} days before it): the figures describe those users only; if \
+                 users you count as customers return less often, raise training.lookback_days \
+                 (`churn profile` shows the share per lookback and recommends one)",
                 100.0 * eligible_share,
                 format_rfc3339(plan.validation_cutoff),
                 policy.min_events,
@@ -146,6 +152,7 @@ impl TrainModel {
             plan,
             sampling,
             train: Arc::new(train),
+            rows_per_cutoff,
             validation: Arc::new(validation),
             select: Arc::new(select),
             report: Arc::new(report),
@@ -176,4 +183,15 @@ fn check_set(which: &str, d: &Dataset) -> Result<(), TrainError> {
 fn usable(d: &Dataset) -> bool {
     let positives = d.labels.iter().filter(|l| **l).count();
     d.len() >= 10 && positives > 0 && positives < d.len()
+}
+
+/// The per-cutoff sets stacked in order, and how many rows each gave.
+fn stack(sets: impl IntoIterator<Item = Dataset>) -> (Dataset, Vec<usize>) {
+    let mut train = Dataset::default();
+    let mut rows = Vec::new();
+    for set in sets {
+        rows.push(set.len());
+        train.extend(set);
+    }
+    (train, rows)
 }
