@@ -12,6 +12,8 @@
 
 #[path = "common/fixtures.rs"]
 mod fixtures;
+#[path = "common/live_check.rs"]
+mod live_check;
 
 use std::sync::Arc;
 
@@ -143,7 +145,19 @@ contracts!(
     a_second_name_on_a_key_is_refused_everywhere,
     refunds_are_stored_and_features_separate_them_alike,
     reject_counts_accumulate_per_source_and_field,
+    live_features_equal_a_batch_build_at_any_time,
 );
+
+/// Live features (one user read, evaluated in Rust) against the store's
+/// own batch computation, for random specs, late events and redeliveries:
+/// bit for bit, except float-sum order in ClickHouse's SQL sums.
+async fn live_features_equal_a_batch_build_at_any_time(a: Adapter) {
+    let (cases, tolerant) = match a.name {
+        "clickhouse" => (12, true),
+        _ => (40, false),
+    };
+    live_check::live_equals_batch(a.events.clone(), a.features.clone(), cases, tolerant).await;
+}
 
 fn event(user: u64, time: i64, kind: &str, session: Option<&str>, amount: Option<f64>) -> Event {
     Event::new(

@@ -213,6 +213,9 @@ pub struct IngestEvents {
     batch_size: usize,
     /// Name keys known to be registered with their own name.
     known_names: Arc<Mutex<HashSet<u64>>>,
+    /// Told which users' events were stored, so their live features are
+    /// read again (every ingest path writes through [`IngestEvents::write`]).
+    live: Option<crate::application::live_features::LiveFeatures>,
 }
 
 impl IngestEvents {
@@ -224,7 +227,14 @@ impl IngestEvents {
             min_time: crate::domain::event::DEFAULT_MIN_EVENT_TIME,
             batch_size: batch_size.max(1),
             known_names: Arc::default(),
+            live: None,
         }
+    }
+
+    /// Stored events make their users' live features stale.
+    pub fn with_live(mut self, live: crate::application::live_features::LiveFeatures) -> Self {
+        self.live = live.enabled().then_some(live);
+        self
     }
 
     /// Refuses events before `min_time` (`ingest.min_event_time`).
@@ -372,6 +382,16 @@ impl IngestEvents {
             .map(refused_name)
             .collect();
         let logged = !positions.is_empty() && positions.len() == events.len();
+        // Taken before the events move into the store.
+        let touched: Vec<u64> = match &self.live {
+            Some(_) => {
+                let mut users: Vec<u64> = events.iter().map(Event::user_id).collect();
+                users.sort_unstable();
+                users.dedup();
+                users
+            }
+            None => Vec::new(),
+        };
         let outcome = match (logged, collided.is_empty()) {
             (true, true) => self.store.append_from_log(&events, positions).await?,
             (true, false) => {
@@ -390,6 +410,9 @@ impl IngestEvents {
                 self.store.append(events).await?
             }
         };
+        if let Some(live) = &self.live {
+            live.stored(touched);
+        }
         metrics::counter!(metric_names::EVENTS_INGESTED_TOTAL).increment(outcome.inserted);
         metrics::counter!(metric_names::EVENTS_DUPLICATE_TOTAL).increment(outcome.duplicates);
         Ok(Stored { outcome, refused })

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::application::build_features::{AsOf, BuildFeatures};
+use crate::application::live_features::LiveFeatures;
 use crate::application::manage_models::ManageModels;
 use crate::application::ports::FeatureStore;
 use crate::application::serving_state::ServingState;
@@ -73,6 +74,8 @@ pub struct Jobs {
     features: Arc<dyn FeatureStore>,
     state: ServingState,
     as_of: AsOf,
+    /// Checked against each snapshot swapped in, when on.
+    live: Option<LiveFeatures>,
 }
 
 impl Jobs {
@@ -91,6 +94,7 @@ impl Jobs {
             features,
             state,
             as_of: AsOf::Now,
+            live: None,
         }
     }
 
@@ -98,6 +102,13 @@ impl Jobs {
     /// now for a live stream, the end of the data for a historic log.
     pub fn with_features_as_of(mut self, as_of: AsOf) -> Self {
         self.as_of = as_of;
+        self
+    }
+
+    /// After each feature rebuild, compare live features with the new
+    /// snapshot ([`LiveFeatures::check`]).
+    pub fn with_live(mut self, live: LiveFeatures) -> Self {
+        self.live = live.enabled().then_some(live);
         self
     }
 
@@ -192,6 +203,17 @@ impl Jobs {
         Ok(self.get(record.id).unwrap_or(record))
     }
 
+    /// Compares live features with the snapshot now serving, in the
+    /// background (a sample of store reads; the job does not wait).
+    pub fn check_live(&self) {
+        if let (Some(live), Some(snapshot)) = (&self.live, self.state.features()) {
+            let live = live.clone();
+            tokio::spawn(async move {
+                live.check(&snapshot).await;
+            });
+        }
+    }
+
     async fn execute(&self, kind: JobKind) -> Result<serde_json::Value, String> {
         match kind {
             JobKind::BuildFeatures => {
@@ -206,6 +228,7 @@ impl Jobs {
                     .reload_features(&*self.features, Some(summary.summary.as_of))
                     .await
                     .map_err(|e| format!("snapshot built but not loaded: {e}"))?;
+                self.check_live();
                 serde_json::to_value(summary).map_err(|e| e.to_string())
             }
             JobKind::Retrain => {

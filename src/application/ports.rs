@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::event::{Event, EventError};
-use crate::domain::features::FeatureSpec;
+use crate::domain::features::{FeatureSpec, UserEvent};
 use crate::domain::label::LabelPolicy;
 use crate::domain::model::{Classifier, Dataset, ModelError, ModelKind, ModelMetadata};
 use crate::domain::sampling::RowSample;
@@ -176,6 +176,16 @@ pub trait FeatureStore: Send + Sync {
     ) -> Result<Option<FeatureSnapshot>, StoreError>;
     /// The stored snapshots' summaries, newest first.
     async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError>;
+    /// One user's events, in time order (as a snapshot build reads them),
+    /// in the spec's compact form: what live features are evaluated from.
+    /// `None` when the user holds more than `limit` events (reading them
+    /// on a request would cost more than a client may cause).
+    async fn user_events(
+        &self,
+        spec: &FeatureSpec,
+        user: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<UserEvent>>, StoreError>;
     /// Features as of `cutoff` and churn labels over `(cutoff, cutoff + H]`
     /// for users eligible at `cutoff` and kept by `sample`, ordered by user
     /// id. The sample is applied before features are computed, so a capped

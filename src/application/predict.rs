@@ -1,13 +1,17 @@
 //! `PredictChurn`: a user's churn probability from the serving state — the
-//! features of the current snapshot fed to the current production model.
-//! Pure in-memory work: a lookup in the score table precomputed at the last
-//! swap, or (until it is ready) a live tree walk — cheap enough to run on
-//! the request's task.
+//! user's features fed to the current production model.
+//!
+//! With live features on (the default), the features are the user's as of
+//! now ([`crate::application::live_features`]): a cached live row, or one
+//! read from the store; the snapshot serves only when live features fall
+//! back. Off, they are the current snapshot's: a lookup in the score table
+//! precomputed at the last swap, or (until it is ready) a tree walk.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::application::live_features::{LiveFeatures, Lookup};
 use crate::application::manage_models::LoadedModel;
 use crate::application::ports::{EventStore, StoreError};
 use crate::application::serving_state::{ScoreTable, ServingState};
@@ -83,6 +87,10 @@ pub struct AtRisk {
     pub left_out_reason: String,
 }
 
+/// With live features, how many snapshot-ranked candidates per listed
+/// user are re-scored as of now.
+const LIVE_AT_RISK_CANDIDATES: usize = 4;
+
 /// The current second as RFC 3339, formatted once per second per thread
 /// (chrono's formatter was a visible share of a prediction's cost).
 fn now_rfc3339() -> String {
@@ -109,6 +117,8 @@ pub struct PredictChurn {
     /// Where names of string-keyed users are kept, for lists ranked from
     /// the snapshot (which holds keys only).
     names: Option<Arc<dyn EventStore>>,
+    /// Features as of now, when on.
+    live: Option<LiveFeatures>,
 }
 
 impl PredictChurn {
@@ -119,7 +129,113 @@ impl PredictChurn {
             state,
             served: metrics::counter!(metric_names::PREDICTIONS_TOTAL),
             names: None,
+            live: None,
         }
+    }
+
+    /// Predictions use features as of now (when `live` is enabled).
+    pub fn with_live(mut self, live: LiveFeatures) -> Self {
+        self.live = live.enabled().then_some(live);
+        self
+    }
+
+    /// The live features, when on.
+    pub fn live(&self) -> Option<&LiveFeatures> {
+        self.live.as_ref()
+    }
+
+    /// The answer without waiting: `None` when live features are on and
+    /// the user's cached row does not answer now (the caller then awaits
+    /// [`PredictChurn::predict_now`], which may read the store).
+    pub fn predict_cached(
+        &self,
+        user: &UserId,
+        explain: Option<usize>,
+    ) -> Option<Result<Prediction, PredictError>> {
+        match &self.live {
+            None => Some(self.predict_explained(user, explain)),
+            Some(live) => {
+                let now = chrono::Utc::now().timestamp();
+                let values = live.cached(user.key(), now)?;
+                Some(self.answer_from(user, &values, now, explain))
+            }
+        }
+    }
+
+    /// Predicts for one user with features as of now when live features
+    /// are on (falling back to the snapshot past a live bound), else from
+    /// the snapshot.
+    ///
+    /// # Errors
+    /// [`PredictError`]: no model, no features, unknown user, model failure.
+    pub async fn predict_now(
+        &self,
+        user: &UserId,
+        explain: Option<usize>,
+    ) -> Result<Prediction, PredictError> {
+        if let Some(live) = &self.live {
+            let now = chrono::Utc::now().timestamp();
+            match live.features_at(user.key(), now).await {
+                Lookup::Features(values) => return self.answer_from(user, &values, now, explain),
+                Lookup::Unknown => return Err(PredictError::UnknownUser(user.clone())),
+                Lookup::Fallback(_) => {}
+            }
+        }
+        self.predict_explained(user, explain)
+    }
+
+    /// The model run on features evaluated at `as_of`.
+    fn answer_from(
+        &self,
+        user: &UserId,
+        values: &[f64],
+        as_of: i64,
+        explain: Option<usize>,
+    ) -> Result<Prediction, PredictError> {
+        let model = self.state.model().ok_or_else(|| no_model(&self.state))?;
+        let (p, explanation) = match explain {
+            None => (model.classifier.predict_proba(values)?[0], None),
+            Some(k) => {
+                let (p, e) = Self::explain_values(&model, values, k)?;
+                (p, Some(e))
+            }
+        };
+        self.served.increment(1);
+        Ok(Prediction {
+            user_id: user.clone(),
+            churn_probability: model.metadata.served_probability(p),
+            raw_probability: model.metadata.calibration.is_some().then_some(p),
+            model_version: model.metadata.version.to_string(),
+            timestamp: now_rfc3339(),
+            features_as_of: format_rfc3339(as_of),
+            explanation,
+        })
+    }
+
+    /// [`PredictChurn::predict_batch`] with features as of now (one `now`
+    /// for the whole batch) when live features are on.
+    ///
+    /// # Errors
+    /// [`PredictError`] when nothing can be predicted (no model/features).
+    pub async fn predict_batch_now(
+        &self,
+        user_ids: &[UserId],
+        explain: Option<usize>,
+    ) -> Result<Vec<Result<Prediction, PredictError>>, PredictError> {
+        let Some(live) = &self.live else {
+            return self.predict_batch(user_ids, explain);
+        };
+        self.state.model().ok_or_else(|| no_model(&self.state))?;
+        let now = chrono::Utc::now().timestamp();
+        let mut out = Vec::with_capacity(user_ids.len());
+        for user in user_ids {
+            out.push(match live.features_at(user.key(), now).await {
+                Lookup::Features(values) => self.answer_from(user, &values, now, explain),
+                Lookup::Unknown => Err(PredictError::UnknownUser(user.clone())),
+                Lookup::Fallback(_) => self.predict_explained(user, explain),
+            });
+        }
+        Ok(out)
     }
 
     /// Lists ([`PredictChurn::at_risk_named`]) answer string ids by name,
@@ -192,15 +308,18 @@ impl PredictChurn {
         let values = features
             .features(user_id)
             .ok_or(PredictError::UnknownUser(UserId::Int(user_id)))?;
-        let contributions = model.classifier.contributions(&values)?;
+        Self::explain_values(model, &values, top_k)
+    }
+
+    fn explain_values(
+        model: &LoadedModel,
+        values: &[f64],
+        top_k: usize,
+    ) -> Result<(f64, Explanation), PredictError> {
+        let contributions = model.classifier.contributions(values)?;
         let logit: f64 = contributions.iter().sum();
         let p = crate::domain::math::sigmoid(logit);
-        let e = explain(
-            &model.metadata.feature_names,
-            &values,
-            &contributions,
-            top_k,
-        );
+        let e = explain(&model.metadata.feature_names, values, &contributions, top_k);
         Ok((p, e))
     }
 
@@ -306,9 +425,32 @@ impl PredictChurn {
     /// be read.
     pub async fn at_risk_named(&self, limit: usize, top_k: usize) -> Result<AtRisk, PredictError> {
         let this = self.clone();
-        let mut list = tokio::task::spawn_blocking(move || this.at_risk(limit, top_k))
+        // With live features the snapshot ranks candidates (a few times
+        // the list), which are re-scored as of now and ranked again: a
+        // user's last events move them in or out of the list.
+        let candidates = match &self.live {
+            Some(_) => limit.saturating_mul(LIVE_AT_RISK_CANDIDATES),
+            None => limit,
+        };
+        let mut list = tokio::task::spawn_blocking(move || this.at_risk(candidates, top_k))
             .await
             .map_err(|e| PredictError::Join(e.to_string()))??;
+        if self.live.is_some() {
+            let users: Vec<UserId> = list.predictions.iter().map(|p| p.user_id.clone()).collect();
+            let mut now: Vec<Prediction> = self
+                .predict_batch_now(&users, Some(top_k))
+                .await?
+                .into_iter()
+                .filter_map(Result::ok)
+                .collect();
+            now.sort_by(|a, b| {
+                b.churn_probability
+                    .total_cmp(&a.churn_probability)
+                    .then(a.user_id.key().cmp(&b.user_id.key()))
+            });
+            now.truncate(limit);
+            list.predictions = now;
+        }
         let keys: Vec<u64> = list.predictions.iter().map(|p| p.user_id.key()).collect();
         if let Some(store) = &self.names
             && keys.iter().any(|k| is_name_key(*k))

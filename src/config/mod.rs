@@ -90,13 +90,62 @@ impl Default for MonitoringSettings {
     }
 }
 
-/// `[features]`: which feature spec every store computes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[features]`: which feature spec every store computes, and live
+/// features (README "Live features").
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FeaturesSettings {
     /// A features.toml of `[[feature]]` tables; empty = the built-in
     /// standard spec (features/standard.toml).
     pub spec_file: String,
+    /// Serve features as of now: a stored event changes its user's
+    /// prediction on the next request. Off = the last snapshot.
+    pub live: bool,
+    /// Live rows kept in memory (about 0.6 KiB each with the standard
+    /// spec); past it, rows that expired go first, then any.
+    pub live_max_users: usize,
+    /// A user with more events than this is served from the snapshot.
+    pub live_max_user_events: usize,
+    /// Store reads for live features at once; a request finding none free
+    /// is served from the snapshot.
+    pub live_max_concurrent_reads: usize,
+    /// A store read slower than this serves the snapshot instead.
+    pub live_read_timeout_ms: u64,
+    /// Users compared live-vs-batch after each snapshot swap.
+    pub live_check_sample: usize,
+    /// A feature's mismatch share above this sets churn_live_consistency_alert.
+    pub live_mismatch_alert: f64,
+}
+
+impl Default for FeaturesSettings {
+    fn default() -> Self {
+        let live = crate::application::live_features::LiveOptions::default();
+        Self {
+            spec_file: String::new(),
+            live: live.enabled,
+            live_max_users: live.max_users,
+            live_max_user_events: live.max_user_events,
+            live_max_concurrent_reads: live.max_concurrent_reads,
+            live_read_timeout_ms: live.read_timeout.as_millis() as u64,
+            live_check_sample: live.check_sample,
+            live_mismatch_alert: live.mismatch_alert,
+        }
+    }
+}
+
+impl FeaturesSettings {
+    /// The live-feature options these settings give.
+    pub fn live_options(&self) -> crate::application::live_features::LiveOptions {
+        crate::application::live_features::LiveOptions {
+            enabled: self.live,
+            max_users: self.live_max_users,
+            max_user_events: self.live_max_user_events,
+            max_concurrent_reads: self.live_max_concurrent_reads,
+            read_timeout: std::time::Duration::from_millis(self.live_read_timeout_ms),
+            check_sample: self.live_check_sample,
+            mismatch_alert: self.live_mismatch_alert,
+        }
+    }
 }
 
 /// The ClickHouse backend (`store.type = "clickhouse"`).

@@ -84,6 +84,43 @@ impl Settings {
         within("training.gbdt.max_depth", t.gbdt.max_depth, 1, 32)?;
         non_negative("training.gbdt.l2", t.gbdt.l2)?;
         non_negative("training.gbdt.min_leaf_weight", t.gbdt.min_leaf_weight)?;
+        let f = &self.features;
+        within(
+            "features.live_max_users",
+            f.live_max_users,
+            1,
+            1_000_000_000,
+        )?;
+        within(
+            "features.live_max_user_events",
+            f.live_max_user_events,
+            1,
+            100_000_000,
+        )?;
+        within(
+            "features.live_max_concurrent_reads",
+            f.live_max_concurrent_reads,
+            1,
+            4_096,
+        )?;
+        within(
+            "features.live_read_timeout_ms",
+            f.live_read_timeout_ms,
+            1,
+            600_000,
+        )?;
+        within(
+            "features.live_check_sample",
+            f.live_check_sample,
+            0,
+            1_000_000,
+        )?;
+        within(
+            "features.live_mismatch_alert",
+            f.live_mismatch_alert,
+            0.0,
+            1.0,
+        )?;
         let m = &self.monitoring;
         within(
             "monitoring.feature_psi_alert",

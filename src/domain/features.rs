@@ -224,6 +224,15 @@ pub struct UserEvent {
 /// Type index for event types the spec does not name.
 pub const OTHER_TYPE: u16 = u16::MAX;
 
+/// The index of `event_type` in a spec's type table
+/// ([`FeatureSpec::event_types`]), [`OTHER_TYPE`] when absent.
+pub fn type_index(types: &[String], event_type: &str) -> u16 {
+    types
+        .iter()
+        .position(|t| t == event_type)
+        .map_or(OTHER_TYPE, |p| p as u16)
+}
+
 /// Maps a session id to the non-zero key [`UserEvent`] uses for distinct
 /// counts. `DefaultHasher::new()` has fixed keys, so this is deterministic;
 /// keys are only compared within one evaluation, never stored.
@@ -578,10 +587,7 @@ impl FeatureSpec {
 
     /// The index the evaluator uses for an event type.
     pub fn type_index(&self, event_type: &str) -> u16 {
-        self.event_types
-            .iter()
-            .position(|t| t == event_type)
-            .map_or(OTHER_TYPE, |p| p as u16)
+        type_index(&self.event_types, event_type)
     }
 
     /// A short fingerprint of the definitions (and their format version):
@@ -597,15 +603,35 @@ impl FeatureSpec {
     /// makes training rows point-in-time correct. Returns `false` (and leaves
     /// `out` empty) when the user has no event at or before `as_of`.
     pub fn evaluate(&self, events: &[UserEvent], as_of: i64, out: &mut Vec<f64>) -> bool {
+        self.evaluate_tracked(events, as_of, out, None)
+    }
+
+    /// [`FeatureSpec::evaluate`], also recording in `live` what a
+    /// [`super::live_row::LiveRow`] needs to answer at later times: the
+    /// reference time of every `days_since_*` value and the first time at
+    /// which any other value could change.
+    pub(super) fn evaluate_tracked(
+        &self,
+        events: &[UserEvent],
+        as_of: i64,
+        out: &mut Vec<f64>,
+        mut live: Option<&mut LiveTrack>,
+    ) -> bool {
         out.clear();
         let end = events.partition_point(|e| e.time <= as_of);
         let history = &events[..end];
         let Some(first) = history.first() else {
             return false;
         };
+        if let Some(live) = live.as_deref_mut() {
+            live.anchors.clear();
+            // An event stored with a later time enters every window when
+            // its time comes.
+            live.valid_until = events.get(end).map_or(i64::MAX, |e| e.time);
+        }
         let tenure = days_between(first.time, as_of);
         let mut scratch = Vec::new();
-        for c in &self.compiled {
+        for (i, c) in self.compiled.iter().enumerate() {
             let value = match c {
                 Compiled::Aggregate {
                     aggregation,
@@ -619,6 +645,25 @@ impl FeatureSpec {
                         types.as_ref().is_none_or(|t| t.contains(e.type_idx))
                             && sign.is_none_or(|s| s.admits(e.amount))
                     });
+                    if let Some(live) = live.as_deref_mut() {
+                        // The oldest event inside the window leaves it at
+                        // its time + window (the window is `(T - w, T]`):
+                        // until then the selection is unchanged.
+                        if let (Some(w), Some(oldest)) = (window_secs, history.get(start)) {
+                            live.valid_until = live.valid_until.min(oldest.time.saturating_add(*w));
+                        }
+                        let mut selected = selected.clone();
+                        let anchor = match aggregation {
+                            Aggregation::DaysSinceLast => {
+                                Some(selected.next_back().map_or(first.time, |e| e.time))
+                            }
+                            Aggregation::DaysSinceFirst => selected.next().map(|e| e.time),
+                            _ => None,
+                        };
+                        if let Some(t) = anchor {
+                            live.anchors.push((i as u32, t));
+                        }
+                    }
                     aggregate(*aggregation, selected, as_of, tenure, &mut scratch)
                 }
                 Compiled::Ratio {
@@ -626,18 +671,49 @@ impl FeatureSpec {
                     denominator,
                     scale,
                     default,
-                } => {
-                    let den = out[*denominator];
-                    if den == 0.0 {
-                        *default
-                    } else {
-                        scale * out[*numerator] / den
-                    }
-                }
+                } => ratio(out, *numerator, *denominator, *scale, *default),
             };
             out.push(value);
         }
         true
+    }
+
+    /// Recomputes the values that move with time alone: `days_since_*`
+    /// from their reference times, then every ratio (in spec order, so a
+    /// ratio of ratios sees its operands' new values).
+    pub(super) fn advance(&self, out: &mut [f64], anchors: &[(u32, i64)], at: i64) {
+        for &(i, t) in anchors {
+            if let Some(v) = out.get_mut(i as usize) {
+                *v = days_between(t, at);
+            }
+        }
+        for (i, c) in self.compiled.iter().enumerate() {
+            if let Compiled::Ratio {
+                numerator,
+                denominator,
+                scale,
+                default,
+            } = c
+            {
+                out[i] = ratio(out, *numerator, *denominator, *scale, *default);
+            }
+        }
+    }
+}
+
+/// What [`FeatureSpec::evaluate_tracked`] records for a live row.
+#[derive(Debug, Default)]
+pub(super) struct LiveTrack {
+    pub(super) anchors: Vec<(u32, i64)>,
+    pub(super) valid_until: i64,
+}
+
+fn ratio(out: &[f64], numerator: usize, denominator: usize, scale: f64, default: f64) -> f64 {
+    let den = out[denominator];
+    if den == 0.0 {
+        default
+    } else {
+        scale * out[numerator] / den
     }
 }
 

@@ -303,6 +303,62 @@ pub async fn monitoring(
     ))
 }
 
+/// The last live-vs-batch comparison (after the last snapshot swap, or
+/// the last `POST`).
+#[utoipa::path(
+    get,
+    path = "/admin/features/consistency",
+    responses(
+        (status = 200, description = "The last consistency report", body = crate::application::live_features::ConsistencyReport),
+        (status = 503, description = "Live features are off, or no check ran yet", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn last_consistency(
+    State(state): State<AppState>,
+) -> Result<Json<crate::application::live_features::ConsistencyReport>, ApiError> {
+    let report = state.predict.live().and_then(|l| l.report()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_consistency_check",
+            "no live-vs-batch check yet: live features are off, or no snapshot was loaded since start (POST runs one)",
+        )
+    })?;
+    Ok(Json((*report).clone()))
+}
+
+/// Live features against the serving snapshot, now: a sample of its users
+/// is read from the store and evaluated as of the snapshot's time; per
+/// feature, the share whose value differs (also after every snapshot swap,
+/// into `churn_live_mismatch_ratio`).
+#[utoipa::path(
+    post,
+    path = "/admin/features/consistency",
+    responses(
+        (status = 200, description = "Mismatch share per feature, the worst, and whether it alerts", body = crate::application::live_features::ConsistencyReport),
+        (status = 503, description = "Live features are off, or no snapshot is loaded", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn consistency(
+    State(state): State<AppState>,
+) -> Result<Json<crate::application::live_features::ConsistencyReport>, ApiError> {
+    let unavailable =
+        |m: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_consistency_check", m);
+    let live = state
+        .predict
+        .live()
+        .ok_or_else(|| unavailable("live features are off (features.live = false)"))?;
+    let snapshot = state
+        .predict
+        .state()
+        .features()
+        .ok_or_else(|| unavailable("no feature snapshot is loaded"))?;
+    Ok(Json(live.check(&snapshot).await))
+}
+
 /// Query of `GET /admin/jobs`.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

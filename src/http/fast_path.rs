@@ -11,7 +11,9 @@
 //! metrics. Anything else — other parameters, a
 //! body, a refusal, any other error — is left to the router, which answers
 //! it as it always has. The answer is the handler's own
-//! ([`crate::http::predict::answer`]): one `/predict`, two ways in.
+//! ([`crate::http::predict::answer_cached`]): one `/predict`, two ways in.
+//! With live features, a user whose cached row does not answer now is left
+//! to the router's handler, which reads the store.
 
 use std::time::Instant;
 
@@ -42,7 +44,7 @@ pub fn answer<B>(state: &AppContext, request: &Request<B>) -> Option<Response<Bo
     // would hold it.
     let _permit = state.in_flight.try_acquire().ok()?;
     // The handler's own answer: same use case, same JSON, same headers.
-    let response = match crate::http::predict::answer(state, &user_id, None) {
+    let response = match crate::http::predict::answer_cached(state, &user_id)? {
         Ok(json) => json.into_response(),
         // An id without features is an ordinary answer under real traffic
         // (new users, typos): answered here too, as the handler answers

@@ -209,6 +209,7 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::models))
         .routes(routes!(admin::at_risk))
         .routes(routes!(admin::monitoring))
+        .routes(routes!(admin::consistency, admin::last_consistency))
         .routes(routes!(admin::promote))
         .routes(routes!(admin::rollback))
         .route_layer(middleware::from_fn_with_state(

@@ -59,19 +59,26 @@ pub async fn predict(
     let user = UserId::parse(&params.user_id)
         .map_err(|e| ApiError::bad_request(format!("user_id: {e}")))?;
     let k = top_k(params.explain, params.top_k)?;
-    answer(&state, &user, k)
+    Ok(Json(state.predict.predict_now(&user, k).await?))
 }
 
-/// The one answer of `POST /predict`, for the handler and the fast path.
+/// The answer of `POST /predict` when it needs no wait (the fast path):
+/// `None` when live features must read the store first, which the
+/// handler does.
 ///
 /// # Errors
 /// [`ApiError`] from the prediction (404 unknown user, 503 nothing loaded).
-pub(crate) fn answer(
+pub(crate) fn answer_cached(
     state: &crate::http::AppContext,
     user: &UserId,
-    explain: Option<usize>,
-) -> Result<Json<Prediction>, ApiError> {
-    Ok(Json(state.predict.predict_explained(user, explain)?))
+) -> Option<Result<Json<Prediction>, ApiError>> {
+    Some(
+        state
+            .predict
+            .predict_cached(user, None)?
+            .map(Json)
+            .map_err(ApiError::from),
+    )
 }
 
 /// Body of `POST /predict/batch`.
@@ -136,7 +143,10 @@ pub async fn predict_batch(
         )));
     }
     let k = top_k(request.explain, request.top_k)?;
-    let results = state.predict.predict_batch(&request.user_ids, k)?;
+    let results = state
+        .predict
+        .predict_batch_now(&request.user_ids, k)
+        .await?;
     let mut response = BatchResponse {
         predictions: Vec::with_capacity(results.len()),
         errors: Vec::new(),

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Services, kafka_connector, rebuild_as_of};
 use crate::application::jobs::Jobs;
+use crate::application::live_features::LiveFeatures;
 use crate::application::predict::PredictChurn;
 use crate::application::registry_poll::follow_production;
 use crate::application::runtime::{Runtime, StreamTask};
@@ -104,6 +105,14 @@ impl Application {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "production model not loaded"),
         }
+        // Live features: every ingest path below stores through this
+        // pipeline, which tells the cache whose events changed.
+        let live = LiveFeatures::new(
+            services.features.clone(),
+            services.spec.clone(),
+            s.features.live_options(),
+        );
+        let ingest = services.ingest.clone().with_live(live.clone());
         let jobs = Jobs::new(
             services.build_features.clone(),
             services.train.clone(),
@@ -111,13 +120,15 @@ impl Application {
             services.features.clone(),
             state.clone(),
         )
-        .with_features_as_of(rebuild_as_of(s));
+        .with_features_as_of(rebuild_as_of(s))
+        .with_live(live.clone());
+        jobs.check_live();
         let stream_health = IngestHealth::default();
         let tasks = TaskHealth::default();
         let consumer = if s.kafka.enabled() {
             let k = &s.kafka;
             let ingest = StreamIngest::new(
-                services.ingest.clone(),
+                ingest.clone(),
                 StreamOptions {
                     batch_max_events: k.batch_max_events,
                     batch_max_wait: Duration::from_millis(k.batch_max_wait_ms),
@@ -136,8 +147,10 @@ impl Application {
             tracing::warn!("admin API disabled: set CHURN_SERVER__ADMIN_TOKEN to enable /admin/*");
         }
         let app_state = Arc::new(AppContext {
-            predict: PredictChurn::new(state.clone()).with_names(services.events.clone()),
-            ingest: services.ingest.clone(),
+            predict: PredictChurn::new(state.clone())
+                .with_names(services.events.clone())
+                .with_live(live),
+            ingest,
             jobs: jobs.clone(),
             models: services.models.clone(),
             events: services.events.clone(),

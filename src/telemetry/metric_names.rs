@@ -68,6 +68,24 @@ pub const NEW_USER_SHARE: &str = "churn_new_user_share";
 /// 1 when a drift threshold (`[monitoring]`) is crossed.
 pub const DRIFT_ALERT: &str = "churn_drift_alert";
 
+/// Predictions by where their features came from: `cached` (a live row
+/// still exact), `read` (the user's events read from the store now),
+/// `snapshot` (live features off, or a fallback).
+pub const LIVE_LOOKUPS_TOTAL: &str = "churn_live_lookups_total";
+/// Predictions that fell back to the serving snapshot, by reason
+/// (`busy`, `timeout`, `store_error`, `too_many_events`).
+pub const LIVE_FALLBACKS_TOTAL: &str = "churn_live_fallbacks_total";
+/// Live rows held in memory (bounded by `features.live_max_users`).
+pub const LIVE_USERS: &str = "churn_live_users";
+/// Share of the sampled users whose live value of a feature differed
+/// from the batch snapshot's, at the last consistency check.
+pub const LIVE_MISMATCH_RATIO: &str = "churn_live_mismatch_ratio";
+/// 1 when any feature's mismatch ratio is above
+/// `features.live_mismatch_alert`.
+pub const LIVE_CONSISTENCY_ALERT: &str = "churn_live_consistency_alert";
+/// Users compared at the last consistency check.
+pub const LIVE_CONSISTENCY_CHECKED_USERS: &str = "churn_live_consistency_checked_users";
+
 /// What a metric is, for its `# HELP` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -225,6 +243,32 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         DRIFT_ALERT,
         Kind::Gauge,
         "1 when a [monitoring] drift threshold is crossed.",
+    ),
+    (
+        LIVE_LOOKUPS_TOTAL,
+        Kind::Counter,
+        "Predictions by where their features came from (cached live row, store read, snapshot).",
+    ),
+    (
+        LIVE_FALLBACKS_TOTAL,
+        Kind::Counter,
+        "Predictions that fell back to the serving snapshot, by reason.",
+    ),
+    (LIVE_USERS, Kind::Gauge, "Live feature rows held in memory."),
+    (
+        LIVE_MISMATCH_RATIO,
+        Kind::Gauge,
+        "Share of sampled users whose live feature value differed from the batch snapshot, per feature.",
+    ),
+    (
+        LIVE_CONSISTENCY_ALERT,
+        Kind::Gauge,
+        "1 when a feature's live/batch mismatch ratio exceeds features.live_mismatch_alert.",
+    ),
+    (
+        LIVE_CONSISTENCY_CHECKED_USERS,
+        Kind::Gauge,
+        "Users compared at the last live/batch consistency check.",
     ),
     (
         MLFLOW_EXPORTS_TOTAL,

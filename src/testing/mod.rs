@@ -286,6 +286,22 @@ impl FeatureStore for MemoryStore {
         Ok(snapshot)
     }
 
+    async fn user_events(
+        &self,
+        spec: &FeatureSpec,
+        user: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<UserEvent>>, StoreError> {
+        self.outage.check("memory store")?;
+        let events = self
+            .users(spec, i64::MAX)
+            .into_iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, e)| e)
+            .unwrap_or_default();
+        Ok((events.len() <= limit).then_some(events))
+    }
+
     async fn latest_snapshot(
         &self,
         not_after: Option<i64>,

@@ -6,5 +6,6 @@ mod admin;
 mod events;
 mod health;
 mod helpers;
+mod live;
 mod monitoring;
 mod predict;

@@ -168,6 +168,15 @@ function renderDrift(d) {
     el("td", {}, f.alert ? el("span", { class: "alert" }, "drift") : ""))));
 }
 
+function renderConsistency(c) {
+  const p = document.getElementById("live-consistency");
+  if (!c) { p.textContent = "live vs batch: not checked yet"; p.className = "muted"; return; }
+  const worst = c.mismatch.reduce((a, m) => (m.ratio > a.ratio ? m : a), { feature: "", ratio: 0 });
+  p.textContent = "live vs batch (snapshot " + c.snapshot_as_of + ", " + c.checked_users + " users): " +
+    (c.worst > 0 ? "worst " + worst.feature + " " + pct(c.worst) + " differ" : "identical") + (c.alert ? " — ALERT" : "");
+  p.className = c.alert ? "alert" : "ok";
+}
+
 function renderAtRisk(list, headers) {
   const note = document.getElementById("at-risk-note");
   const ranked = headers && headers.get("churn-ranked-users");
@@ -221,11 +230,13 @@ async function load() {
     renderModels(models);
     renderCharts(models);
     const prod = production(models);
-    const [drift, atRisk] = await Promise.all([
+    const [drift, atRisk, consistency] = await Promise.all([
       prod ? api("/admin/monitoring").catch((e) => { if (e.status === 503) return null; throw e; }) : null,
       prod ? apiFull("/admin/at-risk?limit=20&top_k=3") : { body: [], headers: null },
+      api("/admin/features/consistency").catch((e) => { if (e.status === 503) return null; throw e; }),
     ]);
     renderDrift(drift);
+    renderConsistency(consistency);
     renderAtRisk(atRisk.body, atRisk.headers);
     await refreshJobs();
     setStatus("production " + (prod ? "v" + prod.version : "none") + " · " + models.length + " version(s) · updated " + new Date().toLocaleTimeString());

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::sql::{self};
 use super::{ClickHouseStore, unavailable};
 use crate::application::ports::{FeatureStore, SnapshotSummary, StoreError};
-use crate::domain::features::FeatureSpec;
+use crate::domain::features::{FeatureSpec, UserEvent, session_key};
 use crate::domain::label::LabelPolicy;
 use crate::domain::model::Dataset;
 use crate::domain::sampling::RowSample;
@@ -30,6 +30,15 @@ pub(super) struct FeatureRow {
     pub(super) features: Vec<f32>,
 }
 
+/// One event of one user, as live features read it.
+#[derive(Debug, Row, Deserialize)]
+struct UserEventRow {
+    t: i64,
+    event_type: String,
+    session_id: Option<String>,
+    amount: Option<f64>,
+}
+
 #[derive(Debug, Row, Deserialize)]
 pub(super) struct LabelledRow {
     pub(super) user_id: u64,
@@ -39,6 +48,42 @@ pub(super) struct LabelledRow {
 
 #[async_trait]
 impl FeatureStore for ClickHouseStore {
+    async fn user_events(
+        &self,
+        spec: &FeatureSpec,
+        user: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<UserEvent>>, StoreError> {
+        // The key order a snapshot build reads in (the table's ORDER BY),
+        // so float sums add up in the same order.
+        let rows: Vec<UserEventRow> = self
+            .client
+            .query(&format!(
+                "SELECT toInt64(toUInt32(event_time)) AS t, event_type, session_id, amount \
+                 FROM {db}.events{final_} WHERE user_id = {user} \
+                 ORDER BY event_time, event_id LIMIT {max}",
+                db = self.db,
+                final_ = self.dedup().final_keyword(),
+                max = limit.saturating_add(1),
+            ))
+            .fetch_all()
+            .await
+            .map_err(unavailable)?;
+        if rows.len() > limit {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.into_iter()
+                .map(|r| UserEvent {
+                    time: r.t,
+                    type_idx: spec.type_index(&r.event_type),
+                    session: session_key(r.session_id.as_deref()),
+                    amount: r.amount,
+                })
+                .collect(),
+        ))
+    }
+
     async fn build_snapshot(
         &self,
         spec: &FeatureSpec,

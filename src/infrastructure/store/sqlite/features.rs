@@ -182,6 +182,19 @@ impl FeatureStore for SqliteStore {
             .await
     }
 
+    async fn user_events(
+        &self,
+        spec: &FeatureSpec,
+        user: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<UserEvent>>, StoreError> {
+        // The type table alone: cloning the whole spec per request would
+        // cost more than the read.
+        let types = spec.event_types().to_vec();
+        self.blocking(move |s| s.user_events_blocking(&types, user, limit))
+            .await
+    }
+
     async fn snapshots(&self) -> Result<Vec<SnapshotSummary>, StoreError> {
         self.blocking(|s| {
             let headers = Self::headers(&s.reader()?, i64::MAX)?;

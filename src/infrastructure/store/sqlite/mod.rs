@@ -18,14 +18,15 @@
 //! Layout, as `store/clickhouse/`: [`events`] (the event port: appends,
 //! stats, names, reject counts), [`features`] (the feature port and the
 //! per-user scan it evaluates the spec over, [`user_scan`]), [`snapshots`]
-//! (stored snapshots), [`training_sets`], and [`integrity`] (the check at
-//! open).
+//! (stored snapshots), [`training_sets`], [`user_events`] (one user's
+//! history, for live features) and [`integrity`] (the check at open).
 
 mod events;
 mod features;
 mod integrity;
 mod snapshots;
 mod training_sets;
+mod user_events;
 pub mod user_scan;
 
 use std::path::{Path, PathBuf};
@@ -97,6 +98,9 @@ pub struct SqliteStore {
     /// The first corruption any call met: from then on `ping` fails with
     /// it, so `/readyz` says the store is broken instead of "reachable".
     corrupt: Arc<std::sync::OnceLock<String>>,
+    /// Read-only connections kept between one-user reads (live features),
+    /// which would otherwise pay a connection open each.
+    readers: Arc<Mutex<Vec<Connection>>>,
 }
 
 /// Maps an SQLite failure to a store error. SQLite's messages for
@@ -161,6 +165,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(conn)),
             options: Arc::new(options),
             corrupt: Arc::default(),
+            readers: Arc::default(),
         })
     }
 
