@@ -19,6 +19,14 @@
 //! - A read that raced with a store write of the same user is used for its
 //!   request but not cached (a per-shard write epoch tells), so the cache
 //!   never keeps a row older than a stored event.
+//! - Replicas: an event another replica stores never passes through this
+//!   one's pipeline. Each replica therefore also reads the whole topic on
+//!   its own ([`crate::application::live_watch`]); a record seen there
+//!   makes its user *pending* ([`LiveFeatures::pending`]: not cached, read
+//!   from the store on every request) until the shared consumer group has
+//!   committed past its offset, which it does only after storing it
+//!   ([`LiveFeatures::settle`]); then the user is read once more and
+//!   cached again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -150,7 +158,22 @@ struct Inner {
     /// a visible share of its cost.
     from_cache: metrics::Counter,
     from_store: metrics::Counter,
+    pending: Mutex<Pending>,
 }
+
+/// Records another replica may not have stored yet, by log partition and
+/// offset, and the users they belong to.
+#[derive(Default)]
+struct Pending {
+    by_partition: HashMap<(String, i32), std::collections::BTreeMap<i64, Vec<u64>>>,
+    /// Pending records per user.
+    users: HashMap<u64, u32>,
+    records: usize,
+}
+
+/// Most pending records held; past it every cached row is dropped and
+/// nothing is cached until the backlog settles (correct, only slower).
+const MAX_PENDING_RECORDS: usize = 1_000_000;
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     // A panic inside a shard operation leaves a map that is still valid.
@@ -178,6 +201,7 @@ impl LiveFeatures {
                 report: ArcSwapOption::empty(),
                 from_cache: metrics::counter!(metric_names::LIVE_LOOKUPS_TOTAL, "source" => "cached"),
                 from_store: metrics::counter!(metric_names::LIVE_LOOKUPS_TOTAL, "source" => "read"),
+                pending: Mutex::default(),
                 options,
             }),
         }
@@ -290,6 +314,12 @@ impl LiveFeatures {
 
     fn insert(&self, user: u64, epoch: u64, row: &Arc<LiveRow>, now: i64) {
         let inner = &self.inner;
+        {
+            let pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.records >= MAX_PENDING_RECORDS || pending.users.contains_key(&user) {
+                return;
+            }
+        }
         let per_shard = (inner.options.max_users / SHARDS).max(1);
         let mut shard = lock(&inner.shards[shard_of(user)]);
         if shard.epoch != epoch {
@@ -321,6 +351,79 @@ impl LiveFeatures {
 
     fn publish_len(&self) {
         metrics::gauge!(metric_names::LIVE_USERS).set(self.len() as f64);
+    }
+
+    /// Records read from the log that the shared group may not have stored
+    /// yet: `(user, topic, partition, offset)`. Their users are read from
+    /// the store on every request until [`LiveFeatures::settle`] sees the
+    /// group's commit pass the offset.
+    pub fn pending<'a>(&self, records: impl IntoIterator<Item = (u64, &'a str, i32, i64)>) {
+        if !self.enabled() {
+            return;
+        }
+        let mut users = Vec::new();
+        let overflow = {
+            let mut p = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for (user, topic, partition, offset) in records {
+                if p.records >= MAX_PENDING_RECORDS {
+                    break;
+                }
+                p.by_partition
+                    .entry((topic.to_string(), partition))
+                    .or_default()
+                    .entry(offset)
+                    .or_default()
+                    .push(user);
+                *p.users.entry(user).or_default() += 1;
+                p.records += 1;
+                users.push(user);
+            }
+            p.records >= MAX_PENDING_RECORDS
+        };
+        if overflow {
+            tracing::warn!(
+                "live features: {MAX_PENDING_RECORDS} records pending another replica's store; caching stops until they settle"
+            );
+            self.clear();
+        } else {
+            self.stored(users);
+        }
+    }
+
+    /// The shared group has committed `(topic, partition, offset)`: every
+    /// pending record below the offset is stored; its users are read anew.
+    pub fn settle(&self, committed: &[(String, i32, i64)]) {
+        let mut settled = Vec::new();
+        {
+            let mut guard = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let p = &mut *guard;
+            for (topic, partition, offset) in committed {
+                let Some(offsets) = p.by_partition.get_mut(&(topic.clone(), *partition)) else {
+                    continue;
+                };
+                let rest = offsets.split_off(offset);
+                let done = std::mem::replace(offsets, rest);
+                for user in done.into_values().flatten() {
+                    p.records -= 1;
+                    if let Some(n) = p.users.get_mut(&user) {
+                        *n -= 1;
+                        if *n == 0 {
+                            p.users.remove(&user);
+                            settled.push(user);
+                        }
+                    }
+                }
+            }
+        }
+        // Rows read while the user was pending were never cached; bumping
+        // the epoch also drops a read that raced with the settle.
+        self.stored(settled);
+    }
+
+    /// Users with records pending another replica's store.
+    pub fn pending_users(&self) -> usize {
+        let p = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+        p.users.len()
     }
 
     /// Forgets every cached row (a new spec or snapshot does not need it,
@@ -481,6 +584,45 @@ mod tests {
         };
         assert_eq!(after[total], 2.0);
         assert!(matches!(live.features_at(2, T).await, Lookup::Unknown));
+    }
+
+    #[tokio::test]
+    async fn a_pending_user_is_not_cached_until_the_group_commits_past_it() {
+        let store = MemoryStore::new(3);
+        store
+            .append(vec![event(1, T - 86_400, "login")])
+            .await
+            .unwrap();
+        let spec = Arc::new(FeatureSpec::standard());
+        let live = LiveFeatures::new(
+            Arc::new(store.clone()),
+            spec.clone(),
+            LiveOptions::default(),
+        );
+        assert!(matches!(live.features_at(1, T).await, Lookup::Features(_)));
+        assert!(live.cached(1, T).is_some());
+        // Another replica's consumer will store this record (offset 7).
+        live.pending([(1, "events", 0, 7)]);
+        assert_eq!(live.pending_users(), 1);
+        assert!(
+            live.cached(1, T).is_none(),
+            "a pending user's row is dropped"
+        );
+        assert!(matches!(live.features_at(1, T).await, Lookup::Features(_)));
+        assert!(live.cached(1, T).is_none(), "and not cached while pending");
+        // The group commits up to 7 (exclusive): still pending.
+        live.settle(&[("events".into(), 0, 7)]);
+        assert_eq!(live.pending_users(), 1);
+        // The event is stored, the group commits past it.
+        store.append(vec![event(1, T - 60, "login")]).await.unwrap();
+        live.settle(&[("events".into(), 0, 8)]);
+        assert_eq!(live.pending_users(), 0);
+        let total = spec.index_of("total_events").unwrap();
+        let Lookup::Features(v) = live.features_at(1, T).await else {
+            panic!()
+        };
+        assert_eq!(v[total], 2.0);
+        assert!(live.cached(1, T).is_some(), "cached again once settled");
     }
 
     #[tokio::test]

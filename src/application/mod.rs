@@ -9,6 +9,7 @@ pub mod generate;
 pub mod ingest;
 pub mod jobs;
 pub mod live_features;
+pub mod live_watch;
 pub mod manage_models;
 pub mod ports;
 pub mod predict;

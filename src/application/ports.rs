@@ -414,6 +414,24 @@ pub trait EventSource: Send {
     async fn next_batch(&mut self, max: usize) -> Result<Vec<RawRecord>, SourceError>;
 }
 
+/// Every record of the ingest log as it arrives, read by this process
+/// alone (outside the consumer group, committing nothing), and how far the
+/// shared group has committed: what live features need to learn of events
+/// another replica stores.
+#[async_trait]
+pub trait LogWatch: Send {
+    /// The next records (at most `max`), waiting up to `wait` for the
+    /// first; empty = nothing yet.
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<RawRecord>, SourceError>;
+    /// The shared group's committed offset of every watched partition
+    /// (`topic, partition, offset`): records below it are stored.
+    async fn committed(&mut self) -> Result<Vec<(String, i32, i64)>, SourceError>;
+}
+
 /// An unbounded, partitioned stream of raw events (a Kafka consumer group).
 /// Unlike [`EventSource`], an empty batch means "nothing yet", not the end.
 #[async_trait]

@@ -115,6 +115,15 @@ pub struct FeaturesSettings {
     pub live_check_sample: usize,
     /// A feature's mismatch share above this sets churn_live_consistency_alert.
     pub live_mismatch_alert: f64,
+    /// With Kafka: also read the whole topic (outside the consumer group)
+    /// to learn which users another replica's consumer is storing, so
+    /// every replica answers as of now for every user. Off saves that read
+    /// when one replica consumes everything.
+    pub live_watch_log: bool,
+    /// How often that watch reads the group's committed offsets: users
+    /// with uncommitted events are read from the store on every request
+    /// until then.
+    pub live_settle_ms: u64,
 }
 
 impl Default for FeaturesSettings {
@@ -129,6 +138,8 @@ impl Default for FeaturesSettings {
             live_read_timeout_ms: live.read_timeout.as_millis() as u64,
             live_check_sample: live.check_sample,
             live_mismatch_alert: live.mismatch_alert,
+            live_watch_log: true,
+            live_settle_ms: 200,
         }
     }
 }

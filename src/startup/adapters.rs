@@ -286,3 +286,18 @@ pub fn kafka_connector(k: &KafkaSettings) -> ConnectStream {
         ))
     })
 }
+
+/// This replica's own read of the ingest topics, for live features
+/// (`features.live_watch_log`): a new client per (re)start.
+pub fn kafka_log_watch(
+    k: &KafkaSettings,
+) -> std::sync::Arc<
+    dyn Fn() -> Result<Box<dyn crate::application::ports::LogWatch>, String> + Send + Sync,
+> {
+    let options = kafka_options(k);
+    std::sync::Arc::new(move || {
+        let watch = crate::infrastructure::kafka::live_watch::KafkaLogWatch::new(&options)
+            .map_err(|e| format!("kafka live watch (kafka.*): {e}"))?;
+        Ok(Box::new(watch) as Box<dyn crate::application::ports::LogWatch>)
+    })
+}

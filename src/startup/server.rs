@@ -9,9 +9,11 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use super::{Services, kafka_connector, rebuild_as_of};
+use super::{Services, kafka_connector, kafka_log_watch, rebuild_as_of};
 use crate::application::jobs::Jobs;
 use crate::application::live_features::LiveFeatures;
+use crate::application::live_watch::watch_log;
+use crate::application::ports::LogWatch;
 use crate::application::predict::PredictChurn;
 use crate::application::registry_poll::follow_production;
 use crate::application::runtime::{Runtime, StreamTask};
@@ -31,6 +33,8 @@ pub struct Application {
     jobs: Jobs,
     app: crate::http::Api,
     consumer: Option<StreamTask>,
+    /// This replica's watch of the ingest log, for live features.
+    live_watch: Option<LiveWatchTask>,
     tasks: TaskHealth,
     restart: RestartPolicy,
 }
@@ -149,8 +153,8 @@ impl Application {
         let app_state = Arc::new(AppContext {
             predict: PredictChurn::new(state.clone())
                 .with_names(services.events.clone())
-                .with_live(live),
-            ingest,
+                .with_live(live.clone()),
+            ingest: ingest.clone(),
             jobs: jobs.clone(),
             models: services.models.clone(),
             events: services.events.clone(),
@@ -172,6 +176,15 @@ impl Application {
             stream_health: stream_health.clone(),
             tasks: tasks.clone(),
         });
+        let live_watch =
+            (s.kafka.enabled() && live.enabled() && s.features.live_watch_log).then(|| {
+                LiveWatchTask {
+                    connect: kafka_log_watch(&s.kafka),
+                    ingest: ingest.clone(),
+                    live: live.clone(),
+                    settle_every: Duration::from_millis(s.features.live_settle_ms),
+                }
+            });
         let app = crate::http::Api::new(app_state);
         Ok(Self {
             listener,
@@ -180,6 +193,7 @@ impl Application {
             jobs,
             app,
             consumer,
+            live_watch,
             tasks,
             restart: RestartPolicy::default(),
         })
@@ -258,6 +272,16 @@ impl Application {
                 consumer.clone().run(token.clone())
             });
         }
+        if let Some(watch) = self.live_watch {
+            let token = stop.clone();
+            runtime.spawn("live_watch", move || {
+                let (watch, token) = (watch.clone(), token.clone());
+                async move {
+                    let log = (watch.connect)()?;
+                    watch_log(log, watch.ingest, watch.live, watch.settle_every, token).await
+                }
+            });
+        }
         let grace = Duration::from_secs(s.server.shutdown_grace_secs);
         let options = ServerOptions {
             header_read_timeout: Duration::from_secs(s.server.header_read_timeout_secs),
@@ -281,4 +305,13 @@ impl Application {
             None => Ok(()),
         }
     }
+}
+
+/// What the live-watch task needs to (re)start.
+#[derive(Clone)]
+struct LiveWatchTask {
+    connect: std::sync::Arc<dyn Fn() -> Result<Box<dyn LogWatch>, String> + Send + Sync>,
+    ingest: crate::application::ingest::IngestEvents,
+    live: LiveFeatures,
+    settle_every: Duration,
 }

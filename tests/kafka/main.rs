@@ -629,3 +629,159 @@ async fn duplicates(app: &Running) -> f64 {
     let (_, m) = app.get("/metrics").await;
     metric(&m, "churn_events_duplicate_total").unwrap_or(0.0)
 }
+
+/// The user's `name` feature value and churn probability from `base`.
+async fn live_answer(base: &str, user: u64, name: &str) -> Option<(f64, f64, i64)> {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{base}/predict?user_id={user}&explain=true&top_k=100"
+        ))
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    let body: Value = r.json().await.ok()?;
+    let value = body["explanation"]["contributions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["feature"] == name)?["value"]
+        .as_f64()?;
+    let as_of = chrono::DateTime::parse_from_rfc3339(body["features_as_of"].as_str()?)
+        .ok()?
+        .timestamp();
+    Some((value, body["churn_probability"].as_f64()?, as_of))
+}
+
+/// Live features with two replicas sharing a topic and a ClickHouse
+/// store: events produced to Kafka change the answer of *both* replicas
+/// for every user, whichever replica's consumer stored them (each replica
+/// watches the whole topic and settles on the group's commits), and each
+/// answer equals a batch evaluation as of its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_through_kafka_reach_every_replica_live() {
+    use churn::domain::features::FeatureSpec;
+    use churn::domain::snapshot::quantize;
+    for (name, brokers) in brokers() {
+        let topic = unique(&format!("live_{name}"));
+        let k = kafka_settings(&brokers, &topic);
+        create_topics(&brokers, &[&topic, &k.dlq_topic], 4).await;
+        let db = unique(&format!("live_{name}"));
+        let registry = tempfile::tempdir().unwrap();
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let shared = |dir: &std::path::Path| {
+            let mut s = server_settings(dir, k.clone());
+            use_clickhouse(&mut s, &clickhouse_url(), &db);
+            s.registry.url = registry.path().display().to_string();
+            s
+        };
+        let services = Services::build(shared(dir_a.path())).await.unwrap();
+        let mut delivery = churn::application::ingest::Delivery::new(
+            churn::application::ingest::SourceKind::Generator,
+        );
+        services
+            .ingest
+            .process_events(events(300, 21), &mut delivery)
+            .await
+            .unwrap();
+        services
+            .build_features
+            .run(churn::application::build_features::AsOf::Now)
+            .await
+            .unwrap();
+        train_and_promote(&services).await;
+        let a = start_with(services).await;
+        let b = start(shared(dir_b.path())).await;
+        let now = chrono::Utc::now().timestamp();
+        let policy = churn::domain::event::TimePolicy::at(now + 3_600, 3_600);
+        // Both consumers and both watches running: a first event reaches
+        // the store and both replicas answer for its new user.
+        let first =
+            churn::domain::event::Event::new(900_001u64, now - 10, "login", None, None, policy)
+                .unwrap();
+        produce(&k, &topic, &[first], None);
+        eventually(
+            &format!("{name}: warm-up"),
+            Duration::from_secs(90),
+            || async {
+                let ok_a = live_answer(&a.base, 900_001, "total_events")
+                    .await
+                    .is_some();
+                let ok_b = live_answer(&b.base, 900_001, "total_events")
+                    .await
+                    .is_some();
+                (ok_a && ok_b).then_some(())
+            },
+        )
+        .await;
+        // Cached rows on both replicas for users spread over partitions.
+        let users: Vec<u64> = (1..=12).collect();
+        let mut before = Vec::new();
+        for base in [&a.base, &b.base] {
+            for &u in &users {
+                let (count, _, _) = live_answer(base, u, "purchase_count_7d")
+                    .await
+                    .unwrap_or_else(|| panic!("{name}: user {u} answered"));
+                before.push((base.clone(), u, count));
+            }
+        }
+        let burst: Vec<churn::domain::event::Event> = users
+            .iter()
+            .flat_map(|&u| {
+                (0..5).map(move |i| {
+                    churn::domain::event::Event::new(
+                        u,
+                        now - 60 + i,
+                        "purchase",
+                        Some("live"),
+                        Some(10.0 + i as f64),
+                        policy,
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        produce(&k, &topic, &burst, None);
+        let spec = FeatureSpec::standard();
+        let model = a.services.models.load_production().await.unwrap().unwrap();
+        eventually(
+            &format!("{name}: both replicas see every user's purchases"),
+            Duration::from_secs(60),
+            || async {
+                for (base, u, count) in &before {
+                    let (now_count, _, _) = live_answer(base, *u, "purchase_count_7d").await?;
+                    if now_count < count + 5.0 {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
+        // And each answer is the batch answer as of its time.
+        for base in [&a.base, &b.base] {
+            for &u in &users {
+                let (_, p, as_of) = live_answer(base, u, "purchase_count_7d").await.unwrap();
+                let events = a
+                    .services
+                    .features
+                    .user_events(&spec, u, usize::MAX)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let mut out = Vec::new();
+                assert!(spec.evaluate(&events, as_of, &mut out));
+                let values: Vec<f64> = out.into_iter().map(quantize).collect();
+                let batch = model.classifier.predict_proba(&values).unwrap()[0];
+                let served = model.metadata.served_probability(batch);
+                assert_eq!(p, served, "{name}: user {u} on {base}");
+            }
+        }
+        let (_, metrics) = b.get("/metrics").await;
+        assert!(metrics.contains("churn_live_lookups_total"), "{metrics}");
+        a.stop().await;
+        b.stop().await;
+        clickhouse_query(&format!("DROP DATABASE IF EXISTS {db}")).await;
+    }
+}

@@ -32,7 +32,7 @@ pub struct KafkaStream {
     paused: bool,
 }
 
-fn record_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
+pub(super) fn record_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
     let topic = msg.topic().to_string();
     let (partition, offset) = (msg.partition(), msg.offset());
     RawRecord {
@@ -47,7 +47,7 @@ fn record_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
     }
 }
 
-fn source_error(context: &str, e: KafkaError) -> SourceError {
+pub(super) fn source_error(context: &str, e: KafkaError) -> SourceError {
     SourceError::Io(format!("kafka {context}: {e}"))
 }
 

@@ -54,8 +54,9 @@ impl FeatureStore for ClickHouseStore {
         user: u64,
         limit: usize,
     ) -> Result<Option<Vec<UserEvent>>, StoreError> {
-        // The key order a snapshot build reads in (the table's ORDER BY),
-        // so float sums add up in the same order.
+        // Time order, as the evaluator needs (the table's ORDER BY; the
+        // SQL batch sums in its own order: amount features agree within
+        // float rounding, see `LiveFeatures::check`).
         let rows: Vec<UserEventRow> = self
             .client
             .query(&format!(
