@@ -410,7 +410,10 @@ impl IngestEvents {
                 self.store.append(events).await?
             }
         };
-        if let Some(live) = &self.live {
+        // A batch of redeliveries stored nothing: no row is stale.
+        if let Some(live) = &self.live
+            && outcome.inserted > 0
+        {
             live.stored(touched);
         }
         metrics::counter!(metric_names::EVENTS_INGESTED_TOTAL).increment(outcome.inserted);

@@ -10,15 +10,16 @@
 //!   (the first time an event leaves one of its windows); after that, or
 //!   when an event of the user is stored (the ingest pipeline calls
 //!   [`LiveFeatures::stored`]), the next request reads the user again.
-//! - Bounds: at most `max_users` rows (about 0.6 KiB each with the
+//! - Bounds: at most `max_users` rows (about 0.5 KiB each with the
 //!   standard spec; expired rows are dropped first when full), at most
 //!   `max_concurrent_reads` reads at once, each at most `max_user_events`
 //!   events and `read_timeout`. Past a bound a prediction falls back to
 //!   the batch snapshot, counted in `churn_live_fallbacks_total{reason}`;
 //!   it never fails because of live features.
 //! - A read that raced with a store write of the same user is used for its
-//!   request but not cached (a per-shard write epoch tells), so the cache
-//!   never keeps a row older than a stored event.
+//!   request but not cached (each shard numbers its writes and remembers
+//!   the last write of each user for as long as a read may take), so the
+//!   cache never keeps a row older than a stored event.
 //! - Replicas: an event another replica stores never passes through this
 //!   one's pipeline. Each replica therefore also reads the whole topic on
 //!   its own ([`crate::application::live_watch`]); a record seen there
@@ -39,7 +40,7 @@ use serde::Serialize;
 use crate::application::ports::FeatureStore;
 use crate::domain::features::{Aggregation, FeatureSpec};
 use crate::domain::live_row::LiveRow;
-use crate::domain::snapshot::{FeatureSnapshot, quantize};
+use crate::domain::snapshot::FeatureSnapshot;
 use crate::telemetry::metric_names;
 
 /// Shards of the row cache (independent locks and write epochs).
@@ -63,7 +64,7 @@ impl Default for LiveOptions {
     fn default() -> Self {
         Self {
             enabled: true,
-            max_users: 1_000_000,
+            max_users: 250_000,
             max_user_events: 100_000,
             max_concurrent_reads: 16,
             read_timeout: Duration::from_millis(500),
@@ -138,7 +139,16 @@ struct Shard {
     rows: HashMap<u64, Arc<LiveRow>>,
     /// Bumped by every store write touching a user of this shard.
     epoch: u64,
+    /// The epoch of each user's last write, and when: kept as long as a
+    /// read may take (twice `read_timeout`), so a read that began before a
+    /// write of its user is not cached, while reads of other users are.
+    written: HashMap<u64, (u64, std::time::Instant)>,
+    /// A `clear()` since this epoch invalidates every read begun before.
+    cleared_at: u64,
 }
+
+/// A shard prunes its write memory when it holds more users than this.
+const WRITTEN_PRUNE_AT: usize = 4_096;
 
 /// Cheap-clone handle on the live feature cache.
 #[derive(Clone)]
@@ -231,9 +241,18 @@ impl LiveFeatures {
             return;
         }
         let mut removed = 0;
+        let now = std::time::Instant::now();
+        let keep = self.inner.options.read_timeout * 2;
         for user in users {
             let mut shard = lock(&self.inner.shards[shard_of(user)]);
             shard.epoch += 1;
+            let epoch = shard.epoch;
+            if shard.written.len() >= WRITTEN_PRUNE_AT {
+                shard
+                    .written
+                    .retain(|_, (_, at)| now.duration_since(*at) < keep);
+            }
+            shard.written.insert(user, (epoch, now));
             if shard.rows.remove(&user).is_some() {
                 removed += 1;
             }
@@ -259,9 +278,6 @@ impl LiveFeatures {
     fn values(&self, row: &LiveRow, now: i64) -> Vec<f64> {
         let mut out = Vec::with_capacity(self.inner.spec.len());
         row.at(&self.inner.spec, now, &mut out);
-        for v in &mut out {
-            *v = quantize(*v);
-        }
         out
     }
 
@@ -322,7 +338,8 @@ impl LiveFeatures {
         }
         let per_shard = (inner.options.max_users / SHARDS).max(1);
         let mut shard = lock(&inner.shards[shard_of(user)]);
-        if shard.epoch != epoch {
+        let written_since = shard.written.get(&user).is_some_and(|(e, _)| *e > epoch);
+        if written_since || shard.cleared_at > epoch {
             return;
         }
         let mut delta: isize = 0;
@@ -432,6 +449,7 @@ impl LiveFeatures {
         for shard in &self.inner.shards {
             let mut shard = lock(shard);
             shard.epoch += 1;
+            shard.cleared_at = shard.epoch;
             shard.rows.clear();
         }
         self.inner.rows.store(0, Ordering::Relaxed);
@@ -495,7 +513,7 @@ impl LiveFeatures {
             row.at(spec, snapshot.as_of(), &mut out);
             checked += 1;
             for (i, (live, batch)) in out.iter().zip(&batch).enumerate() {
-                let live = quantize(*live);
+                let live = *live;
                 let same = live.to_bits() == batch.to_bits()
                     || (tolerant[i] && (live - batch).abs() <= 1e-6 * batch.abs().max(1.0));
                 if !same {

@@ -101,7 +101,7 @@ pub struct FeaturesSettings {
     /// Serve features as of now: a stored event changes its user's
     /// prediction on the next request. Off = the last snapshot.
     pub live: bool,
-    /// Live rows kept in memory (about 0.6 KiB each with the standard
+    /// Live rows kept in memory (about 0.5 KiB each with the standard
     /// spec); past it, rows that expired go first, then any.
     pub live_max_users: usize,
     /// A user with more events than this is served from the snapshot.

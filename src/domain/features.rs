@@ -678,6 +678,26 @@ impl FeatureSpec {
         true
     }
 
+    /// The features some ratio divides (numerators and denominators).
+    pub(super) fn ratio_operands(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .compiled
+            .iter()
+            .filter_map(|c| match c {
+                Compiled::Ratio {
+                    numerator,
+                    denominator,
+                    ..
+                } => Some([*numerator, *denominator]),
+                Compiled::Aggregate { .. } => None,
+            })
+            .flatten()
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Recomputes the values that move with time alone: `days_since_*`
     /// from their reference times, then every ratio (in spec order, so a
     /// ratio of ratios sees its operands' new values).

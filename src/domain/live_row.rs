@@ -12,17 +12,24 @@
 //! the ratios over them) with the very formulas of
 //! [`FeatureSpec::evaluate`], which is what makes it exact, not close.
 //!
-//! Memory: 8 bytes per feature, 12 per `days_since_*` feature, plus a few
-//! words (about 0.6 KiB with the standard spec).
+//! Memory: values are kept as the `f32` snapshots store (what serving
+//! feeds the model), plus the full `f64` of the few values ratios divide
+//! (a ratio is computed from unrounded operands) and the reference time of
+//! each `days_since_*` value: about 0.5 KiB with the standard spec
+//! (values, operands, anchors, the cache entry).
 
 use super::features::{FeatureSpec, LiveTrack, UserEvent};
+use super::snapshot::quantize;
 
 /// One user's features, answerable at any time in `[as_of, valid_until)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveRow {
     as_of: i64,
     valid_until: i64,
-    values: Box<[f64]>,
+    /// Every value at `as_of`, rounded as snapshots store it.
+    values: Box<[f32]>,
+    /// Unrounded values of the features ratios divide.
+    operands: Box<[(u32, f64)]>,
     anchors: Box<[(u32, i64)]>,
 }
 
@@ -35,10 +42,16 @@ impl LiveRow {
         if !spec.evaluate_tracked(events, as_of, &mut out, Some(&mut track)) {
             return None;
         }
+        let operands = spec
+            .ratio_operands()
+            .into_iter()
+            .map(|i| (i as u32, out[i]))
+            .collect();
         Some(Self {
             as_of,
             valid_until: track.valid_until,
-            values: out.into_boxed_slice(),
+            values: out.iter().map(|v| *v as f32).collect(),
+            operands,
             anchors: track.anchors.into_boxed_slice(),
         })
     }
@@ -57,19 +70,31 @@ impl LiveRow {
         self.as_of <= t && t < self.valid_until
     }
 
-    /// The features at `t` (which [`LiveRow::answers_at`]): equal, bit for
-    /// bit, to [`FeatureSpec::evaluate`] at `t` over the same events.
+    /// The features at `t` (which [`LiveRow::answers_at`]), rounded as a
+    /// snapshot stores them: equal, bit for bit, to
+    /// [`FeatureSpec::evaluate`] at `t` over the same events, rounded with
+    /// [`quantize`].
     pub fn at(&self, spec: &FeatureSpec, t: i64, out: &mut Vec<f64>) {
         out.clear();
-        out.extend_from_slice(&self.values);
+        out.extend(self.values.iter().map(|v| f64::from(*v)));
         if t != self.as_of {
+            // The moving values from unrounded inputs, as the batch
+            // evaluator computes them, then rounded.
+            for &(i, v) in &self.operands {
+                out[i as usize] = v;
+            }
             spec.advance(out, &self.anchors, t);
+            for v in out.iter_mut() {
+                *v = quantize(*v);
+            }
         }
     }
 
     /// Bytes this row holds on the heap, for the memory bound.
     pub fn heap_bytes(&self) -> usize {
-        self.values.len() * size_of::<f64>() + self.anchors.len() * size_of::<(u32, i64)>()
+        self.values.len() * size_of::<f32>()
+            + self.operands.len() * size_of::<(u32, f64)>()
+            + self.anchors.len() * size_of::<(u32, i64)>()
     }
 }
 
@@ -172,7 +197,7 @@ mod tests {
             row.at(&spec, as_of, &mut live);
             prop_assert!(spec.evaluate(&events, as_of, &mut batch));
             prop_assert_eq!(live.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                            batch.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                            batch.iter().map(|v| quantize(*v).to_bits()).collect::<Vec<_>>());
             prop_assert!(row.valid_until() > as_of);
             for step in steps {
                 let t = as_of.saturating_add(step).min(row.valid_until() - 1);
@@ -180,7 +205,7 @@ mod tests {
                 row.at(&spec, t, &mut live);
                 prop_assert!(spec.evaluate(&events, t, &mut batch));
                 prop_assert_eq!(live.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                                batch.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                batch.iter().map(|v| quantize(*v).to_bits()).collect::<Vec<_>>(),
                                 "at {} (as_of {}, valid until {})", t, as_of, row.valid_until());
             }
         }

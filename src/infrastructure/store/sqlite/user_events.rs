@@ -23,7 +23,15 @@ impl SqliteStore {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => self.reader()?,
+            None => {
+                let c = self.reader()?;
+                // Point reads: a small page cache each (the OS caches the
+                // file), not the 128 MiB a full scan's connection gets,
+                // which POOLED_READERS connections would hold for good.
+                c.execute_batch("PRAGMA cache_size=-2048;")
+                    .map_err(unavailable)?;
+                c
+            }
         };
         let result = read_user(&conn, types, user, limit);
         let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
