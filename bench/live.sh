@@ -72,7 +72,7 @@ for f in admin.create_topics([NewTopic(sys.argv[2], 4, 1)]).values():
 PY
 fi
 env "${kafka_env[@]}" "$BIN" --data-dir "$WORK/data" serve --port 18100 & PIDS+=($!)
-CHURN_PID=$!
+SERVER_PID=$!
 "$HELLO" 18101 & PIDS+=($!)
 wait_ready http://127.0.0.1:18100/readyz
 wait_ready http://127.0.0.1:18101/healthz
@@ -148,4 +148,4 @@ awk -v c="$c" -v h="$h" 'BEGIN {printf "ratio churn/hello while ingesting: %.1f%
 touch "$WORK/stop"
 wait "$LOADER" 2>/dev/null || true
 curl -s http://127.0.0.1:18100/metrics | grep -E '^churn_live_(lookups_total|fallbacks_total|users)' || true
-echo "RSS of churn serve after the run: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$CHURN_PID/status)"
+echo "RSS of churn serve after the run: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$SERVER_PID/status)"

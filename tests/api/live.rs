@@ -47,6 +47,26 @@ fn as_of(body: &Value) -> i64 {
         .timestamp()
 }
 
+/// The as-of time of the snapshot the app serves.
+async fn snapshot_as_of(app: &TestApp) -> i64 {
+    app.services
+        .features
+        .latest_snapshot(None)
+        .await
+        .unwrap()
+        .unwrap()
+        .as_of()
+}
+
+/// A live-vs-batch consistency check run now.
+async fn check_now(app: &TestApp) -> Value {
+    app.admin_post("/admin/features/consistency")
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn post_events(app: &TestApp, events: Value) {
     let r = app
         .client
@@ -63,14 +83,7 @@ async fn post_events(app: &TestApp, events: Value) {
 #[tokio::test]
 async fn an_event_posted_changes_the_next_prediction_as_a_batch_build_would() {
     let app = spawn_app(Seed::Trained).await;
-    let snapshot_as_of = app
-        .services
-        .features
-        .latest_snapshot(None)
-        .await
-        .unwrap()
-        .unwrap()
-        .as_of();
+    let snapshot_as_of = snapshot_as_of(&app).await;
     let before = predict(&app, "42").await;
     // Features as of now, not as of the snapshot.
     assert!(as_of(&before) >= snapshot_as_of);
@@ -179,12 +192,7 @@ async fn an_event_posted_changes_the_next_prediction_as_a_batch_build_would() {
 #[tokio::test]
 async fn the_consistency_gauge_moves_on_a_forced_mismatch() {
     let app = spawn_app(Seed::Trained).await;
-    let report: Value = app
-        .admin_post("/admin/features/consistency")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let report: Value = check_now(&app).await;
     assert!(report["checked_users"].as_u64().unwrap() > 500, "{report}");
     assert_eq!(report["worst"], 0.0, "{report}");
     assert_eq!(report["alert"], false);
@@ -196,24 +204,12 @@ async fn the_consistency_gauge_moves_on_a_forced_mismatch() {
 
     // Events dated before the snapshot, for every user: the store no
     // longer agrees with the snapshot, and the check says so.
-    let snapshot_as_of = app
-        .services
-        .features
-        .latest_snapshot(None)
-        .await
-        .unwrap()
-        .unwrap()
-        .as_of();
+    let snapshot_as_of = snapshot_as_of(&app).await;
     let late: Vec<Value> = (1..=1_000)
         .map(|u| json!({"user_id": u, "event_time": snapshot_as_of - 3_600, "event_type": "support_ticket"}))
         .collect();
     post_events(&app, Value::Array(late)).await;
-    let report: Value = app
-        .admin_post("/admin/features/consistency")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let report: Value = check_now(&app).await;
     assert_eq!(report["alert"], true, "{report}");
     let total = report["mismatch"]
         .as_array()
@@ -247,12 +243,7 @@ async fn the_consistency_gauge_moves_on_a_forced_mismatch() {
         .await
         .unwrap();
     app.wait_job(job["id"].as_u64().unwrap()).await;
-    let report: Value = app
-        .admin_post("/admin/features/consistency")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let report: Value = check_now(&app).await;
     assert_eq!(report["worst"], 0.0, "{report}");
     app.stop().await;
 }
@@ -261,15 +252,9 @@ async fn the_consistency_gauge_moves_on_a_forced_mismatch() {
 async fn past_a_bound_the_snapshot_answers_and_live_off_serves_the_snapshot() {
     // Every user has more events than the bound: the snapshot answers.
     let app = spawn_app_with(Seed::Trained, |s| s.features.live_max_user_events = 1).await;
-    let snapshot = app
-        .services
-        .features
-        .latest_snapshot(None)
-        .await
-        .unwrap()
-        .unwrap();
+    let snapshot_as_of = snapshot_as_of(&app).await;
     let body = predict(&app, "42").await;
-    assert_eq!(as_of(&body), snapshot.as_of());
+    assert_eq!(as_of(&body), snapshot_as_of);
     let metrics = app.metrics().await;
     assert!(
         metrics.contains("churn_live_fallbacks_total{reason=\"too_many_events\"}"),
