@@ -115,6 +115,7 @@ impl Settings {
             0,
             1_000_000,
         )?;
+        within("features.live_settle_ms", f.live_settle_ms, 10, 600_000)?;
         within(
             "features.live_mismatch_alert",
             f.live_mismatch_alert,
@@ -252,6 +253,18 @@ mod tests {
             (
                 "training.max_training_rows",
                 Box::new(|s| s.training.max_training_rows = 999),
+            ),
+            (
+                "features.live_max_concurrent_reads",
+                Box::new(|s| s.features.live_max_concurrent_reads = 0),
+            ),
+            (
+                "features.live_mismatch_alert",
+                Box::new(|s| s.features.live_mismatch_alert = f64::NAN),
+            ),
+            (
+                "features.live_settle_ms",
+                Box::new(|s| s.features.live_settle_ms = 0),
             ),
         ];
         for (key, set) in cases {

@@ -263,6 +263,15 @@ async fn past_a_bound_the_snapshot_answers_and_live_off_serves_the_snapshot() {
     app.stop().await;
 
     let app = spawn_app_with(Seed::Trained, |s| s.features.live = false).await;
+    // No live features: no consistency check to run or show.
+    let r = app.admin_post("/admin/features/consistency").await;
+    let body = crate::helpers::error_body(r, 503, "no_consistency_check").await;
+    assert!(
+        body["error"].as_str().unwrap().contains("features.live"),
+        "{body}"
+    );
+    let r = app.admin_get("/admin/features/consistency").await;
+    crate::helpers::error_body(r, 503, "no_consistency_check").await;
     let before = predict(&app, "42").await;
     let now = chrono::Utc::now().timestamp();
     post_events(
