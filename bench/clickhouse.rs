@@ -67,6 +67,8 @@ async fn main() -> anyhow::Result<()> {
         validation: false,
         snapshot_retention: 3,
         dedup_check: true,
+        cluster: String::new(),
+        shard_urls: Vec::new(),
     })?;
     ch.migrate().await?;
     // Same server, redelivery check off: the raw insert ceiling.
@@ -78,6 +80,8 @@ async fn main() -> anyhow::Result<()> {
         validation: false,
         snapshot_retention: 3,
         dedup_check: false,
+        cluster: String::new(),
+        shard_urls: Vec::new(),
     })?;
     raw.migrate().await?;
     let dir = tempfile::tempdir()?;

@@ -111,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
         validation: false,
         snapshot_retention: 2,
         dedup_check: false,
+        cluster: String::new(),
+        shard_urls: Vec::new(),
     })?;
     ch.migrate()
         .await

@@ -419,6 +419,8 @@ async fn main() -> anyhow::Result<()> {
                     validation: false,
                     snapshot_retention: 1,
                     dedup_check: true,
+                    cluster: String::new(),
+                    shard_urls: Vec::new(),
                 })?;
                 ch.drop_database().await?;
                 ch.migrate().await?;

@@ -31,7 +31,7 @@ WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-export RUST_LOG=warn CHURN_SCHEDULE__ENABLED=false CHURN_SERVER__REGISTRY_POLL_SECS=0
+export RUST_LOG=warn CHURN_SCHEDULE__ENABLED=false CHURN_SERVER__REGISTRY_POLL_MS=0
 churn() { "$BIN" --data-dir "$WORK/data" "$@"; }
 
 echo "== preparing $USERS users of generated data"

@@ -43,7 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export RUST_LOG=warn CHURN_SCHEDULE__ENABLED=false CHURN_SERVER__REGISTRY_POLL_SECS=0
+export RUST_LOG=warn CHURN_SCHEDULE__ENABLED=false CHURN_SERVER__REGISTRY_POLL_MS=0
 export CHURN_DATA_DIR="$WORK/data" CHURN_STORE__TYPE=clickhouse
 export CHURN_CLICKHOUSE__URL="$URL" CHURN_CLICKHOUSE__DATABASE="$DB"
 # Debian's 18.16 lacks the format row validation needs (config.toml).

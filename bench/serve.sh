@@ -35,7 +35,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-export RUST_LOG=warn CHURN_SCHEDULE__ENABLED=false CHURN_SERVER__REGISTRY_POLL_SECS=0
+export RUST_LOG=warn CHURN_SCHEDULE__ENABLED=false CHURN_SERVER__REGISTRY_POLL_MS=0
 churn() { "$BIN" --data-dir "$WORK/data" "$@"; }
 echo "== preparing $USERS users of generated data (integer ids, and UUID ids)"
 churn generate-events --users "$USERS" --seed 7 --out "$WORK/events.ndjson" 2>/dev/null

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 case "${1:-start}" in
-  start) ./clickhouse.sh; ./kafka.sh; ./s3.sh; ./mlflow.sh; ./airflow.sh ;;
-  stop)  ./clickhouse.sh stop; ./kafka.sh stop; ./s3.sh stop; ./mlflow.sh stop; ./podman.sh stop ;;
+  start) ./clickhouse.sh; ./clickhouse-cluster.sh; ./kafka.sh; ./s3.sh; ./mlflow.sh; ./airflow.sh ;;
+  stop)  ./clickhouse.sh stop; ./clickhouse-cluster.sh stop; ./kafka.sh stop; ./s3.sh stop; ./mlflow.sh stop; ./podman.sh stop ;;
   *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
 esac

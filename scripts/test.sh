@@ -42,6 +42,8 @@ PY_PID=$!
 
 services_base() {
   scripts/clickhouse.sh
+  # Two ClickHouse 18.16 shards and ZooKeeper for clickhouse.cluster mode.
+  scripts/clickhouse-cluster.sh
   # The compose client validates docker-compose.yml without an engine.
   if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
     echo "installing Debian's docker-compose (to validate docker-compose.yml)"
@@ -65,7 +67,7 @@ services_base() {
   # (tests/container.rs, tests/compose.rs).
   scripts/podman.sh images
 }
-phase "services: ClickHouse, docker-compose, chromium, s3s-fs build, podman" services_base
+phase "services: ClickHouse (+ 2-shard cluster), docker-compose, chromium, s3s-fs build, podman" services_base
 
 phase "cargo fmt --check" cargo fmt --all -- --check
 phase "cargo clippy" cargo clippy --release --all-targets --locked -- -D warnings
@@ -120,6 +122,27 @@ run_tests() { "$1" --test-threads=2 || { FAILED+=("$2"); echo "FAILED: $2"; }; }
 while read -r kind name exe; do
   phase "test $kind $name" run_tests "$exe" "$kind $name"
 done < "$BINS"
+
+# The ClickHouse suites once more, on the two-shard cluster: the store
+# contracts, the SQLite/ClickHouse parity and end-to-end tests, and the
+# Kafka → ClickHouse tests (exactly-once across kill -9, two replicas, and
+# Kafka → cluster → train → serve with live features on two replicas).
+cluster_suites() {
+  local shards; shards="$(scripts/clickhouse-cluster.sh url),http://127.0.0.1:${CH_SHARD2_HTTP:-18124}"
+  CHURN_TEST_CLICKHOUSE_URL="$(scripts/clickhouse-cluster.sh url)" \
+  CHURN_TEST_CLICKHOUSE_CLUSTER=churn_cluster CHURN_TEST_CLICKHOUSE_SHARD_URLS="$shards" \
+  bash -c '
+    set -u; failed=0
+    while read -r kind name exe; do
+      case "$name" in
+        contracts) "$exe" --test-threads=2 clickhouse_store:: || failed=1 ;;
+        clickhouse) "$exe" --test-threads=2 || failed=1 ;;
+        kafka) "$exe" --test-threads=2 kill_9_mid_stream two_replicas_share events_through_kafka_reach_every_replica_live || failed=1 ;;
+      esac
+    done < "$1"
+    exit $failed' _ "$BINS" || { FAILED+=("cluster suites"); echo "FAILED: cluster suites"; }
+}
+phase "test contracts / clickhouse / kafka on the 2-shard cluster" cluster_suites
 rm -f "$BINS"
 
 phase "modern ClickHouse check (chDB 26.x vs the 18.16 server)" \

@@ -93,7 +93,7 @@ async fn churn_pipeline_dag_generates_builds_and_trains_through_the_admin_api() 
         ..Settings::default()
     };
     s.server.admin_token = SecretString::from(TOKEN.to_string());
-    s.server.registry_poll_secs = 0;
+    s.server.registry_poll_ms = 0;
     s.schedule.enabled = false;
     let services = Services::build(s).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -676,7 +676,7 @@ fn a_corrupt_sqlite_file_is_noticed_at_open_and_by_readiness() {
         .args(["serve", "--port", "0"])
         .env("RUST_LOG", "warn")
         .env("CHURN_SERVER__ADMIN_TOKEN", "t")
-        .env("CHURN_SERVER__REGISTRY_POLL_SECS", "0")
+        .env("CHURN_SERVER__REGISTRY_POLL_MS", "0")
         .env("CHURN_SCHEDULE__ENABLED", "false")
         .current_dir(dir.path())
         .stderr(std::process::Stdio::piped())

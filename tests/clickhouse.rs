@@ -46,6 +46,15 @@ fn options(db: &str) -> ClickHouseOptions {
         validation: std::env::var("CHURN_TEST_CLICKHOUSE_VALIDATION").is_ok_and(|v| v == "true"),
         snapshot_retention: 3,
         dedup_check: true,
+        // The same suite against the two-shard cluster (scripts/test.sh
+        // runs it twice).
+        cluster: std::env::var("CHURN_TEST_CLICKHOUSE_CLUSTER").unwrap_or_default(),
+        shard_urls: std::env::var("CHURN_TEST_CLICKHOUSE_SHARD_URLS")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect(),
     }
 }
 
@@ -512,6 +521,10 @@ async fn end_to_end_in_clickhouse_mode_with_string_ids() {
     settings.clickhouse.url = url();
     settings.clickhouse.database = db.clone();
     settings.clickhouse.validation = options(&db).validation;
+    settings.clickhouse.cluster =
+        std::env::var("CHURN_TEST_CLICKHOUSE_CLUSTER").unwrap_or_default();
+    settings.clickhouse.shard_urls =
+        std::env::var("CHURN_TEST_CLICKHOUSE_SHARD_URLS").unwrap_or_default();
     let services = Services::build(settings).await.unwrap();
     let (summary, ingested) = harness::load(&services, 1_000, 2, true).await;
     assert!(summary.users > 350, "{summary:?}");
@@ -605,7 +618,7 @@ async fn end_to_end_in_clickhouse_mode_with_string_ids() {
         }
     };
     let distinct = query(format!(
-        "SELECT count(), uniqExact(user_id), countIf(length(user_name) = 36) FROM {db}.predictions FINAL"
+        "SELECT count(), uniqExact(user_id), countIf(length(user_name) = 36) FROM (SELECT * FROM {db}.predictions FINAL)"
     ))
     .await;
     assert_eq!(
@@ -614,7 +627,7 @@ async fn end_to_end_in_clickhouse_mode_with_string_ids() {
         "{distinct}"
     );
     let reasons = query(format!(
-        "SELECT reasons FROM {db}.predictions FINAL ORDER BY churn_probability DESC LIMIT 1 FORMAT TabSeparatedRaw"
+        "SELECT reasons FROM (SELECT * FROM {db}.predictions FINAL) ORDER BY churn_probability DESC LIMIT 1 FORMAT TabSeparatedRaw"
     ))
     .await;
     let reasons: serde_json::Value = serde_json::from_str(reasons.trim()).unwrap();

@@ -90,6 +90,15 @@ async fn clickhouse() -> Adapter {
         validation: std::env::var("CHURN_TEST_CLICKHOUSE_VALIDATION").is_ok_and(|v| v == "true"),
         snapshot_retention: RETENTION,
         dedup_check: true,
+        // The same suite against the two-shard cluster (scripts/test.sh
+        // runs it twice).
+        cluster: std::env::var("CHURN_TEST_CLICKHOUSE_CLUSTER").unwrap_or_default(),
+        shard_urls: std::env::var("CHURN_TEST_CLICKHOUSE_SHARD_URLS")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect(),
     })
     .unwrap();
     clickhouse

@@ -445,7 +445,7 @@ fn a_200_feature_spec_builds_trains_and_serves_embedded_and_in_clickhouse() {
             .args(["serve", "--port", "0"])
             .env("RUST_LOG", "warn")
             .env("CHURN_SCHEDULE__ENABLED", "false")
-            .env("CHURN_SERVER__REGISTRY_POLL_SECS", "0")
+            .env("CHURN_SERVER__REGISTRY_POLL_MS", "0")
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();

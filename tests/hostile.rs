@@ -38,7 +38,7 @@ impl Server {
             .env("RUST_LOG", "warn")
             .env("CHURN_SERVER__ADMIN_TOKEN", TOKEN)
             .env("CHURN_SCHEDULE__ENABLED", "false")
-            .env("CHURN_SERVER__REGISTRY_POLL_SECS", "0")
+            .env("CHURN_SERVER__REGISTRY_POLL_MS", "0")
             .envs(env.iter().copied())
             .current_dir(dir.path())
             .stderr(Stdio::piped())

@@ -18,7 +18,7 @@ mod proxy;
 use std::sync::Arc;
 use std::time::Duration;
 
-use churn::application::ports::{AliasRecord, ModelRegistry, RegistryError};
+use churn::application::ports::{AliasRecord, Coordination, ModelRegistry, RegistryError};
 use churn::domain::model::{ModelKind, ModelMetadata, ModelMetrics};
 use churn::infrastructure::registry::{ObjectStoreRegistry, S3Options};
 use proxy::CuttableProxy;
@@ -82,6 +82,103 @@ fn backends(dir: &std::path::Path) -> Vec<(&'static str, Factory)> {
     ]
 }
 
+type CoordinationFactory = Box<dyn Fn() -> Arc<dyn Coordination> + Send + Sync>;
+
+/// The same backends as the replicas' lease and tick claims.
+fn coordination_backends(dir: &std::path::Path) -> Vec<(&'static str, CoordinationFactory)> {
+    let local_dir = dir.to_path_buf();
+    let prefix = unique("coordination");
+    let memory = churn::testing::MemoryRegistry::default();
+    vec![
+        (
+            "local",
+            Box::new(move || {
+                Arc::new(ObjectStoreRegistry::local(&local_dir, "churn_model").unwrap())
+            }),
+        ),
+        (
+            "s3",
+            Box::new(move || {
+                Arc::new(
+                    ObjectStoreRegistry::s3(&s3_options(&endpoint(), &prefix), "churn_model")
+                        .unwrap(),
+                )
+            }),
+        ),
+        ("memory", Box::new(move || Arc::new(memory.clone()))),
+    ]
+}
+
+/// The coordination contract: a lease moves only from what the writer
+/// read, a tick is claimed once, old claims can be dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_swap_and_ticks_are_claimed_once_on_every_backend() {
+    use churn::domain::lease::{Lease, TickClaim};
+    let dir = tempfile::tempdir().unwrap();
+    for (name, make) in coordination_backends(dir.path()) {
+        let (a, b) = (make(), make());
+        assert_eq!(a.lease("scheduler").await.unwrap(), None, "{name}");
+        let lease = |holder: &str, token: u64| Lease {
+            holder: holder.into(),
+            token,
+            expires_at_ms: 1_000 * token as i64,
+            acquired_at_ms: 0,
+        };
+        a.swap_lease("scheduler", &lease("a", 1), None)
+            .await
+            .unwrap();
+        // b read "nothing" too: its take loses.
+        assert!(
+            matches!(
+                b.swap_lease("scheduler", &lease("b", 1), None).await,
+                Err(RegistryError::Conflict { .. })
+            ),
+            "{name}"
+        );
+        assert_eq!(
+            b.lease("scheduler").await.unwrap(),
+            Some(lease("a", 1)),
+            "{name}"
+        );
+        b.swap_lease("scheduler", &lease("b", 2), Some(&lease("a", 1)))
+            .await
+            .unwrap();
+        // a renews from a stale read: refused.
+        assert!(
+            matches!(
+                a.swap_lease("scheduler", &lease("a", 1), Some(&lease("a", 1)))
+                    .await,
+                Err(RegistryError::Conflict { .. })
+            ),
+            "{name}"
+        );
+        let claim = |tick: i64, holder: &str| TickClaim {
+            job: "retrain".into(),
+            tick,
+            holder: holder.into(),
+            token: 2,
+        };
+        assert!(b.claim_tick(&claim(100, "b")).await.unwrap(), "{name}");
+        assert!(
+            !a.claim_tick(&claim(100, "a")).await.unwrap(),
+            "{name}: once"
+        );
+        assert!(b.claim_tick(&claim(101, "b")).await.unwrap(), "{name}");
+        let ticks = a.ticks("retrain").await.unwrap();
+        assert_eq!(ticks, vec![claim(100, "b"), claim(101, "b")], "{name}");
+        assert!(
+            a.ticks("build_features").await.unwrap().is_empty(),
+            "{name}"
+        );
+        assert_eq!(a.forget_ticks("retrain", 101).await.unwrap(), 1, "{name}");
+        assert_eq!(
+            a.ticks("retrain").await.unwrap(),
+            vec![claim(101, "b")],
+            "{name}"
+        );
+    }
+}
+
 fn metadata() -> ModelMetadata {
     ModelMetadata {
         name: String::new(),
@@ -114,6 +211,7 @@ fn metadata() -> ModelMetadata {
         calibration: None,
         report: Default::default(),
         drift_reference: None,
+        scheduled: None,
     }
 }
 
@@ -171,6 +269,7 @@ async fn a_stale_promotion_is_a_conflict_on_every_backend() {
             history: vec![],
             updated_at: "t0".into(),
             reason: "initial".into(),
+            fence: None,
         };
         a.set_alias("production", v1.clone(), None).await.unwrap();
         let seen_by_a = a.alias("production").await.unwrap().unwrap();
@@ -180,6 +279,7 @@ async fn a_stale_promotion_is_a_conflict_on_every_backend() {
             history: vec![1],
             updated_at: format!("by {who}"),
             reason: who.into(),
+            fence: None,
         };
         a.set_alias("production", to(2, "a"), Some(&seen_by_a))
             .await
@@ -255,6 +355,7 @@ async fn parallel_promotions_have_exactly_one_winner_on_a_shared_directory() {
             history: vec![],
             updated_at: "t0".into(),
             reason: "initial".into(),
+            fence: None,
         };
         seed.set_alias("production", first.clone(), None)
             .await
@@ -278,6 +379,7 @@ async fn parallel_promotions_have_exactly_one_winner_on_a_shared_directory() {
                         history: vec![expected.version],
                         updated_at: format!("round {round} replica {r}"),
                         reason: format!("replica {r}"),
+                        fence: None,
                     };
                     barrier.wait().await;
                     let outcome = registry
@@ -362,7 +464,7 @@ fn s3_settings(dir: &std::path::Path, endpoint: &str, prefix: &str) -> churn::co
     s.registry.s3_allow_http = true;
     s.registry.s3_timeout_secs = 2;
     s.server.port = 0;
-    s.server.registry_poll_secs = 1;
+    s.server.registry_poll_ms = 200;
     s.schedule.enabled = false;
     s
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::application::build_features::{AsOf, BuildFeatures};
+use crate::application::leadership::Fence;
 use crate::application::live_features::LiveFeatures;
 use crate::application::manage_models::ManageModels;
 use crate::application::ports::FeatureStore;
@@ -23,6 +24,16 @@ use crate::application::train::{TrainError, TrainModel};
 pub enum JobKind {
     BuildFeatures,
     Retrain,
+}
+
+impl JobKind {
+    /// The name used in tick claims and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BuildFeatures => "build_features",
+            Self::Retrain => "retrain",
+        }
+    }
 }
 
 /// Where a job is.
@@ -132,6 +143,12 @@ impl Jobs {
             .collect()
     }
 
+    /// Whether a job of `kind` is running here (the schedule skips a tick
+    /// rather than claim one it cannot run).
+    pub fn is_running(&self, kind: JobKind) -> bool {
+        self.table().running.contains_key(&kind)
+    }
+
     fn claim(&self, kind: JobKind, trigger: &str) -> Result<JobRecord, JobError> {
         let mut t = self.table();
         if t.running.contains_key(&kind) {
@@ -186,7 +203,7 @@ impl Jobs {
         let this = self.clone();
         let id = record.id;
         tokio::spawn(async move {
-            let result = this.execute(kind).await;
+            let result = this.execute(kind, None).await;
             this.finish(kind, id, result);
         });
         Ok(record)
@@ -197,8 +214,23 @@ impl Jobs {
     /// # Errors
     /// [`JobError::Busy`] if one of the same kind is running.
     pub async fn run(&self, kind: JobKind, trigger: &str) -> Result<JobRecord, JobError> {
+        self.run_fenced(kind, trigger, None).await
+    }
+
+    /// As [`Jobs::run`] for a scheduled tick claimed under a lease: the
+    /// job's writes carry `fence` and are refused once another replica
+    /// leads.
+    ///
+    /// # Errors
+    /// [`JobError::Busy`] if one of the same kind is running.
+    pub async fn run_fenced(
+        &self,
+        kind: JobKind,
+        trigger: &str,
+        fence: Option<&Fence>,
+    ) -> Result<JobRecord, JobError> {
         let record = self.claim(kind, trigger)?;
-        let result = self.execute(kind).await;
+        let result = self.execute(kind, fence).await;
         self.finish(kind, record.id, result);
         Ok(self.get(record.id).unwrap_or(record))
     }
@@ -214,9 +246,19 @@ impl Jobs {
         }
     }
 
-    async fn execute(&self, kind: JobKind) -> Result<serde_json::Value, String> {
+    async fn execute(
+        &self,
+        kind: JobKind,
+        fence: Option<&Fence>,
+    ) -> Result<serde_json::Value, String> {
         match kind {
             JobKind::BuildFeatures => {
+                // Checked before only: a snapshot a stale leader finishes
+                // is still a correct snapshot of the data (snapshots are
+                // append-only and chosen by date), so it corrupts nothing.
+                if let Some(f) = fence {
+                    f.check().await.map_err(|e| e.to_string())?;
+                }
                 let summary = self
                     .build
                     .run(self.as_of)
@@ -232,7 +274,7 @@ impl Jobs {
                 serde_json::to_value(summary).map_err(|e| e.to_string())
             }
             JobKind::Retrain => {
-                let report = match self.train.run().await {
+                let report = match self.train.run_fenced(fence).await {
                     Ok(r) => r,
                     Err(TrainError::Busy) => return Err("training already in progress".into()),
                     Err(e) => return Err(e.to_string()),

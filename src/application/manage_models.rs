@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::application::ports::{
     AliasRecord, ModelExporter, ModelRegistry, ModelTrainer, RegistryError,
 };
+use crate::domain::lease::admits;
 use crate::domain::model::{Classifier, ModelError, ModelMetadata};
 use crate::telemetry::metric_names;
 
@@ -208,8 +209,24 @@ impl ManageModels {
     /// Unknown/broken version, or [`RegistryError::Conflict`] if another
     /// writer moved the alias meanwhile.
     pub async fn promote(&self, version: u64, reason: &str) -> Result<AliasRecord, ModelsError> {
+        self.promote_fenced(version, reason, None).await
+    }
+
+    /// As [`ManageModels::promote`], for a scheduled job started under lease
+    /// `token`: refused with [`RegistryError::Fenced`] when the alias was
+    /// already moved under a newer token.
+    ///
+    /// # Errors
+    /// As [`ManageModels::promote`], plus [`RegistryError::Fenced`].
+    pub async fn promote_fenced(
+        &self,
+        version: u64,
+        reason: &str,
+        token: Option<u64>,
+    ) -> Result<AliasRecord, ModelsError> {
         self.load(version).await?;
-        self.move_alias(PRODUCTION, version, reason).await
+        self.move_alias_fenced(PRODUCTION, version, reason, token)
+            .await
     }
 
     /// Moves any alias (no load check; used for `latest`).
@@ -222,7 +239,31 @@ impl ManageModels {
         version: u64,
         reason: &str,
     ) -> Result<AliasRecord, ModelsError> {
+        self.move_alias_fenced(alias, version, reason, None).await
+    }
+
+    /// The move itself. The token check and the write are one
+    /// compare-and-swap: a newer term moving the alias in between makes
+    /// this write conflict, never overwrite.
+    async fn move_alias_fenced(
+        &self,
+        alias: &str,
+        version: u64,
+        reason: &str,
+        token: Option<u64>,
+    ) -> Result<AliasRecord, ModelsError> {
         let current = self.registry.alias(alias).await?;
+        let newest = current.as_ref().and_then(|c| c.fence);
+        if let Some(t) = token
+            && !admits(newest, t)
+        {
+            metrics::counter!(metric_names::SCHEDULER_FENCED_TOTAL).increment(1);
+            return Err(RegistryError::Fenced {
+                token: t,
+                newest: newest.unwrap_or(t),
+            }
+            .into());
+        }
         if let Some(c) = &current
             && c.version == version
         {
@@ -244,6 +285,7 @@ impl ManageModels {
             history,
             updated_at: chrono::Utc::now().to_rfc3339(),
             reason: reason.to_string(),
+            fence: newest.max(token),
         };
         self.registry
             .set_alias(alias, record.clone(), current.as_ref())
@@ -276,6 +318,7 @@ impl ManageModels {
             history,
             updated_at: chrono::Utc::now().to_rfc3339(),
             reason: format!("rollback from version {}", current.version),
+            fence: current.fence,
         };
         self.registry
             .set_alias(PRODUCTION, record.clone(), Some(&current))

@@ -8,6 +8,7 @@ pub mod build_features;
 pub mod generate;
 pub mod ingest;
 pub mod jobs;
+pub mod leadership;
 pub mod live_features;
 pub mod live_watch;
 pub mod manage_models;

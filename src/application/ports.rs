@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::domain::event::{Event, EventError};
 use crate::domain::features::{FeatureSpec, UserEvent};
 use crate::domain::label::LabelPolicy;
+use crate::domain::lease::{Lease, TickClaim};
 use crate::domain::model::{Classifier, Dataset, ModelError, ModelKind, ModelMetadata};
 use crate::domain::sampling::RowSample;
 use crate::domain::snapshot::FeatureSnapshot;
@@ -247,6 +248,10 @@ pub enum RegistryError {
     /// A conditional alias move lost a race with another writer.
     #[error("alias {alias:?} was moved concurrently by another writer; re-read and retry")]
     Conflict { alias: String },
+    /// A scheduled job's write under a lease token older than one already
+    /// recorded: another replica has led since.
+    #[error("write fenced off: lease token {token} is older than {newest}")]
+    Fenced { token: u64, newest: u64 },
     #[error("nothing to roll back to: {0}")]
     NoHistory(String),
     #[error("registry backend error: {0}")]
@@ -265,6 +270,10 @@ pub struct AliasRecord {
     pub updated_at: String,
     #[serde(default)]
     pub reason: String,
+    /// The newest lease token of a scheduled job that moved this alias
+    /// (kept across manual moves); an older token may not move it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
 }
 
 /// Immutable model versions plus movable aliases (`production`, `latest`).
@@ -291,6 +300,39 @@ pub trait ModelRegistry: Send + Sync {
         expected: Option<&AliasRecord>,
     ) -> Result<(), RegistryError>;
     async fn ping(&self) -> Result<(), RegistryError>;
+    /// A cheap fingerprint of the alias record (an ETag, a modification
+    /// time), for polling: it changes whenever the alias moves. The default
+    /// reads the whole record.
+    async fn alias_stamp(&self, alias: &str) -> Result<Option<String>, RegistryError> {
+        Ok(self
+            .alias(alias)
+            .await?
+            .map(|a| format!("{}:{}:{}", a.version, a.updated_at, a.history.len())))
+    }
+}
+
+/// What replicas share to coordinate the schedule: the leader lease and
+/// the claimed ticks. Kept where every replica already reads and writes
+/// (the registry), moved by the same compare-and-swap as the aliases.
+#[async_trait]
+pub trait Coordination: Send + Sync {
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, RegistryError>;
+    /// Writes `lease` if the stored one still equals `expected` (`None` =
+    /// none stored); otherwise [`RegistryError::Conflict`].
+    async fn swap_lease(
+        &self,
+        name: &str,
+        lease: &Lease,
+        expected: Option<&Lease>,
+    ) -> Result<(), RegistryError>;
+    /// Records `claim` unless its job's tick was claimed already (then
+    /// `false`): create-if-absent, so one replica wins each tick.
+    async fn claim_tick(&self, claim: &TickClaim) -> Result<bool, RegistryError>;
+    /// Every claim of `job`, oldest tick first.
+    async fn ticks(&self, job: &str) -> Result<Vec<TickClaim>, RegistryError>;
+    /// Deletes `job`'s claims of ticks before `before` (they only guard
+    /// ticks that can no longer fire); returns how many.
+    async fn forget_ticks(&self, job: &str, before: i64) -> Result<usize, RegistryError>;
 }
 
 /// Failures of an external model exporter (MLflow). Never fatal to

@@ -181,6 +181,11 @@ pub struct ClickHouseSettings {
     /// other batches by event id): exact counters, reads without `FINAL`.
     /// Off = faster inserts, duplicates removed on read by `FINAL` only.
     pub dedup_check: bool,
+    /// Cluster mode: the `remote_servers` cluster name; empty = one server.
+    pub cluster: String,
+    /// Cluster mode: one HTTP URL per shard, comma-separated, where the
+    /// per-user aggregations run on each shard's own rows.
+    pub shard_urls: String,
 }
 
 impl Default for ClickHouseSettings {
@@ -193,6 +198,8 @@ impl Default for ClickHouseSettings {
             validation: true,
             migrate_on_start: true,
             dedup_check: true,
+            cluster: String::new(),
+            shard_urls: String::new(),
         }
     }
 }
@@ -581,9 +588,9 @@ pub struct ServerSettings {
     pub admin_token: SecretString,
     /// Serve admin routes without a token (demos only).
     pub allow_unauthenticated_admin: bool,
-    /// How often to re-read the `production` alias (moved by another replica
-    /// or the CLI); 0 disables polling.
-    pub registry_poll_secs: u64,
+    /// How often to check the `production` alias for a move (by another
+    /// replica or the CLI), in milliseconds; 0 disables polling.
+    pub registry_poll_ms: u64,
     pub max_batch_users: usize,
     pub max_body_bytes: usize,
     /// Request-body bytes held in memory at once, over all requests; a body
@@ -618,7 +625,7 @@ impl Default for ServerSettings {
             port: 8000,
             admin_token: SecretString::from(String::new()),
             allow_unauthenticated_admin: false,
-            registry_poll_secs: 30,
+            registry_poll_ms: 1_000,
             max_batch_users: 1_000,
             max_body_bytes: 16 * 1024 * 1024,
             max_inflight_body_bytes: 64 * 1024 * 1024,
@@ -643,6 +650,14 @@ pub struct ScheduleSettings {
     /// Rebuilt snapshots (cron and the admin API) are computed as of "now"
     /// (a live stream) or "end" (the newest stored event: a historic log).
     pub features_as_of: FeaturesAsOf,
+    /// Replicas sharing a registry elect one to run the schedule through
+    /// a lease kept in the registry; off = every replica runs it.
+    pub leader_lease: bool,
+    /// How long the lease lasts unless renewed (renewed every third).
+    pub lease_ttl_secs: u64,
+    /// This replica's name in the lease (unique per replica; e.g. the pod
+    /// name). Empty = host name, process id and a random suffix.
+    pub replica_id: String,
 }
 
 impl Default for ScheduleSettings {
@@ -652,6 +667,9 @@ impl Default for ScheduleSettings {
             features_cron: "0 */15 * * * *".into(),
             retrain_cron: "0 30 3 * * *".into(),
             features_as_of: FeaturesAsOf::Auto,
+            leader_lease: true,
+            lease_ttl_secs: 15,
+            replica_id: String::new(),
         }
     }
 }

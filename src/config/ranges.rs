@@ -143,10 +143,16 @@ impl Settings {
         )?;
         let s = &self.server;
         within(
-            "server.registry_poll_secs",
-            s.registry_poll_secs,
-            0,
+            "schedule.lease_ttl_secs",
+            self.schedule.lease_ttl_secs,
+            1,
             DAY_SECS,
+        )?;
+        within(
+            "server.registry_poll_ms",
+            s.registry_poll_ms,
+            0,
+            DAY_SECS * 1_000,
         )?;
         within("server.max_batch_users", s.max_batch_users, 1, 1_000_000)?;
         within("server.max_body_bytes", s.max_body_bytes, 1024, 1 << 30)?;

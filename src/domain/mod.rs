@@ -16,6 +16,7 @@ pub mod features;
 pub mod identifier;
 pub mod identity;
 pub mod label;
+pub mod lease;
 pub mod live_row;
 pub mod math;
 pub mod metrics;

@@ -393,6 +393,10 @@ pub struct ModelMetadata {
     /// What drift is measured against (absent for models registered before).
     #[serde(default)]
     pub drift_reference: Option<DriftReference>,
+    /// The schedule tick and lease term that trained this version (absent
+    /// for runs started by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<crate::domain::lease::ScheduledRun>,
 }
 
 impl ModelMetadata {

@@ -121,6 +121,7 @@ impl From<ModelsError> for ApiError {
             ModelsError::Registry(RegistryError::Conflict { .. }) => {
                 (StatusCode::CONFLICT, "conflict")
             }
+            ModelsError::Registry(RegistryError::Fenced { .. }) => (StatusCode::CONFLICT, "fenced"),
             ModelsError::Registry(RegistryError::Checksum { .. }) | ModelsError::Model { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "broken_model")
             }

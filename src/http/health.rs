@@ -38,6 +38,10 @@ pub struct Readiness {
     /// scheduler); any not running makes the server unready.
     #[schema(value_type = Object)]
     pub tasks: std::collections::BTreeMap<&'static str, crate::application::supervisor::TaskState>,
+    /// Who runs the schedule (absent when the schedule or the lease is
+    /// off). Following is not a problem; a lease that cannot be read or
+    /// renewed is.
+    pub scheduler: Option<crate::application::leadership::LeaderStatus>,
     pub problems: Vec<String>,
 }
 
@@ -83,6 +87,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         None => false,
     };
     problems.extend(state.tasks.problems());
+    let scheduler = state.leadership.as_ref().map(|l| l.status());
+    if let Some(problem) = scheduler.as_ref().and_then(|s| s.problem.clone()) {
+        problems.push(problem);
+    }
     let ready = problems.is_empty();
     let body = Readiness {
         ready,
@@ -95,6 +103,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         stream_consumer: state.stream_health.running(),
         stream_paused,
         tasks: state.tasks.snapshot(),
+        scheduler,
         problems,
     };
     let status = if ready {

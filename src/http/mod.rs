@@ -77,6 +77,8 @@ pub struct AppContext {
     pub stream_health: IngestHealth,
     /// Supervised background tasks, for `/readyz`.
     pub tasks: TaskHealth,
+    /// The scheduler's leader election, when replicas coordinate.
+    pub leadership: Option<crate::application::leadership::Leadership>,
 }
 
 /// The shared state handlers extract.

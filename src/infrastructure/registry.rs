@@ -25,7 +25,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::application::ports::{AliasRecord, ModelRegistry, RegistryError};
+use crate::application::ports::{AliasRecord, Coordination, ModelRegistry, RegistryError};
+use crate::domain::lease::{Lease, TickClaim};
 use crate::domain::model::ModelMetadata;
 
 /// How many version numbers a registration tries before giving up (only
@@ -217,6 +218,68 @@ impl ObjectStoreRegistry {
         }
     }
 
+    fn coordination_path(&self) -> Path {
+        self.root.clone().join("coordination")
+    }
+
+    fn lease_path(&self, name: &str) -> Path {
+        self.coordination_path()
+            .join("leases")
+            .join(format!("{name}.json").as_str())
+    }
+
+    fn ticks_path(&self, job: &str) -> Path {
+        self.coordination_path().join("ticks").join(job)
+    }
+
+    /// Compare-and-swap of one JSON document: writes `value` if the stored
+    /// one still equals `expected` (`None` = must not exist), else
+    /// [`RegistryError::Conflict`] naming `what`.
+    async fn swap_json<T>(
+        &self,
+        path: &Path,
+        value: &T,
+        expected: Option<&T>,
+        what: &str,
+    ) -> Result<(), RegistryError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq,
+    {
+        let _local = self.alias_lock.lock().await;
+        let _file_lock = self.lock_local().await?;
+        let current = self.get_json::<T>(path).await?;
+        let conflict = || RegistryError::Conflict {
+            alias: what.to_string(),
+        };
+        if current.as_ref().map(|(a, _)| a) != expected {
+            return Err(conflict());
+        }
+        let json =
+            serde_json::to_vec_pretty(value).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+        let mode = match &current {
+            None => PutMode::Create,
+            Some((_, v)) => PutMode::Update(v.clone()),
+        };
+        let result = self
+            .store
+            .put_opts(path, json.clone().into(), PutOptions::from(mode))
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Err(conflict()),
+            // The local filesystem has no conditional update; the file lock
+            // above and the re-read make the move safe across processes.
+            Err(object_store::Error::NotImplemented { .. }) if _file_lock.is_some() => self
+                .store
+                .put(path, json.into())
+                .await
+                .map(|_| ())
+                .map_err(backend),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     async fn metadata(&self, version: u64) -> Result<ModelMetadata, RegistryError> {
         self.get_json(&self.version_dir(version).join("metadata.json"))
             .await?
@@ -321,38 +384,16 @@ impl ModelRegistry for ObjectStoreRegistry {
         record: AliasRecord,
         expected: Option<&AliasRecord>,
     ) -> Result<(), RegistryError> {
-        let _local = self.alias_lock.lock().await;
-        let _file_lock = self.lock_local().await?;
-        let path = self.alias_path(alias);
-        let current = self.get_json::<AliasRecord>(&path).await?;
-        let conflict = || RegistryError::Conflict {
-            alias: alias.to_string(),
-        };
-        if current.as_ref().map(|(a, _)| a) != expected {
-            return Err(conflict());
-        }
-        let json = serde_json::to_vec_pretty(&record)
-            .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
-        let mode = match &current {
-            None => PutMode::Create,
-            Some((_, v)) => PutMode::Update(v.clone()),
-        };
-        let result = self
-            .store
-            .put_opts(&path, json.clone().into(), PutOptions::from(mode))
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Err(conflict()),
-            // The local filesystem has no conditional update; the file lock
-            // above and the re-read make the move safe across processes.
-            Err(object_store::Error::NotImplemented { .. }) if _file_lock.is_some() => self
-                .store
-                .put(&path, json.into())
-                .await
-                .map(|_| ())
-                .map_err(backend),
+        self.swap_json(&self.alias_path(alias), &record, expected, alias)
+            .await
+    }
+
+    async fn alias_stamp(&self, alias: &str) -> Result<Option<String>, RegistryError> {
+        match self.store.head(&self.alias_path(alias)).await {
+            Ok(meta) => Ok(Some(meta.e_tag.unwrap_or_else(|| {
+                format!("{}:{}", meta.last_modified.timestamp_micros(), meta.size)
+            }))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(backend(e)),
         }
     }
@@ -363,5 +404,89 @@ impl ModelRegistry for ObjectStoreRegistry {
             .await
             .map(|_| ())
             .map_err(|e| RegistryError::Backend(format!("{}: {e}", self.location)))
+    }
+}
+
+#[async_trait]
+impl Coordination for ObjectStoreRegistry {
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, RegistryError> {
+        Ok(self.get_json(&self.lease_path(name)).await?.map(|(l, _)| l))
+    }
+
+    async fn swap_lease(
+        &self,
+        name: &str,
+        lease: &Lease,
+        expected: Option<&Lease>,
+    ) -> Result<(), RegistryError> {
+        self.swap_json(
+            &self.lease_path(name),
+            lease,
+            expected,
+            &format!("lease {name}"),
+        )
+        .await
+    }
+
+    async fn claim_tick(&self, claim: &TickClaim) -> Result<bool, RegistryError> {
+        let path = self
+            .ticks_path(&claim.job)
+            .join(format!("{:012}.json", claim.tick).as_str());
+        let json =
+            serde_json::to_vec_pretty(claim).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+        match self
+            .store
+            .put_opts(&path, json.into(), PutMode::Create.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn ticks(&self, job: &str) -> Result<Vec<TickClaim>, RegistryError> {
+        use futures::TryStreamExt;
+        let mut paths: Vec<Path> = self
+            .store
+            .list(Some(&self.ticks_path(job)))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        paths.sort();
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            if let Some((claim, _)) = self.get_json::<TickClaim>(&path).await? {
+                out.push(claim);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn forget_ticks(&self, job: &str, before: i64) -> Result<usize, RegistryError> {
+        use futures::TryStreamExt;
+        let old: Vec<Path> = self
+            .store
+            .list(Some(&self.ticks_path(job)))
+            .map_ok(|m| m.location)
+            .try_filter(|p| {
+                let tick = p
+                    .filename()
+                    .and_then(|f| f.strip_suffix(".json"))
+                    .and_then(|t| t.parse::<i64>().ok());
+                futures::future::ready(tick.is_some_and(|t| t < before))
+            })
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        for path in &old {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Ok(old.len())
     }
 }

@@ -2,11 +2,15 @@
 //!
 //! The scheduler only triggers: the work is `Jobs::run`, the same one-step
 //! entry the admin API and tests use, which also refuses overlapping runs.
+//! With a [`Leadership`], every replica keeps the same cron but only the
+//! lease holder claims a tick and runs it, carrying the lease's fence.
 
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::application::jobs::{JobKind, Jobs};
+use crate::application::leadership::Leadership;
+use crate::telemetry::metric_names;
 
 /// Why the schedule could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -21,20 +25,76 @@ pub enum ScheduleError {
     Scheduler(String),
 }
 
+/// How long tick claims are kept: far longer than any replica could lag
+/// behind the schedule.
+const KEEP_CLAIMS_SECS: i64 = 7 * 86_400;
+
+/// One cron firing: with a lease, claim the tick first (followers and
+/// ticks another leader took are skipped).
+async fn fire(jobs: Jobs, kind: JobKind, leadership: Option<Leadership>) {
+    // The cron's resolution is a second and it fires just after the
+    // second it is due: the floor of now is the scheduled second.
+    let tick = chrono::Utc::now().timestamp();
+    if let Some(lead) = &leadership
+        && lead.token().is_none()
+    {
+        // Another replica leads (counted by `claim`).
+        let _ = lead.claim(kind.name(), tick).await;
+        return;
+    }
+    // The previous run overran the interval: skip this tick here, before
+    // claiming it, so a claimed tick always means a run.
+    if jobs.is_running(kind) {
+        metrics::counter!(metric_names::SCHEDULER_TICKS_TOTAL, "job" => kind.name(), "outcome" => "busy").increment(1);
+        tracing::warn!(
+            ?kind,
+            tick,
+            "scheduled tick skipped: the previous run is still going"
+        );
+        return;
+    }
+    let fence = match &leadership {
+        None => None,
+        Some(lead) => match lead.claim(kind.name(), tick).await {
+            Ok(Some(fence)) => Some(fence),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(?kind, tick, error = %e, "scheduled tick not claimed; skipped");
+                return;
+            }
+        },
+    };
+    let trigger = match &fence {
+        Some(f) => format!("cron tick {tick} (lease token {})", f.token()),
+        None => "cron".to_string(),
+    };
+    match jobs.run_fenced(kind, &trigger, fence.as_ref()).await {
+        Ok(record) => {
+            tracing::info!(?kind, tick, status = ?record.status, error = ?record.error, "scheduled job finished")
+        }
+        Err(e) => tracing::warn!(?kind, tick, error = %e, "scheduled run skipped"),
+    }
+    // Old claims only guard ticks that cannot fire again: drop them now
+    // and then (a listing per hour of schedule at most).
+    if let Some(lead) = &leadership
+        && tick % 3_600 == 0
+        && let Err(e) = lead
+            .forget_ticks(kind.name(), tick - KEEP_CLAIMS_SECS)
+            .await
+    {
+        tracing::warn!(error = %e, "old tick claims not pruned");
+    }
+}
+
 fn cron_job(
     key: &'static str,
     expr: &str,
     jobs: Jobs,
     kind: JobKind,
+    leadership: Option<Leadership>,
 ) -> Result<Job, ScheduleError> {
     Job::new_async(expr, move |_, _| {
-        let jobs = jobs.clone();
-        Box::pin(async move {
-            match jobs.run(kind, "cron").await {
-                Ok(record) => tracing::info!(?kind, status = ?record.status, error = ?record.error, "scheduled job finished"),
-                Err(e) => tracing::warn!(?kind, error = %e, "scheduled run skipped"),
-            }
-        })
+        Box::pin(fire(jobs.clone(), kind, leadership.clone()))
     })
     .map_err(|e| ScheduleError::Cron {
         key,
@@ -66,6 +126,7 @@ pub async fn run_schedule(
     jobs: Jobs,
     features_cron: &str,
     retrain_cron: &str,
+    leadership: Option<Leadership>,
     shutdown: CancellationToken,
 ) -> Result<(), ScheduleError> {
     let err = |e: tokio_cron_scheduler::JobSchedulerError| ScheduleError::Scheduler(e.to_string());
@@ -76,6 +137,7 @@ pub async fn run_schedule(
             features_cron,
             jobs.clone(),
             JobKind::BuildFeatures,
+            leadership.clone(),
         )?)
         .await
         .map_err(err)?;
@@ -85,6 +147,7 @@ pub async fn run_schedule(
             retrain_cron,
             jobs,
             JobKind::Retrain,
+            leadership,
         )?)
         .await
         .map_err(err)?;
@@ -127,6 +190,7 @@ mod tests {
             jobs,
             "* * * * * *",
             "0 0 0 1 1 *",
+            None,
             shutdown.clone(),
         ));
         tokio::time::sleep(Duration::from_millis(2_500)).await;

@@ -172,11 +172,24 @@ pub fn render_clickhouse_sql(
                 "sql": clickhouse::migration_ddl(sql, db),
             })
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // Cluster mode's DDL (for `clickhouse.cluster`, or a cluster named
+    // churn_cluster), so a modern engine can parse what 18.16 runs.
+    let cluster = match settings.clickhouse.cluster.as_str() {
+        "" => "churn_cluster",
+        c => c,
+    };
+    let mut cluster_migrations = Vec::new();
+    for (_, name, sql) in clickhouse::MIGRATIONS {
+        let statements =
+            clickhouse::cluster::cluster_ddl(&clickhouse::migration_ddl(sql, db), db, cluster)?;
+        cluster_migrations.push(serde_json::json!({"name": name, "statements": statements}));
+    }
     Ok(serde_json::json!({
         "database": db,
         "feature_names": spec.names(),
         "migrations": migrations,
+        "cluster_migrations": cluster_migrations,
         "build_snapshot": clickhouse_sql::build_snapshot(&spec, db, dedup, as_of)?,
         "training_set": clickhouse_sql::training_set(&spec, db, dedup, &label_policy(settings), cutoff, RowSample::ALL)?,
     }))
@@ -236,6 +249,14 @@ pub async fn open_clickhouse(settings: &Settings) -> anyhow::Result<ClickHouseSt
         validation: c.validation,
         snapshot_retention: settings.store.snapshot_retention,
         dedup_check: c.dedup_check,
+        cluster: c.cluster.clone(),
+        shard_urls: c
+            .shard_urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect(),
     })?;
     if c.migrate_on_start {
         store.migrate().await.with_context(|| {

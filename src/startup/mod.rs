@@ -26,7 +26,7 @@ use crate::application::build_features::{AsOf, BuildFeatures};
 use crate::application::ingest::IngestEvents;
 use crate::application::manage_models::ManageModels;
 use crate::application::ports::{
-    EventStore, FeatureStore, ModelRegistry, ModelTrainer, PredictionSink,
+    Coordination, EventStore, FeatureStore, ModelRegistry, ModelTrainer, PredictionSink,
 };
 use crate::application::profile::ProfileData;
 use crate::application::score::ScoreUsers;
@@ -176,6 +176,8 @@ pub struct Services {
     pub events: Arc<dyn EventStore>,
     pub features: Arc<dyn FeatureStore>,
     pub registry: Arc<dyn ModelRegistry>,
+    /// The same registry, as the replicas' shared lease and tick claims.
+    pub coordination: Arc<dyn Coordination>,
     pub trainer: Arc<dyn ModelTrainer>,
     pub ingest: IngestEvents,
     pub build_features: BuildFeatures,
@@ -202,7 +204,9 @@ impl Services {
     pub async fn build_with(settings: Settings, force_promote: bool) -> anyhow::Result<Self> {
         let stores = Stores::open(&settings).await?;
         let spec = Arc::new(load_spec(&settings)?);
-        let registry: Arc<dyn ModelRegistry> = Arc::new(open_registry(&settings)?);
+        let opened = Arc::new(open_registry(&settings)?);
+        let registry: Arc<dyn ModelRegistry> = opened.clone();
+        let coordination: Arc<dyn Coordination> = opened;
         let trainer = trainer(&settings);
         let models = manage_models(&settings, registry.clone(), trainer.clone())?;
         let policy = label_policy(&settings);
@@ -254,6 +258,7 @@ impl Services {
             events,
             features,
             registry,
+            coordination,
             trainer,
             models,
         })

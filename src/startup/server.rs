@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Services, kafka_connector, kafka_log_watch, rebuild_as_of};
 use crate::application::jobs::Jobs;
+use crate::application::leadership::Leadership;
 use crate::application::live_features::LiveFeatures;
 use crate::application::live_watch::watch_log;
 use crate::application::ports::LogWatch;
@@ -37,6 +38,8 @@ pub struct Application {
     live_watch: Option<LiveWatchTask>,
     tasks: TaskHealth,
     restart: RestartPolicy,
+    /// This replica's part in the scheduler's leader election, when on.
+    leadership: Option<Leadership>,
 }
 
 impl Application {
@@ -145,6 +148,13 @@ impl Application {
         } else {
             None
         };
+        let leadership = (s.schedule.enabled && s.schedule.leader_lease).then(|| {
+            Leadership::new(
+                services.coordination.clone(),
+                replica_id(&s.schedule.replica_id),
+                Duration::from_secs(s.schedule.lease_ttl_secs),
+            )
+        });
         let token = s.server.admin_token.expose_secret();
         let admin_token = (!token.is_empty()).then(|| SecretString::from(token.to_string()));
         if admin_token.is_none() && !s.server.allow_unauthenticated_admin {
@@ -175,6 +185,7 @@ impl Application {
             ),
             stream_health: stream_health.clone(),
             tasks: tasks.clone(),
+            leadership: leadership.clone(),
         });
         let live_watch =
             (s.kafka.enabled() && live.enabled() && s.features.live_watch_log).then(|| {
@@ -196,6 +207,7 @@ impl Application {
             live_watch,
             tasks,
             restart: RestartPolicy::default(),
+            leadership,
         })
     }
 
@@ -232,30 +244,42 @@ impl Application {
         let mut runtime = Runtime::new(self.tasks.clone(), self.restart, stop.clone());
         // Not supervised: it cannot fail, and ends with `stop`.
         tokio::spawn(crate::telemetry::recorder::upkeep(stop.clone()));
+        if let Some(lead) = &self.leadership {
+            let (lead, token) = (lead.clone(), stop.clone());
+            runtime.spawn("leader_lease", move || {
+                let run = lead.clone().run(token.clone());
+                async move {
+                    run.await;
+                    Ok(())
+                }
+            });
+        }
         if s.schedule.enabled {
-            let (jobs, features, retrain) = (
+            let (jobs, features, retrain, lead) = (
                 self.jobs.clone(),
                 s.schedule.features_cron.clone(),
                 s.schedule.retrain_cron.clone(),
+                self.leadership.clone(),
             );
             let token = stop.clone();
             runtime.spawn("scheduler", move || {
-                let (jobs, f, r, token) = (
+                let (jobs, f, r, lead, token) = (
                     jobs.clone(),
                     features.clone(),
                     retrain.clone(),
+                    lead.clone(),
                     token.clone(),
                 );
                 async move {
-                    run_schedule(jobs, &f, &r, token)
+                    run_schedule(jobs, &f, &r, lead, token)
                         .await
                         .map_err(|e| e.to_string())
                 }
             });
         }
-        if s.server.registry_poll_secs > 0 {
+        if s.server.registry_poll_ms > 0 {
             let (state, models) = (self.state.clone(), self.services.models.clone());
-            let interval = Duration::from_secs(s.server.registry_poll_secs);
+            let interval = Duration::from_millis(s.server.registry_poll_ms);
             let token = stop.clone();
             runtime.spawn("registry_poll", move || {
                 let poll =
@@ -305,6 +329,22 @@ impl Application {
             None => Ok(()),
         }
     }
+}
+
+/// This replica's name in the scheduler lease: the configured one, else
+/// host name, process id and a random suffix (unique even for two
+/// processes that reuse a pid in two containers of one host name).
+fn replica_id(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "replica".into());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 /// What the live-watch task needs to (re)start.

@@ -85,6 +85,18 @@ pub const LIVE_MISMATCH_RATIO: &str = "churn_live_mismatch_ratio";
 pub const LIVE_CONSISTENCY_ALERT: &str = "churn_live_consistency_alert";
 /// Users compared at the last consistency check.
 pub const LIVE_CONSISTENCY_CHECKED_USERS: &str = "churn_live_consistency_checked_users";
+/// 1 on the replica holding the scheduler lease (it runs the cron jobs).
+pub const SCHEDULER_LEADER: &str = "churn_scheduler_leader";
+/// The scheduler lease's fencing token as this replica last read it.
+pub const SCHEDULER_LEASE_TOKEN: &str = "churn_scheduler_lease_token";
+/// Times this replica took the scheduler lease (a new term).
+pub const SCHEDULER_LEASE_TAKEN_TOTAL: &str = "churn_scheduler_lease_taken_total";
+/// Cron ticks seen, by job and outcome (`claimed`: run here;
+/// `claimed_elsewhere`; `follower`: another replica leads; `busy`: the
+/// previous run still going, tick skipped).
+pub const SCHEDULER_TICKS_TOTAL: &str = "churn_scheduler_ticks_total";
+/// Writes of scheduled jobs refused because their lease term ended.
+pub const SCHEDULER_FENCED_TOTAL: &str = "churn_scheduler_fenced_total";
 
 /// What a metric is, for its `# HELP` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,5 +286,30 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         MLFLOW_EXPORTS_TOTAL,
         Kind::Counter,
         "Versions and alias moves mirrored to MLflow, by outcome.",
+    ),
+    (
+        SCHEDULER_LEADER,
+        Kind::Gauge,
+        "1 on the replica that holds the scheduler lease and runs the cron jobs.",
+    ),
+    (
+        SCHEDULER_LEASE_TOKEN,
+        Kind::Gauge,
+        "Fencing token of the scheduler lease as last read.",
+    ),
+    (
+        SCHEDULER_LEASE_TAKEN_TOTAL,
+        Kind::Counter,
+        "Times this replica took the scheduler lease.",
+    ),
+    (
+        SCHEDULER_TICKS_TOTAL,
+        Kind::Counter,
+        "Cron ticks seen, by job and outcome (claimed, claimed_elsewhere, follower, busy).",
+    ),
+    (
+        SCHEDULER_FENCED_TOTAL,
+        Kind::Counter,
+        "Writes of scheduled jobs refused because their lease term had ended.",
     ),
 ];

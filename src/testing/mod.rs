@@ -14,13 +14,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::application::ports::{
-    AliasRecord, AppendOutcome, DeadLetterSink, EventStats, EventStore, EventStream, FeatureStore,
-    LogCheckpoint, ModelRegistry, RawRecord, RegistryError, RejectTally, SnapshotSummary,
-    SourceError, StoreError, TypeCount,
+    AliasRecord, AppendOutcome, Coordination, DeadLetterSink, EventStats, EventStore, EventStream,
+    FeatureStore, LogCheckpoint, ModelRegistry, RawRecord, RegistryError, RejectTally,
+    SnapshotSummary, SourceError, StoreError, TypeCount,
 };
 use crate::domain::event::{Event, EventError};
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
 use crate::domain::label::LabelPolicy;
+use crate::domain::lease::{Lease, TickClaim};
 use crate::domain::model::{Dataset, ModelMetadata};
 use crate::domain::sampling::RowSample;
 use crate::domain::snapshot::{FeatureSnapshot, SnapshotHeader, retained};
@@ -365,6 +366,8 @@ impl FeatureStore for MemoryStore {
 struct RegistryState {
     versions: Vec<(ModelMetadata, Vec<u8>)>,
     aliases: HashMap<String, AliasRecord>,
+    leases: HashMap<String, Lease>,
+    ticks: BTreeMap<(String, i64), TickClaim>,
 }
 
 /// A model registry in memory. Clones share one registry (like replicas
@@ -471,6 +474,60 @@ impl ModelRegistry for MemoryRegistry {
 
     async fn ping(&self) -> Result<(), RegistryError> {
         self.check()
+    }
+}
+
+#[async_trait]
+impl Coordination for MemoryRegistry {
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, RegistryError> {
+        self.check()?;
+        Ok(lock(&self.state).leases.get(name).cloned())
+    }
+
+    async fn swap_lease(
+        &self,
+        name: &str,
+        lease: &Lease,
+        expected: Option<&Lease>,
+    ) -> Result<(), RegistryError> {
+        self.check()?;
+        let mut state = lock(&self.state);
+        if state.leases.get(name) != expected {
+            return Err(RegistryError::Conflict {
+                alias: format!("lease {name}"),
+            });
+        }
+        state.leases.insert(name.to_string(), lease.clone());
+        Ok(())
+    }
+
+    async fn claim_tick(&self, claim: &TickClaim) -> Result<bool, RegistryError> {
+        self.check()?;
+        let mut state = lock(&self.state);
+        let key = (claim.job.clone(), claim.tick);
+        if state.ticks.contains_key(&key) {
+            return Ok(false);
+        }
+        state.ticks.insert(key, claim.clone());
+        Ok(true)
+    }
+
+    async fn ticks(&self, job: &str) -> Result<Vec<TickClaim>, RegistryError> {
+        self.check()?;
+        Ok(lock(&self.state)
+            .ticks
+            .values()
+            .filter(|c| c.job == job)
+            .cloned()
+            .collect())
+    }
+
+    async fn forget_ticks(&self, job: &str, before: i64) -> Result<usize, RegistryError> {
+        self.check()?;
+        let mut state = lock(&self.state);
+        let n = state.ticks.len();
+        state.ticks.retain(|(j, t), _| j != job || *t >= before);
+        Ok(n - state.ticks.len())
     }
 }
 

@@ -145,7 +145,7 @@ async fn metric_labels_are_bounded_and_every_family_is_described() {
 #[tokio::test]
 async fn readiness_reports_a_production_alias_that_cannot_be_loaded() {
     use churn::application::ports::AliasRecord;
-    let app = spawn_app_with(Seed::Trained, |s| s.server.registry_poll_secs = 1).await;
+    let app = spawn_app_with(Seed::Trained, |s| s.server.registry_poll_ms = 200).await;
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let registry = app.services.registry.clone();
@@ -155,6 +155,7 @@ async fn readiness_reports_a_production_alias_that_cannot_be_loaded() {
         history: vec![good.version],
         updated_at: good.updated_at.clone(),
         reason: "points at a version that does not exist".into(),
+        fence: None,
     };
     registry
         .set_alias("production", broken.clone(), Some(&good))

@@ -45,7 +45,7 @@ pub fn settings(dir: &std::path::Path) -> Settings {
     };
     s.server.port = 0;
     s.server.admin_token = SecretString::from(TOKEN.to_string());
-    s.server.registry_poll_secs = 0;
+    s.server.registry_poll_ms = 0;
     s.schedule.enabled = false;
     s
 }

@@ -244,6 +244,14 @@ fn spawn_server(
         .env("CHURN_CLICKHOUSE__URL", clickhouse_url())
         .env("CHURN_CLICKHOUSE__DATABASE", db)
         .env("CHURN_CLICKHOUSE__VALIDATION", "false")
+        .env(
+            "CHURN_CLICKHOUSE__CLUSTER",
+            std::env::var("CHURN_TEST_CLICKHOUSE_CLUSTER").unwrap_or_default(),
+        )
+        .env(
+            "CHURN_CLICKHOUSE__SHARD_URLS",
+            std::env::var("CHURN_TEST_CLICKHOUSE_SHARD_URLS").unwrap_or_default(),
+        )
         .env("CHURN_SCHEDULE__ENABLED", "false")
         .env("CHURN_KAFKA__BROKERS", brokers)
         .env("CHURN_KAFKA__TOPICS", format!("[\"{topic}\"]"))

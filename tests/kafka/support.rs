@@ -70,7 +70,7 @@ pub fn server_settings(dir: &std::path::Path, kafka: KafkaSettings) -> Settings 
     };
     s.server.port = 0;
     s.server.admin_token = SecretString::from("t".to_string());
-    s.server.registry_poll_secs = 0;
+    s.server.registry_poll_ms = 0;
     s.schedule.enabled = false;
     s
 }
@@ -82,6 +82,9 @@ pub fn use_clickhouse(s: &mut Settings, url: &str, database: &str) {
     s.clickhouse.database = database.to_string();
     // Debian's 18.16 lacks the format that type validation needs.
     s.clickhouse.validation = false;
+    // The two-shard cluster when scripts/test.sh runs the suite on it.
+    s.clickhouse.cluster = std::env::var("CHURN_TEST_CLICKHOUSE_CLUSTER").unwrap_or_default();
+    s.clickhouse.shard_urls = std::env::var("CHURN_TEST_CLICKHOUSE_SHARD_URLS").unwrap_or_default();
 }
 
 pub async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {

@@ -49,6 +49,7 @@ use std::time::Instant;
 use tokio::sync::Mutex;
 
 use crate::application::build_features::AsOf;
+use crate::application::leadership::Fence;
 use crate::application::manage_models::{LATEST, ManageModels, ModelsError, PRODUCTION};
 use crate::application::ports::{EventStore, FeatureStore, ModelTrainer, StoreError};
 use crate::domain::calibration::CalibrationMethod;
@@ -150,9 +151,19 @@ impl TrainModel {
     /// [`TrainError::Busy`] if a run is in progress, otherwise whatever step
     /// failed (nothing is registered unless training and evaluation passed).
     pub async fn run(&self) -> Result<TrainReport, TrainError> {
+        self.run_fenced(None).await
+    }
+
+    /// As [`TrainModel::run`] for a scheduled job: its lease is re-checked
+    /// before the version is registered, the promotion carries its token,
+    /// and the version records which tick and term produced it.
+    ///
+    /// # Errors
+    /// As [`TrainModel::run`], plus `Fenced` once another replica leads.
+    pub async fn run_fenced(&self, fence: Option<&Fence>) -> Result<TrainReport, TrainError> {
         let _guard = self.running.try_lock().map_err(|_| TrainError::Busy)?;
         let started = Instant::now();
-        let result = self.run_locked().await;
+        let result = self.run_locked(fence).await;
         match &result {
             Ok(r) => {
                 metrics::histogram!(metric_names::TRAINING_DURATION_SECONDS)
@@ -189,7 +200,7 @@ impl TrainModel {
         })
     }
 
-    async fn run_locked(&self) -> Result<TrainReport, TrainError> {
+    async fn run_locked(&self, fence: Option<&Fence>) -> Result<TrainReport, TrainError> {
         let mut phases = PhaseSecs::default();
         let mut clock = Instant::now();
         let mut lap = |slot: &mut f64| {
@@ -247,7 +258,11 @@ impl TrainModel {
         metadata.calibration = calibration;
         metadata.report = report.clone();
         metadata.drift_reference = reference;
+        metadata.scheduled = fence.map(Fence::run);
         let bytes = chosen.classifier.to_bytes()?;
+        if let Some(f) = fence {
+            f.check().await.map_err(ModelsError::from)?;
+        }
         let (registered, export) = self.models.register(metadata, bytes).await?;
         let version = registered.version;
 
@@ -260,7 +275,9 @@ impl TrainModel {
         );
         let promoted = decision.promotes();
         if promoted {
-            self.models.promote(version, &decision.to_string()).await?;
+            self.models
+                .promote_fenced(version, &decision.to_string(), fence.map(Fence::token))
+                .await?;
             metrics::gauge!(metric_names::MODEL_VALIDATION_AUC).set(chosen.report.auc);
         }
         lap(&mut phases.register_and_gate);

@@ -70,6 +70,7 @@ impl TrainModel {
             calibration: None,
             report: ModelReport::default(),
             drift_reference: None,
+            scheduled: None,
         }
     }
 

@@ -328,9 +328,8 @@ impl EventStore for ClickHouseStore {
             .query(&format!(
                 "SELECT count() AS events, uniqExact(user_id) AS users, \
                  toUInt32(min(event_time)) AS first, toUInt32(max(event_time)) AS last \
-                 FROM {}.events{}",
-                self.db,
-                self.events_final()
+                 FROM {}",
+                self.events_from()
             ))
             .fetch_one()
             .await
@@ -353,9 +352,8 @@ impl EventStore for ClickHouseStore {
                  countIf(ifNull(amount, 0.) < 0) AS with_negative_amount, \
                  sumIf(ifNull(amount, 0.), ifNull(amount, 0.) > 0) AS positive_amount_sum, \
                  sumIf(ifNull(amount, 0.), ifNull(amount, 0.) < 0) AS negative_amount_sum \
-                 FROM {}.events{} GROUP BY event_type ORDER BY events DESC, event_type",
-                self.db,
-                self.events_final()
+                 FROM {} GROUP BY event_type ORDER BY events DESC, event_type",
+                self.events_from()
             ))
             .fetch_all()
             .await

@@ -61,10 +61,9 @@ impl FeatureStore for ClickHouseStore {
             .client
             .query(&format!(
                 "SELECT toInt64(toUInt32(event_time)) AS t, event_type, session_id, amount \
-                 FROM {db}.events{final_} WHERE user_id = {user} \
+                 FROM {events} WHERE user_id = {user} \
                  ORDER BY event_time, event_id LIMIT {max}",
-                db = self.db,
-                final_ = self.dedup().final_keyword(),
+                events = self.events_from(),
                 max = limit.saturating_add(1),
             ))
             .fetch_all()
@@ -92,11 +91,16 @@ impl FeatureStore for ClickHouseStore {
     ) -> Result<SnapshotSummary, StoreError> {
         let db = &self.db;
         let sql = sql::build_snapshot(spec, db, self.dedup(), as_of).map_err(unavailable)?;
-        self.client
-            .query(&sql)
-            .execute()
-            .await
-            .map_err(unavailable)?;
+        // Cluster mode: each shard aggregates its own users' events into
+        // its own feature rows, all shards at once; nothing crosses shards.
+        let (clients, local) = self.aggregation_clients();
+        let sql = self.for_aggregation(sql, local);
+        futures::future::try_join_all(
+            clients
+                .into_iter()
+                .map(|c| async { c.query(&sql).execute().await.map_err(unavailable) }),
+        )
+        .await?;
         let users: u64 = self
             .client
             .query(&format!(
@@ -145,13 +149,16 @@ impl FeatureStore for ClickHouseStore {
             spec.names(),
             spec.fingerprint(),
         );
-        let mut cursor = self
-            .client
-            .query(&sql)
-            .fetch::<FeatureRow>()
-            .map_err(unavailable)?;
-        while let Some(row) = cursor.next().await.map_err(unavailable)? {
-            snapshot.insert_stored(row.user_id, &row.features)?;
+        let (clients, local) = self.aggregation_clients();
+        let sql = self.for_aggregation(sql, local);
+        for client in clients {
+            let mut cursor = client
+                .query(&sql)
+                .fetch::<FeatureRow>()
+                .map_err(unavailable)?;
+            while let Some(row) = cursor.next().await.map_err(unavailable)? {
+                snapshot.insert_stored(row.user_id, &row.features)?;
+            }
         }
         Ok(snapshot)
     }
@@ -210,23 +217,28 @@ impl FeatureStore for ClickHouseStore {
         // Streamed row by row into the flat set: collecting the rows first
         // held every row twice (a boxed vector each, then the copy), a
         // quarter of `churn train`'s peak memory at 1M users.
-        let mut cursor = self
-            .client
-            .query(&sql)
-            .fetch::<LabelledRow>()
-            .map_err(unavailable)?;
-        let mut data = Dataset::with_columns(spec.names());
-        while let Some(r) = cursor.next().await.map_err(unavailable)? {
-            if !data.push(r.user_id, &r.features, r.churned != 0) {
-                return Err(StoreError::Corrupt(format!(
-                    "user {} has {} features, expected {}",
-                    r.user_id,
-                    r.features.len(),
-                    spec.len()
-                )));
+        let (clients, local) = self.aggregation_clients();
+        let sql = self.for_aggregation(sql, local);
+        let mut parts = Vec::with_capacity(clients.len());
+        for client in clients {
+            let mut cursor = client
+                .query(&sql)
+                .fetch::<LabelledRow>()
+                .map_err(unavailable)?;
+            let mut data = Dataset::with_columns(spec.names());
+            while let Some(r) = cursor.next().await.map_err(unavailable)? {
+                if !data.push(r.user_id, &r.features, r.churned != 0) {
+                    return Err(StoreError::Corrupt(format!(
+                        "user {} has {} features, expected {}",
+                        r.user_id,
+                        r.features.len(),
+                        spec.len()
+                    )));
+                }
             }
+            parts.push(data);
         }
-        Ok(data)
+        Ok(merge_by_user(spec, parts))
     }
 }
 
@@ -276,23 +288,32 @@ impl ClickHouseStore {
         let (Some(oldest_kept), true) = (keep.last(), keep.len() < stored.len()) else {
             return Ok(());
         };
-        for table in ["feature_vectors", "feature_snapshots"] {
+        let tables = ["feature_vectors", "feature_snapshots"].map(|t| self.storage_table(t));
+        for table in &tables {
             self.client
                 .query(&format!(
-                    "ALTER TABLE {db}.{table} DELETE WHERE as_of < toDateTime({oldest_kept})"
+                    "ALTER TABLE {db}.{table}{on} DELETE WHERE as_of < toDateTime({oldest_kept})",
+                    on = self.on_cluster(),
                 ))
                 .execute()
                 .await
                 .map_err(unavailable)?;
         }
-        // Mutations are asynchronous (18.16 has no `mutations_sync`).
+        // Mutations are asynchronous (18.16 has no `mutations_sync`); in
+        // cluster mode every server's must be done.
+        let mutations = match &self.cluster {
+            Some(c) => format!("cluster({}, system, mutations)", sql::quote(c)),
+            None => "system.mutations".to_string(),
+        };
         for _ in 0..100 {
             let pending: u64 = self
                 .client
                 .query(&format!(
-                    "SELECT count() FROM system.mutations WHERE database = {} AND is_done = 0 \
-                     AND table IN ('feature_vectors', 'feature_snapshots')",
-                    sql::quote(db)
+                    "SELECT count() FROM {mutations} WHERE database = {} AND is_done = 0 \
+                     AND table IN ({}, {})",
+                    sql::quote(db),
+                    sql::quote(&tables[0]),
+                    sql::quote(&tables[1]),
                 ))
                 .fetch_one()
                 .await
@@ -306,4 +327,27 @@ impl ClickHouseStore {
             "old snapshots still being deleted after 10 s".into(),
         ))
     }
+}
+
+/// Training sets read from several shards, as one set ordered by user id
+/// (each part is ordered already; the embedded store's order).
+fn merge_by_user(spec: &FeatureSpec, mut parts: Vec<Dataset>) -> Dataset {
+    if parts.len() <= 1 {
+        return parts
+            .pop()
+            .unwrap_or_else(|| Dataset::with_columns(spec.names()));
+    }
+    let n = spec.len();
+    let mut order: Vec<(u64, usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, d)| d.user_ids.iter().enumerate().map(move |(i, u)| (*u, p, i)))
+        .collect();
+    order.sort_unstable();
+    let mut data = Dataset::with_columns(spec.names());
+    for (user, p, i) in order {
+        let part = &parts[p];
+        data.push(user, &part.rows[i * n..(i + 1) * n], part.labels[i]);
+    }
+    data
 }

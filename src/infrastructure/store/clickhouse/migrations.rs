@@ -91,16 +91,25 @@ impl ClickHouseStore {
     /// was edited after being applied.
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
         let db = &self.db;
+        let on = self.on_cluster();
         self.client
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {db}{on}"))
             .execute()
             .await
             .map_err(unavailable)?;
+        // In cluster mode every server keeps the whole record (one
+        // replication path for all), so `migrate` may run against any.
+        let engine = match self.cluster() {
+            Some(_) => format!(
+                "ReplicatedMergeTree('/clickhouse/tables/all/{db}/schema_migrations', '{{shard}}_{{replica}}')"
+            ),
+            None => "MergeTree".to_string(),
+        };
         self.client
             .query(&format!(
-                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
+                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} \
                  (version UInt32, name String, checksum String, applied_at DateTime DEFAULT now()) \
-                 ENGINE = MergeTree ORDER BY version"
+                 ENGINE = {engine} ORDER BY version"
             ))
             .execute()
             .await
@@ -128,11 +137,18 @@ impl ClickHouseStore {
                 report.already_applied.push((*name).to_string());
                 continue;
             }
-            self.client
-                .query(&migration_ddl(sql, db))
-                .execute()
-                .await
-                .map_err(|e| unavailable(format!("{name}: {e}")))?;
+            let ddl = migration_ddl(sql, db);
+            let statements = match self.cluster() {
+                Some(c) => super::cluster::cluster_ddl(&ddl, db, c)?,
+                None => vec![ddl],
+            };
+            for statement in statements {
+                self.client
+                    .query(&statement)
+                    .execute()
+                    .await
+                    .map_err(|e| unavailable(format!("{name}: {e}")))?;
+            }
             self.client
                 .query(&format!(
                     "INSERT INTO {db}.schema_migrations (version, name, checksum) VALUES ({version}, {}, {})",
@@ -154,7 +170,11 @@ impl ClickHouseStore {
     /// [`StoreError::Unavailable`] if the server refuses.
     pub async fn drop_database(&self) -> Result<(), StoreError> {
         self.client
-            .query(&format!("DROP DATABASE IF EXISTS {}", self.db))
+            .query(&format!(
+                "DROP DATABASE IF EXISTS {}{}",
+                self.db,
+                self.on_cluster()
+            ))
             .execute()
             .await
             .map_err(unavailable)

@@ -22,6 +22,7 @@
 //! (`churn.predictions`), [`migrations`], and [`sql`] (the spec rendered
 //! to SQL).
 
+pub mod cluster;
 mod events;
 mod features;
 mod ledger;
@@ -50,6 +51,13 @@ pub struct ClickHouseOptions {
     /// their logged position, other batches by an event-id lookup. Off:
     /// every row is written and `FINAL` deduplicates on read.
     pub dedup_check: bool,
+    /// Cluster mode: the `remote_servers` cluster the tables are spread
+    /// over (see [`cluster`]); empty = one server.
+    pub cluster: String,
+    /// Cluster mode: one HTTP URL per shard, where per-user aggregations
+    /// (feature builds, training sets) run on the shard's own rows. Empty
+    /// = they run through the Distributed tables on the server at `url`.
+    pub shard_urls: Vec<String>,
 }
 
 /// The ClickHouse adapter. Cheap to clone.
@@ -59,6 +67,9 @@ pub struct ClickHouseStore {
     db: String,
     retention: usize,
     dedup_check: bool,
+    cluster: Option<String>,
+    /// Cluster mode with shard URLs: a client per shard.
+    shards: Vec<Client>,
 }
 
 pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -89,12 +100,69 @@ impl ClickHouseStore {
         if !options.password.is_empty() {
             client = client.with_password(&options.password);
         }
+        let cluster = if options.cluster.is_empty() {
+            None
+        } else {
+            // An insert through a Distributed table returns once every
+            // shard stored its rows: a confirmed event is on its shard,
+            // and the next read (a redelivery check, a build) sees it.
+            client = client.with_setting("insert_distributed_sync", "1");
+            Some(
+                identifier(&options.cluster)
+                    .map_err(unavailable)?
+                    .to_string(),
+            )
+        };
+        let shards = if cluster.is_some() {
+            options
+                .shard_urls
+                .iter()
+                .map(|u| client.clone().with_url(u))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             client,
             db,
             retention: options.snapshot_retention.max(1),
             dedup_check: options.dedup_check,
+            cluster,
+            shards,
         })
+    }
+
+    /// The cluster of cluster mode.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// ` ON CLUSTER <name>` in cluster mode, else nothing.
+    pub(super) fn on_cluster(&self) -> String {
+        self.cluster
+            .as_ref()
+            .map(|c| format!(" ON CLUSTER {c}"))
+            .unwrap_or_default()
+    }
+
+    /// The table holding `table`'s rows on a server: `<table>_local` in
+    /// cluster mode (the Distributed table is only a front).
+    pub(super) fn storage_table(&self, table: &str) -> String {
+        match self.cluster {
+            Some(_) => format!("{table}_local"),
+            None => table.to_string(),
+        }
+    }
+
+    /// Where per-user aggregations run, with whether the SQL must name the
+    /// local tables: each shard on its own rows (cluster mode with shard
+    /// URLs), else the one client.
+    pub(super) fn aggregation_clients(&self) -> (Vec<&Client>, bool) {
+        if self.shards.is_empty() {
+            (vec![&self.client], false)
+        } else {
+            (self.shards.iter().collect(), true)
+        }
     }
 
     pub fn database(&self) -> &str {
@@ -110,7 +178,26 @@ impl ClickHouseStore {
         }
     }
 
-    pub(super) fn events_final(&self) -> &'static str {
-        self.dedup().final_keyword()
+    /// What reads of every event name after `FROM`: the table, with
+    /// `FINAL` when duplicates are removed on read. Through a Distributed
+    /// table 18.16 applies `FINAL` only when the sorting-key columns are
+    /// selected, so cluster mode reads every column in a subquery.
+    pub(super) fn events_from(&self) -> String {
+        match (&self.cluster, self.dedup()) {
+            (Some(_), Dedup::OnRead) => format!("(SELECT * FROM {}.events FINAL)", self.db),
+            (_, dedup) => format!("{}.events{}", self.db, dedup.final_keyword()),
+        }
+    }
+
+    /// Rendered aggregation SQL for `clients` of [`Self::aggregation_clients`]:
+    /// on the shards' local tables, or through the Distributed tables.
+    pub(super) fn for_aggregation(&self, sql: String, local: bool) -> String {
+        if local {
+            sql::on_shard_tables(&sql, &self.db)
+        } else if self.cluster.is_some() {
+            sql::final_through_distributed(&sql, &self.db)
+        } else {
+            sql
+        }
     }
 }

@@ -79,6 +79,27 @@ fn events_source(db: &str, dedup: Dedup, until: i64, also: Option<String>) -> St
     )
 }
 
+/// `sql` (rendered by this module) reading and writing a shard's local
+/// tables instead of the Distributed fronts of cluster mode: what runs on
+/// each shard when users are sharded (their rows never leave the shard).
+pub fn on_shard_tables(sql: &str, db: &str) -> String {
+    sql.replace(&format!("{db}.events "), &format!("{db}.events_local "))
+        .replace(
+            &format!("{db}.feature_vectors ("),
+            &format!("{db}.feature_vectors_local ("),
+        )
+}
+
+/// `sql` reading `FINAL` through cluster mode's Distributed `events`
+/// table: 18.16 applies `FINAL` there only when the sorting-key columns
+/// are selected, so every column is read in a subquery.
+pub fn final_through_distributed(sql: &str, db: &str) -> String {
+    sql.replace(
+        &format!("{db}.events FINAL "),
+        &format!("(SELECT * FROM {db}.events FINAL) "),
+    )
+}
+
 /// Where redelivered events are removed, which decides how reads look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dedup {
@@ -405,6 +426,27 @@ mod tests {
         assert_eq!(quote("it's"), "'it\\'s'");
         assert_eq!(float(365.0), "365.0");
         assert_eq!(float(30.0 / 7.0).parse::<f64>().unwrap(), 30.0 / 7.0);
+    }
+
+    #[test]
+    fn shard_sql_names_only_local_tables() {
+        let spec = FeatureSpec::standard();
+        for dedup in [Dedup::OnRead, Dedup::OnWrite] {
+            let build =
+                on_shard_tables(&build_snapshot(&spec, "db1", dedup, 1_000).unwrap(), "db1");
+            assert!(
+                build.contains("INSERT INTO db1.feature_vectors_local ("),
+                "{build}"
+            );
+            assert!(build.contains("FROM db1.events_local"), "{build}");
+            assert!(!build.contains("db1.events ") && !build.contains("db1.feature_vectors ("));
+            let policy = LabelPolicy::inactivity(30, 30);
+            let train = on_shard_tables(
+                &training_set(&spec, "db1", dedup, &policy, 100_000_000, RowSample::ALL).unwrap(),
+                "db1",
+            );
+            assert!(train.contains("FROM db1.events_local") && !train.contains("db1.events "));
+        }
     }
 
     #[test]
