@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let single = std::env::var("CHURN_TEST_CLICKHOUSE_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
     let shards: Vec<String> = std::env::var("CHURN_BENCH_CLUSTER_SHARDS")
-        .unwrap_or_else(|_| "http://127.0.0.1:18123,http://127.0.0.1:18124".into())
+        .unwrap_or_else(|_| "http://127.0.0.1:18223,http://127.0.0.1:18224".into())
         .split(',')
         .map(String::from)
         .collect();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks a live `churn demo` against its own contracts: schemathesis (every
-# check, bounded examples) against /openapi.json, and `promtool check
-# metrics` (Debian's prometheus package) against /metrics. Any finding fails.
+# check, bounded examples) against /openapi.json, `promtool check metrics`
+# (Debian's prometheus package) against /metrics, and deploy/prometheus's
+# rules (check + unit tests) and deploy/grafana's dashboard against those
+# metrics (scripts/check_dashboards.py). Any finding fails.
 # Usage: scripts/api_conformance.sh install | churn-binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,11 @@ echo "conformance: demo at $BASE (pid $DEMO_PID)"
 curl -sf "$BASE/metrics" > "$WORK/metrics.txt"
 echo "promtool check metrics ($(grep -c '^# TYPE' "$WORK/metrics.txt") families):"
 promtool check metrics < "$WORK/metrics.txt"
+# The alert and recording rules and their unit tests (the metric names
+# they use are checked against /metrics after schemathesis, below).
+promtool check rules deploy/prometheus/churn.rules.yml
+promtool test rules deploy/prometheus/churn.rules.test.yml
+ROOT="$PWD"
 
 # One worker: CPython 3.11's ast.parse, which Hypothesis calls, is not
 # thread-safe (a SystemError in schemathesis itself with two).
@@ -52,4 +59,8 @@ cd "$WORK"
   --workers 1 \
   --seed 13 \
   --no-color
-echo "conformance: schemathesis and promtool found nothing"
+# After schemathesis every route has answered: the metrics the rules and
+# the dashboard use are all there.
+curl -sf "$BASE/metrics" > "$WORK/metrics-after.txt"
+python3 "$ROOT/scripts/check_dashboards.py" "$WORK/metrics-after.txt"
+echo "conformance: schemathesis, promtool and the dashboard check found nothing"

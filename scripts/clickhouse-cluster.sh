@@ -7,17 +7,18 @@
 # in remote_servers; each server's macros give {shard} and {replica} for
 # the Replicated* table paths; ON CLUSTER DDL goes through ZooKeeper.
 # Usage: scripts/clickhouse-cluster.sh [start|stop|url]
-#   env: ZK_PORT (12181), CH_SHARD1_HTTP (18123), CH_SHARD2_HTTP (18124)
+#   env: ZK_PORT (12181), CH_SHARD1_HTTP (18223), CH_SHARD2_HTTP (18224)
+# (not 18123: deploy/compose.podman.yml's ClickHouse listens there)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 DIR="$CHURN_CACHE_DIR/clickhouse-cluster"
 ZK_PORT="${ZK_PORT:-12181}"
-HTTP1="${CH_SHARD1_HTTP:-18123}"
-HTTP2="${CH_SHARD2_HTTP:-18124}"
-TCP1="${CH_SHARD1_TCP:-19001}"
-TCP2="${CH_SHARD2_TCP:-19002}"
-INTER1="${CH_SHARD1_INTERSERVER:-19011}"
-INTER2="${CH_SHARD2_INTERSERVER:-19012}"
+HTTP1="${CH_SHARD1_HTTP:-18223}"
+HTTP2="${CH_SHARD2_HTTP:-18224}"
+TCP1="${CH_SHARD1_TCP:-19201}"
+TCP2="${CH_SHARD2_TCP:-19202}"
+INTER1="${CH_SHARD1_INTERSERVER:-19211}"
+INTER2="${CH_SHARD2_INTERSERVER:-19212}"
 
 case "${1:-start}" in
   url) echo "http://127.0.0.1:$HTTP1"; exit 0 ;;
@@ -54,7 +55,7 @@ clientPort=$ZK_PORT
 clientPortAddress=127.0.0.1
 maxClientCnxns=200
 admin.enableServer=false
-4lw.commands.whitelist=ruok,stat
+4lw.commands.whitelist=stat
 CFG
   cat > "$d/conf/log4j.properties" <<'CFG'
 log4j.rootLogger=WARN, CONSOLE
@@ -69,14 +70,16 @@ CFG
     org.apache.zookeeper.server.quorum.QuorumPeerMain "$d/conf/zoo.cfg" \
     > "$d/log/stdout.log" 2>&1 < /dev/null &
   echo $! > "$d/server.pid"
+  # `stat` names the server's mode only once it serves sessions (`ruok`
+  # answers earlier; a shard started then fails on its replicated tables).
   for _ in $(seq 1 300); do
-    if [ "$(echo ruok | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ZK_PORT; cat >&3; cat <&3" 2>/dev/null)" = imok ]; then
+    if echo stat | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ZK_PORT; cat >&3; cat <&3" 2>/dev/null | grep -q '^Mode:'; then
       echo "zookeeper: ready"; return 0
     fi
     sleep 0.2
   done
   echo "zookeeper: did not become ready; see $d/log" >&2
-  tail -20 "$d/log/stdout.log" >&2 || true
+  tail -n 20 "$d/log/stdout.log" >&2 || true
   exit 1
 }
 
@@ -143,7 +146,7 @@ wait_shard() { # n http
     sleep 0.2
   done
   echo "clickhouse shard $1: did not become ready; see $DIR/shard$1/log" >&2
-  tail -20 "$DIR/shard$1/log/error.log" "$DIR/shard$1/log/stdout.log" >&2 || true
+  tail -n 20 "$DIR/shard$1/log/error.log" "$DIR/shard$1/log/stdout.log" >&2 || true
   exit 1
 }
 

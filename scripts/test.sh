@@ -128,7 +128,7 @@ done < "$BINS"
 # Kafka → ClickHouse tests (exactly-once across kill -9, two replicas, and
 # Kafka → cluster → train → serve with live features on two replicas).
 cluster_suites() {
-  local shards; shards="$(scripts/clickhouse-cluster.sh url),http://127.0.0.1:${CH_SHARD2_HTTP:-18124}"
+  local shards; shards="$(scripts/clickhouse-cluster.sh url),http://127.0.0.1:${CH_SHARD2_HTTP:-18224}"
   CHURN_TEST_CLICKHOUSE_URL="$(scripts/clickhouse-cluster.sh url)" \
   CHURN_TEST_CLICKHOUSE_CLUSTER=churn_cluster CHURN_TEST_CLICKHOUSE_SHARD_URLS="$shards" \
   bash -c '
@@ -147,7 +147,7 @@ rm -f "$BINS"
 
 phase "modern ClickHouse check (chDB 26.x vs the 18.16 server)" \
   scripts/chdb_check.sh "$CARGO_TARGET_DIR/release/churn"
-phase "API conformance (schemathesis, promtool)" \
+phase "API conformance (schemathesis, promtool, alert rules, dashboard)" \
   scripts/api_conformance.sh "$CARGO_TARGET_DIR/release/churn"
 summary
 if [ "${#FAILED[@]}" -gt 0 ]; then

@@ -186,9 +186,39 @@ fn churn_service_points_at_compose_service_names() {
         compose["services"]["churn-migrate"]["build"],
         Value::String(".".into())
     );
-    // Prometheus scrapes churn, Airflow calls churn: by service name.
-    let prom = read("deploy/prometheus.yml");
+    // Prometheus scrapes churn and loads churn's rules from the mounted
+    // directory; Grafana is provisioned with the dashboard; Airflow calls
+    // churn: by service name.
+    let prom = read("deploy/prometheus/prometheus.yml");
     assert!(prom.contains("churn:8000"), "{prom}");
+    assert!(
+        prom.contains("/etc/prometheus/churn/churn.rules.yml"),
+        "{prom}"
+    );
+    let mounts = serde_norway::to_string(&compose["services"]["prometheus"]).unwrap();
+    assert!(
+        mounts.contains("./deploy/prometheus:/etc/prometheus/churn"),
+        "{mounts}"
+    );
+    let grafana = serde_norway::to_string(&compose["services"]["grafana"]).unwrap();
+    for mount in [
+        "./deploy/grafana/provisioning:/etc/grafana/provisioning",
+        "./deploy/grafana/churn.json:/var/lib/grafana/dashboards/churn.json",
+    ] {
+        assert!(grafana.contains(mount), "{grafana}");
+    }
+    // The MLflow the compose file runs is the version the suite tests.
+    let tested = read("scripts/mlflow.sh")
+        .split("mlflow==")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit() && c != '.').next())
+        .map(str::to_string)
+        .expect("scripts/mlflow.sh pins mlflow==X.Y.Z");
+    let image = compose["services"]["mlflow"]["image"].as_str().unwrap();
+    assert!(
+        image.ends_with(&format!(":v{tested}")),
+        "{image} vs tested {tested}"
+    );
     // The Airflow services share the `x-airflow` block (YAML merge keys).
     let airflow = env_map(&compose["x-airflow"]["environment"], "x-airflow");
     assert_eq!(host_of(&airflow["AIRFLOW_CONN_CHURN_API"]), "churn");

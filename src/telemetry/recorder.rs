@@ -75,6 +75,40 @@ fn build() -> PrometheusHandle {
                 metric_names::Kind::Histogram => metrics::describe_histogram!(*name, *help),
             }
         }
+        zero_series();
     }
     handle
+}
+
+/// Exports at 0 from the start the series whose 0 is the truth until
+/// something happens: unlabelled counters, the job-failure counters of the
+/// known jobs, and 0/1 flags whose 0 means "nothing wrong". An alert on an
+/// absent series stays silent until the first event, and a dashboard
+/// panel over one shows "no data" (deploy/prometheus, deploy/grafana).
+fn zero_series() {
+    use metric_names as m;
+    for name in [
+        m::DEAD_LETTERS_TOTAL,
+        m::EVENTS_INGESTED_TOTAL,
+        m::EVENTS_DUPLICATE_TOTAL,
+        m::PREDICTIONS_TOTAL,
+        m::MODEL_SWAPS_TOTAL,
+        m::STREAM_RECORDS_TOTAL,
+        m::HTTP_CONNECTIONS_REFUSED_TOTAL,
+        m::SCHEDULER_FENCED_TOTAL,
+        m::SCHEDULER_LEASE_TAKEN_TOTAL,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for job in ["train", "build_features"] {
+        metrics::counter!(m::JOB_FAILURES_TOTAL, "job" => job).absolute(0);
+    }
+    for flag in [
+        m::STREAM_PAUSED,
+        m::DRIFT_ALERT,
+        m::SCHEDULER_LEADER,
+        m::LIVE_CONSISTENCY_ALERT,
+    ] {
+        metrics::gauge!(flag).set(0.0);
+    }
 }
