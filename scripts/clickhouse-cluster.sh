@@ -87,20 +87,7 @@ start_shard() { # n http tcp interserver
   local n="$1" http="$2" tcp="$3" inter="$4" d="$DIR/shard$1"
   need_start "$http" "$d/server.pid" "clickhouse shard $n" || return 0
   mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas" "$d/log"
-  cat > "$d/users.xml" <<XML
-<yandex>
-  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
-  <users>
-    <default>
-      <password></password>
-      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-      <profile>default</profile>
-      <quota>default</quota>
-    </default>
-  </users>
-  <quotas><default></default></quotas>
-</yandex>
-XML
+  clickhouse_users_xml "$d/users.xml"
   cat > "$d/config.xml" <<XML
 <yandex>
   <logger><level>warning</level><log>$d/log/server.log</log><errorlog>$d/log/error.log</errorlog></logger>

@@ -21,20 +21,7 @@ if [ ! -x /usr/sbin/clickhouse-server ]; then
 fi
 
 mkdir -p "$DIR/data" "$DIR/tmp" "$DIR/user_files" "$DIR/format_schemas" "$DIR/log"
-cat > "$DIR/users.xml" <<XML
-<yandex>
-  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
-  <users>
-    <default>
-      <password></password>
-      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-      <profile>default</profile>
-      <quota>default</quota>
-    </default>
-  </users>
-  <quotas><default></default></quotas>
-</yandex>
-XML
+clickhouse_users_xml "$DIR/users.xml"
 cat > "$DIR/config.xml" <<XML
 <yandex>
   <logger><level>warning</level><log>$DIR/log/server.log</log><errorlog>$DIR/log/error.log</errorlog></logger>

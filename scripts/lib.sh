@@ -112,3 +112,23 @@ start_demo() {
   done
   cat "$work/demo.log"; echo "demo never became ready" >&2; return 1
 }
+
+# Writes the users.xml every ClickHouse server of ours runs with (user
+# `default` without a password, loopback only; LowCardinality allowed,
+# which 18.16 gates): scripts/clickhouse.sh and scripts/clickhouse-cluster.sh.
+clickhouse_users_xml() { # file
+  cat > "$1" <<XML
+<yandex>
+  <profiles><default><allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type></default></profiles>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </default>
+  </users>
+  <quotas><default></default></quotas>
+</yandex>
+XML
+}

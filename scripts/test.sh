@@ -110,6 +110,7 @@ export CHURN_TEST_KAFKA_BROKERS="${CHURN_TEST_KAFKA_BROKERS:-noida=127.0.0.1:${N
 CHURN_TEST_TANSU_BIN="$(scripts/kafka.sh tansu-bin)"; export CHURN_TEST_TANSU_BIN
 export CHURN_TEST_S3_ENDPOINT="${CHURN_TEST_S3_ENDPOINT:-http://127.0.0.1:${S3_PORT:-19100}}"
 export CHURN_TEST_MLFLOW_URI="${CHURN_TEST_MLFLOW_URI:-http://127.0.0.1:${MLFLOW_PORT:-15000}}"
+export CHURN_TEST_MLFLOW_PYTHON="$CHURN_CACHE_DIR/venv-mlflow/bin/python3"
 export CHURN_TEST_AIRFLOW_BIN="$CHURN_CACHE_DIR/venv-airflow/bin/airflow"
 CHURN_TEST_AIRFLOW_HOME="$(scripts/airflow.sh home)"; export CHURN_TEST_AIRFLOW_HOME
 CHURN_TEST_JUPYTER="$(scripts/notebook.sh jupyter)"; export CHURN_TEST_JUPYTER

@@ -55,39 +55,16 @@ fn s3_options(endpoint: &str, prefix: &str) -> S3Options {
 ///
 /// This is the registry contract suite: every adapter runs it — the local
 /// filesystem, S3 (s3s-fs) and the in-memory fake the use-case unit tests
-/// use, so the fake cannot drift from the real registries.
-type Factory = Box<dyn Fn() -> Arc<dyn ModelRegistry> + Send + Sync>;
+/// use, so the fake cannot drift from the real registries. Each adapter is
+/// also the replicas' coordination store (lease, tick claims).
+trait Backend: ModelRegistry + Coordination {}
+impl<T: ModelRegistry + Coordination> Backend for T {}
+
+type Factory = Box<dyn Fn() -> Arc<dyn Backend> + Send + Sync>;
 
 fn backends(dir: &std::path::Path) -> Vec<(&'static str, Factory)> {
     let local_dir = dir.to_path_buf();
     let prefix = unique("suite");
-    let memory = churn::testing::MemoryRegistry::default();
-    vec![
-        (
-            "local",
-            Box::new(move || {
-                Arc::new(ObjectStoreRegistry::local(&local_dir, "churn_model").unwrap())
-            }),
-        ),
-        (
-            "s3",
-            Box::new(move || {
-                Arc::new(
-                    ObjectStoreRegistry::s3(&s3_options(&endpoint(), &prefix), "churn_model")
-                        .unwrap(),
-                )
-            }),
-        ),
-        ("memory", Box::new(move || Arc::new(memory.clone()))),
-    ]
-}
-
-type CoordinationFactory = Box<dyn Fn() -> Arc<dyn Coordination> + Send + Sync>;
-
-/// The same backends as the replicas' lease and tick claims.
-fn coordination_backends(dir: &std::path::Path) -> Vec<(&'static str, CoordinationFactory)> {
-    let local_dir = dir.to_path_buf();
-    let prefix = unique("coordination");
     let memory = churn::testing::MemoryRegistry::default();
     vec![
         (
@@ -115,7 +92,7 @@ fn coordination_backends(dir: &std::path::Path) -> Vec<(&'static str, Coordinati
 async fn leases_swap_and_ticks_are_claimed_once_on_every_backend() {
     use churn::domain::lease::{Lease, TickClaim};
     let dir = tempfile::tempdir().unwrap();
-    for (name, make) in coordination_backends(dir.path()) {
+    for (name, make) in backends(dir.path()) {
         let (a, b) = (make(), make());
         assert_eq!(a.lease("scheduler").await.unwrap(), None, "{name}");
         let lease = |holder: &str, token: u64| Lease {

@@ -6,8 +6,10 @@
 //! Per registered version: experiment `mlflow.experiment` (created if
 //! missing) → a run with params (features, cutoffs, horizon, model kind,
 //! hyperparameters), metrics (AUC, PR AUC, log loss, Brier, recency
-//! baseline) and tags → artifacts `model/model.bin` and
-//! `model/metadata.json` through the server's artifact proxy → a version of
+//! baseline) and tags → artifacts `model/model.bin`,
+//! `model/metadata.json` and a complete MLflow pyfunc model directory
+//! ([`super::mlflow_model`]: `mlflow.pyfunc.load_model` scores with it)
+//! through the server's artifact proxy → a version of
 //! the registered model tagged `churn_version=<our version>`. Alias moves
 //! look that tag up. MLflow reserves the alias `latest`, so only other
 //! aliases are mirrored.
@@ -315,6 +317,12 @@ impl ModelExporter for MlflowExporter {
         let metadata = serde_json::to_vec_pretty(m).map_err(|e| err("metadata", e))?;
         self.upload(&artifact_uri, "model/metadata.json", metadata)
             .await?;
+        // The same version as an MLflow pyfunc model (MLmodel, loader
+        // module, requirements, signature): `mlflow.pyfunc.load_model`.
+        for (path, bytes) in super::mlflow_model::pyfunc_files(m, model)? {
+            self.upload(&artifact_uri, &format!("model/{path}"), bytes)
+                .await?;
+        }
         self.ok(
             reqwest::Method::POST,
             "api/2.0/mlflow/runs/update",

@@ -16,6 +16,7 @@
 pub mod file_source;
 pub mod kafka;
 pub mod mlflow;
+pub mod mlflow_model;
 pub mod registry;
 pub mod scheduler;
 pub mod store;

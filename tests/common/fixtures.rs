@@ -43,4 +43,9 @@ pub async fn seed_store(services: &Services, users: u64, seed: u64) {
 }
 
 #[allow(unused_imports)] // used by some test crates
-pub use harness::train_and_promote;
+pub use harness::{TestApp, spawn, train_and_promote};
+
+/// Serves `services` on 127.0.0.1:0 until the returned app is stopped.
+pub async fn serve(services: Services) -> TestApp {
+    harness::spawn(services, None).await
+}
