@@ -172,6 +172,8 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
             .expose_secret()
             .to_string()
     };
+    let settings_read = services.settings.server.predict_token.clone();
+    let settings_write = services.settings.server.ingest_token.clone();
     let app = Application::build(services).await?;
     let shutdown = crate::shutdown::on_signal().context("installing signal handlers")?;
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -181,17 +183,35 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> Result<()> {
         .and_then(|f| [42u64, 1, 2, 3].into_iter().find(|u| f.contains(*u)))
         .unwrap_or(42);
     say!("\nReady: serving on {base}  (Ctrl-C to stop)\n");
-    say!("  curl -X POST \"{base}/predict?user_id={example_user}\"");
+    // Configured data tokens are named, never printed (as the admin token
+    // an operator supplied).
+    let bearer = |token: &SecretString, var: &str| {
+        if token.expose_secret().is_empty() {
+            String::new()
+        } else {
+            format!(" -H \"authorization: Bearer ${var}\"")
+        }
+    };
+    let read = bearer(&settings_read, "CHURN_SERVER__PREDICT_TOKEN");
+    let write = bearer(&settings_write, "CHURN_SERVER__INGEST_TOKEN");
+    say!("  curl -X POST \"{base}/predict?user_id={example_user}\"{read}");
     say!(
-        "  curl -X POST {base}/predict/batch -H 'content-type: application/json' -d '{{\"user_ids\":[1,2,3]}}'"
+        "  curl -X POST {base}/predict/batch{read} -H 'content-type: application/json' -d '{{\"user_ids\":[1,2,3]}}'"
     );
     say!(
-        "  curl -X POST {base}/events --data-binary '{{\"user_id\":{example_user},\"event_time\":\"{}\",\"event_type\":\"login\"}}'",
+        "  curl -X POST {base}/events{write} --data-binary '{{\"user_id\":{example_user},\"event_time\":\"{}\",\"event_type\":\"login\"}}'",
         crate::domain::time::format_seed(chrono::Utc::now().timestamp())
     );
     say!("  curl {base}/readyz");
     say!("  curl {base}/metrics");
     say!("  curl -X POST {base}/admin/retrain -H 'authorization: Bearer {token}'");
     say!("  curl {base}/admin/models -H 'authorization: Bearer {token}'\n");
+    if read.is_empty() || write.is_empty() {
+        say!(
+            "  /events and /predict are open to anyone who reaches this port; set\n  \
+             CHURN_SERVER__INGEST_TOKEN (a write key) and CHURN_SERVER__PREDICT_TOKEN, then send\n  \
+             -H \"authorization: Bearer $CHURN_SERVER__INGEST_TOKEN\" with each write.\n"
+        );
+    }
     app.run_until_stopped(shutdown).await
 }

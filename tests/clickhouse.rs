@@ -8,9 +8,14 @@
 //!   embedded store and from ClickHouse.
 //! - End to end in ClickHouse mode: ingest → features → train → register →
 //!   serve → /predict.
+//! - A hung ClickHouse (behind a proxy that accepts and never answers):
+//!   writes end with 503 by their deadline, `/readyz` names the store,
+//!   `/predict` keeps answering from memory, all recover when it answers.
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use churn::application::generate::{GeneratorOptions, generate};
 use churn::application::ports::{EventStore, FeatureStore};
@@ -664,4 +669,198 @@ async fn unreachable_server_is_a_clear_unavailable_error() {
     let mut bad = options("x");
     bad.database = "churn; DROP TABLE t".into();
     assert!(ClickHouseStore::new(&bad).is_err());
+}
+
+/// A ClickHouse that accepts connections and never answers must cost
+/// bounded waits, never predictions: before the store deadlines, hung
+/// `POST /events` held their request permits forever and `/predict`
+/// answered 429 once they filled the shared limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_clickhouse_times_out_writes_and_never_takes_predictions_down() {
+    let upstream = url().trim_start_matches("http://").to_string();
+    let proxy = proxy::CuttableProxy::start(upstream).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = unique_db("hung");
+    let mut settings = harness::settings(dir.path());
+    settings.store.kind = StoreKind::Clickhouse;
+    settings.clickhouse.url = proxy.url.clone();
+    settings.clickhouse.database = db.clone();
+    settings.clickhouse.validation = options(&db).validation;
+    settings.store.request_timeout_secs = 2;
+    settings.server.probe_timeout_ms = 500;
+    // Small limits, so that hung writes would fill them many times over.
+    settings.server.max_concurrent_requests = 8;
+    settings.server.max_concurrent_store_requests = 8;
+    let services = Services::build(settings).await.unwrap();
+    harness::load(&services, 600, 3, false).await;
+    harness::train_and_promote(&services).await;
+    let app = harness::spawn(services.clone(), None).await;
+    let user = "7";
+    assert_eq!(app.predict(user).await.status(), 200);
+
+    proxy.set(proxy::Mode::Hang);
+    let started = std::time::Instant::now();
+    let writes: Vec<_> = (0..40)
+        .map(|i| {
+            let client = app.client.clone();
+            let url = app.url("/events");
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .body(format!(
+                        "{{\"user_id\":{i},\"event_time\":\"2026-01-02 10:00:00\",\"event_type\":\"login\"}}"
+                    ))
+                    .send()
+                    .await
+                    .expect("every write is answered (the client gives up after 30 s)");
+                let status = r.status().as_u16();
+                let body: serde_json::Value = r.json().await.unwrap();
+                (status, body)
+            })
+        })
+        .collect();
+    // While the writes hang on the store: predictions answer, readiness
+    // names the store within its probe timeout, liveness holds.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for _ in 0..20 {
+        assert_eq!(
+            app.predict(user).await.status(),
+            200,
+            "predictions must not wait on a hung store"
+        );
+    }
+    let probe = std::time::Instant::now();
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let probed = probe.elapsed();
+    assert_eq!(r.status(), 503);
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ready["store_reachable"], false, "{ready}");
+    assert!(
+        ready["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().is_some_and(|p| p.starts_with("event store:"))),
+        "{ready}"
+    );
+    assert!(
+        probed < std::time::Duration::from_secs(2),
+        "readiness took {probed:?}"
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut timed_out = 0;
+    let mut shed = 0;
+    for w in writes {
+        let (status, body) = w.await.unwrap();
+        match status {
+            503 => {
+                assert_eq!(body["error_type"], "store_unavailable", "{body}");
+                assert!(
+                    body["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("store.request_timeout_secs"),
+                    "{body}"
+                );
+                timed_out += 1;
+            }
+            429 => shed += 1,
+            other => panic!("a write to a hung store answered {other}: {body}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(timed_out >= 8, "{timed_out} timed out, {shed} shed");
+    // Every hung write ended by its 2-second deadline (plus scheduling).
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "writes took {took:?}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("churn_store_timeouts_total{backend=\"clickhouse\"}")
+            && !l.ends_with(" 0")),
+        "no store timeout counted"
+    );
+    eprintln!(
+        "hung ClickHouse: {timed_out} writes answered 503 and {shed} 429 within {took:?}; /readyz 503 in {probed:?}; /predict 20/20 200"
+    );
+
+    // It answers again: so do writes and readiness.
+    proxy.set(proxy::Mode::Up);
+    let mut ready_again = false;
+    for _ in 0..50 {
+        let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+        if r.status() == 200 {
+            ready_again = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready_again, "readiness did not recover");
+    let r = app
+        .client
+        .post(app.url("/events"))
+        .body("{\"user_id\":1,\"event_time\":\"2026-01-02 10:00:00\",\"event_type\":\"login\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+    let mut plain = options(&db);
+    plain.cluster = String::new();
+    plain.shard_urls.clear();
+    ClickHouseStore::new(&plain)
+        .unwrap()
+        .drop_database()
+        .await
+        .unwrap();
+}
+
+/// Times outside `DateTime` are refused before they reach the server:
+/// 18.16 wrapped `as_of = 1969-12-31` to a snapshot dated 2106-02-06 that
+/// then stayed the newest (the serving one) for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_outside_datetime_are_refused_not_wrapped() {
+    let db = unique_db("range");
+    let ch = clickhouse(&db).await;
+    ch.append(edge_cases()).await.unwrap();
+    let spec = FeatureSpec::standard();
+    let policy = LabelPolicy::inactivity(30, 30);
+    for bad in [-DAY_SECS, -1, i64::from(u32::MAX) + 1] {
+        let err = ch.build_snapshot(&spec, bad).await.unwrap_err();
+        assert!(
+            matches!(err, churn::application::ports::StoreError::OutOfRange(_)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("DateTime range"), "{err}");
+        assert!(ch.compute_snapshot(&spec, bad).await.is_err());
+        assert!(
+            ch.training_set(&spec, &policy, bad, RowSample::ALL)
+                .await
+                .is_err()
+        );
+    }
+    // A cutoff whose label window ends past 2106 is refused too.
+    let late = i64::from(u32::MAX) - DAY_SECS;
+    assert!(
+        ch.training_set(&spec, &policy, late, RowSample::ALL)
+            .await
+            .is_err()
+    );
+    assert!(ch.snapshots().await.unwrap().is_empty(), "nothing stored");
+    // The edges themselves are fine.
+    ch.build_snapshot(&spec, 0).await.unwrap();
+    ch.build_snapshot(&spec, T).await.unwrap();
+    let newest = ch.latest_snapshot(None).await.unwrap().unwrap();
+    assert_eq!(newest.as_of(), T);
+    ch.drop_database().await.unwrap();
 }

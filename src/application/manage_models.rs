@@ -225,8 +225,30 @@ impl ManageModels {
         token: Option<u64>,
     ) -> Result<AliasRecord, ModelsError> {
         self.load(version).await?;
-        self.move_alias_fenced(PRODUCTION, version, reason, token)
+        match self
+            .move_alias_fenced(PRODUCTION, version, reason, token)
             .await
+        {
+            // An unreadable alias record cannot be compared with, so no
+            // compare-and-swap can move it: an operator's promotion (never
+            // a scheduled one) replaces it, and says so.
+            Err(ModelsError::Registry(RegistryError::Corrupt(why))) if token.is_none() => {
+                let record = AliasRecord {
+                    version,
+                    history: Vec::new(),
+                    updated_at: chrono::Utc::now().to_rfc3339(),
+                    reason: format!("{reason}; replaced an unreadable alias record ({why})"),
+                    fence: None,
+                };
+                self.registry
+                    .repair_alias(PRODUCTION, record.clone())
+                    .await?;
+                tracing::warn!(version, %why, "unreadable production alias replaced");
+                self.mirror_alias(PRODUCTION, version).await;
+                Ok(record)
+            }
+            other => other,
+        }
     }
 
     /// Moves any alias (no load check; used for `latest`).

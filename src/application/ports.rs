@@ -29,6 +29,10 @@ pub enum StoreError {
     /// The request cannot be answered from the data there is.
     #[error("{0}")]
     Insufficient(String),
+    /// A value the store's column cannot hold (a time before 1970 or after
+    /// 2106 for ClickHouse's `DateTime`): refused, never wrapped.
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 impl From<crate::domain::snapshot::SnapshotError> for StoreError {
@@ -300,6 +304,16 @@ pub trait ModelRegistry: Send + Sync {
         expected: Option<&AliasRecord>,
     ) -> Result<(), RegistryError>;
     async fn ping(&self) -> Result<(), RegistryError>;
+    /// Replaces `alias` only if its stored record is unreadable (a torn or
+    /// tampered file): the one way to repair it, since a compare-and-swap
+    /// needs the record it compares with. [`RegistryError::Conflict`] when
+    /// the record is readable or absent.
+    async fn repair_alias(&self, alias: &str, record: AliasRecord) -> Result<(), RegistryError> {
+        let _ = record;
+        Err(RegistryError::Conflict {
+            alias: alias.to_string(),
+        })
+    }
     /// A cheap fingerprint of the alias record (an ETag, a modification
     /// time), for polling: it changes whenever the alias moves. The default
     /// reads the whole record.
@@ -496,6 +510,11 @@ pub trait EventStream: Send {
     /// Waits `duration` while paused, keeping the client alive (heartbeats,
     /// poll deadlines). Records that still arrive are kept for the next batch.
     async fn idle(&mut self, duration: std::time::Duration);
+    /// What keeps the stream from its source right now (no broker
+    /// reachable, ...), for readiness; `None` when it is fine.
+    fn problem(&self) -> Option<String> {
+        None
+    }
     /// Commits what was processed and leaves the group.
     async fn close(self: Box<Self>);
 }

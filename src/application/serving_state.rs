@@ -14,7 +14,7 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::application::manage_models::{LoadedModel, ManageModels, ModelsError, PRODUCTION};
-use crate::application::ports::{FeatureStore, StoreError};
+use crate::application::ports::{FeatureStore, RegistryError, StoreError};
 use crate::domain::drift::{
     DRIFT_SAMPLE_ROWS, DriftReport, DriftThresholds, ServingSample, measure,
 };
@@ -41,10 +41,24 @@ pub enum SwapError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum ReloadOutcome {
-    Swapped { version: u64 },
-    Unchanged { version: u64 },
+    Swapped {
+        version: u64,
+    },
+    Unchanged {
+        version: u64,
+    },
     NoProductionModel,
+    /// The alias names a version that cannot be served and nothing was
+    /// serving: an earlier production version (from the alias's history)
+    /// serves instead, until the alias is moved.
+    Fallback {
+        version: u64,
+        refused: u64,
+    },
 }
+
+/// Rows of the serving snapshot a candidate model scores before it swaps in.
+const CANARY_ROWS: usize = 256;
 
 /// Every user's probability under one (model, snapshot) pair, indexed by
 /// snapshot row. Predictions change only when either side is swapped, so
@@ -101,6 +115,40 @@ impl Eligibility {
 /// Rows scored per model call while building a score table: bounds the
 /// temporary row-major copy to a few MiB whatever the snapshot size.
 const SCORE_CHUNK_ROWS: usize = 8_192;
+
+/// Why canary scores cannot come from the model a version recorded, if
+/// they cannot: a model that separated validation users (AUC above 0.55)
+/// gives every distinct user the same score, or nearly all of them exactly
+/// 0 or 1 (a tampered file whose checksum was recomputed did: 0.0/1.0 for
+/// everyone). Only judged on at least 20 users with distinct rows.
+fn degenerate(p: &[f64], rows: &[f64], n: usize) -> Option<String> {
+    if p.len() < 20 || n == 0 {
+        return None;
+    }
+    let first_row = &rows[..n];
+    if rows.chunks_exact(n).all(|r| r == first_row) {
+        return None;
+    }
+    let (lo, hi) = p
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    if hi - lo < 1e-12 {
+        return Some(format!(
+            "gives all {} sampled users the same probability {lo}",
+            p.len()
+        ));
+    }
+    let extreme = p.iter().filter(|&&v| v == 0.0 || v == 1.0).count();
+    if extreme * 10 >= p.len() * 9 {
+        return Some(format!(
+            "gives {extreme} of {} sampled users a probability of exactly 0 or 1",
+            p.len()
+        ));
+    }
+    None
+}
 
 /// Cheap-clone handle on the shared serving state.
 #[derive(Clone)]
@@ -352,12 +400,18 @@ impl ServingState {
     /// # Errors
     /// [`SwapError`] if the candidate fails a check; serving is unchanged.
     pub async fn reload_model(&self, models: &ManageModels) -> Result<ReloadOutcome, SwapError> {
-        let Some(alias) = models
-            .registry()
-            .alias(PRODUCTION)
-            .await
-            .map_err(ModelsError::from)?
-        else {
+        let alias = match models.registry().alias(PRODUCTION).await {
+            Ok(alias) => alias,
+            Err(e @ RegistryError::Corrupt(_)) => {
+                self.alias_problem.store(Some(Arc::new(format!(
+                    "the production alias cannot be read ({e}): promote a version to replace it \
+                     (POST /admin/models/{{version}}/promote or `churn models promote`)"
+                ))));
+                return Err(ModelsError::from(e).into());
+            }
+            Err(e) => return Err(ModelsError::from(e).into()),
+        };
+        let Some(alias) = alias else {
             self.alias_problem.store(None);
             return Ok(ReloadOutcome::NoProductionModel);
         };
@@ -380,10 +434,41 @@ impl ServingState {
                 Ok(outcome)
             }
             Err(e) => {
-                self.alias_problem.store(Some(Arc::new(format!(
+                let problem = format!(
                     "the production alias names version {}, which cannot be served: {e}",
                     alias.version
-                ))));
+                );
+                // A restarted server with nothing to serve: the versions
+                // production named before, newest first, are known good.
+                if self.model().is_none() {
+                    for &earlier in alias.history.iter().rev() {
+                        if earlier == alias.version {
+                            continue;
+                        }
+                        let Ok(candidate) = models.load(earlier).await else {
+                            continue;
+                        };
+                        if self.install_model(candidate).is_ok() {
+                            tracing::error!(
+                                refused = alias.version,
+                                serving = earlier,
+                                error = %e,
+                                "production model unusable: serving the production version before it"
+                            );
+                            self.alias_problem.store(Some(Arc::new(format!(
+                                "{problem}; serving version {earlier} (production before it) \
+                                 until the alias is moved: POST /admin/models/{{version}}/promote \
+                                 or /admin/models/rollback"
+                            ))));
+                            self.rescore().await;
+                            return Ok(ReloadOutcome::Fallback {
+                                version: earlier,
+                                refused: alias.version,
+                            });
+                        }
+                    }
+                }
+                self.alias_problem.store(Some(Arc::new(problem)));
                 Err(e)
             }
         }
@@ -409,18 +494,34 @@ impl ServingState {
                 names.len()
             )));
         }
-        // Canary: score a real user if features are loaded, else zeros.
-        let row = self
-            .features()
-            .and_then(|f| f.first_row())
-            .unwrap_or_else(|| vec![0.0; names.len()]);
+        // Canary: score a sample of real users if features are loaded,
+        // else one row of zeros.
+        let (rows, count) = match self.features() {
+            Some(f) if !f.is_empty() => {
+                let (picked, rows) = f.sample_rows(CANARY_ROWS);
+                (rows, picked.len())
+            }
+            _ => (vec![0.0; names.len()], 1),
+        };
         let p = candidate
             .classifier
-            .predict_proba(&row)
+            .predict_proba(&rows)
             .map_err(|e: ModelError| SwapError::Canary(e.to_string()))?;
-        if p.len() != 1 || !p[0].is_finite() || !(0.0..=1.0).contains(&p[0]) {
+        if p.len() != count || p.iter().any(|p| !p.is_finite() || !(0.0..=1.0).contains(p)) {
             return Err(SwapError::Canary(format!(
-                "probability out of range: {p:?}"
+                "probability out of range among {count} users: {:?}",
+                p.iter()
+                    .find(|p| !p.is_finite() || !(0.0..=1.0).contains(*p))
+            )));
+        }
+        if let Some(reason) = (candidate.metadata.metrics.auc > 0.55)
+            .then(|| degenerate(&p, &rows, names.len()))
+            .flatten()
+        {
+            return Err(SwapError::Canary(format!(
+                "version {} {reason} although it recorded a validation AUC of {:.3}: \
+                 its model file does not behave as the version it claims to be",
+                candidate.metadata.version, candidate.metadata.metrics.auc
             )));
         }
         let version = candidate.metadata.version;
@@ -483,5 +584,25 @@ impl ServingState {
         self.features.store(Some(Arc::new(snapshot)));
         self.rescore().await;
         Ok(Some(as_of))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::degenerate;
+
+    #[test]
+    fn degenerate_scores_are_named_and_ordinary_ones_pass() {
+        let rows: Vec<f64> = (0..40).map(f64::from).collect();
+        let spread: Vec<f64> = (0..40).map(|i| 0.1 + f64::from(i) / 100.0).collect();
+        assert_eq!(degenerate(&spread, &rows, 1), None);
+        let same = vec![0.3; 40];
+        assert!(degenerate(&same, &rows, 1).is_some_and(|r| r.contains("same probability")));
+        let mut extreme: Vec<f64> = (0..40).map(|i| f64::from(i % 2)).collect();
+        extreme[0] = 0.4;
+        assert!(degenerate(&extreme, &rows, 1).is_some_and(|r| r.contains("exactly 0 or 1")));
+        // Identical users may well share a score; too few say nothing.
+        assert_eq!(degenerate(&same, &[1.0; 40], 1), None);
+        assert_eq!(degenerate(&same[..10], &rows[..10], 1), None);
     }
 }

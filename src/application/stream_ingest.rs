@@ -45,6 +45,8 @@ struct HealthInner {
     running: AtomicBool,
     paused: AtomicBool,
     problem: std::sync::Mutex<Option<String>>,
+    /// What keeps the stream from its source ([`EventStream::problem`]).
+    source: std::sync::Mutex<Option<String>>,
 }
 
 impl IngestHealth {
@@ -63,6 +65,28 @@ impl IngestHealth {
             .lock()
             .map(|p| p.clone())
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// What keeps the consumer from its source (no broker reachable), if
+    /// anything.
+    pub fn source_problem(&self) -> Option<String> {
+        self.inner
+            .source
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn set_source_problem(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.inner.source.lock()
+            && *p != problem
+        {
+            match &problem {
+                Some(problem) => tracing::warn!(%problem, "event stream cannot reach its source"),
+                None => tracing::info!("event stream reaches its source again"),
+            }
+            *p = problem;
+        }
     }
 
     fn set_running(&self, running: bool) {
@@ -160,12 +184,24 @@ impl StreamIngest {
         let mut in_flight: Option<InFlight> = None;
         while !shutdown.is_cancelled() {
             let next = self.fetch(&mut *stream, &shutdown).await;
-            if let Some(previous) = in_flight.take()
-                && let Some(report) = self
+            self.health.set_source_problem(stream.problem());
+            if let Some(previous) = in_flight.take() {
+                match self
                     .complete(previous, &mut *stream, dead_letters, &shutdown)
                     .await
-            {
-                total += report;
+                {
+                    Some(report) => total += report,
+                    // Shutdown interrupted a batch that is neither stored
+                    // nor dead-lettered: a later batch's offsets cover it
+                    // (an offset commits everything before it on its
+                    // partition), so nothing after it may be committed.
+                    // The fetched batch is dropped unwritten; all of it is
+                    // redelivered on restart.
+                    None => {
+                        in_flight = None;
+                        break;
+                    }
+                }
             }
             in_flight = next.map(|f| self.start(f));
         }
@@ -179,6 +215,7 @@ impl StreamIngest {
             total += report;
         }
         stream.close().await;
+        self.health.set_source_problem(None);
         self.health.set_running(false);
         tracing::info!(?total, "stream consumer stopped");
         total
@@ -342,6 +379,7 @@ impl StreamIngest {
         };
         tracing::warn!(%problem, ?delay, "consumption paused; retrying the batch");
         self.health.pause(problem);
+        self.health.set_source_problem(stream.problem());
         self.wait(stream, delay, shutdown).await
     }
 
@@ -459,6 +497,54 @@ mod tests {
             assert_eq!((total.read, total.inserted), (7, 7));
             assert_eq!(store.stats().await.unwrap().events, 7);
         }
+    }
+
+    /// Paused time: a batch whose reject cannot be dead-lettered (a message
+    /// over the dead-letter topic's size limit) is retried until shutdown,
+    /// and the next batch — fetched and stored meanwhile — is not committed
+    /// either: its offsets would cover the first batch's record, which
+    /// would then be neither stored nor dead-lettered (it was, 2 of 2).
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_committed_past_a_batch_neither_stored_nor_dead_lettered() {
+        use crate::testing::{MemoryDeadLetters, MemoryStore, ScriptedStream};
+
+        let store = MemoryStore::new(3);
+        let ingest = IngestEvents::new(Arc::new(store.clone()), 86_400, 100);
+        let mut poison = logged(0);
+        poison.payload = b"{not json".to_vec();
+        let stream = ScriptedStream::new(vec![vec![poison], (1..4).map(logged).collect()]);
+        let log = stream.log.clone();
+        let consumer = StreamIngest::new(
+            ingest,
+            StreamOptions {
+                batch_max_events: 1,
+                batch_max_wait: Duration::from_millis(50),
+                retry_initial: Duration::from_millis(100),
+                retry_max: Duration::from_millis(400),
+            },
+            IngestHealth::default(),
+        );
+        let dlq = MemoryDeadLetters::default();
+        dlq.refusing.store(true, Ordering::Relaxed);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let mut sink = dlq.clone();
+        let task =
+            tokio::spawn(async move { consumer.run(Box::new(stream), &mut sink, stop).await });
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        assert!(
+            log.lock().unwrap().fetched >= 2,
+            "the next batch was fetched"
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+        let log = log.lock().unwrap();
+        assert!(
+            log.committed.is_empty(),
+            "committed past the undelivered record: {:?}",
+            log.committed
+        );
+        assert!(log.closed);
     }
 
     #[test]

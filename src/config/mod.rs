@@ -314,6 +314,11 @@ pub struct StoreSettings {
     pub sqlite_synchronous: SqliteSynchronous,
     /// Feature snapshots kept.
     pub snapshot_retention: usize,
+    /// Longest a store call a request or the Kafka consumer waits on may
+    /// take (appends, names, stats): a hung store answers 503, never hangs.
+    pub request_timeout_secs: u64,
+    /// Longest a feature build, training read or prediction write may take.
+    pub job_timeout_secs: u64,
 }
 
 impl Default for StoreSettings {
@@ -323,6 +328,8 @@ impl Default for StoreSettings {
             sqlite_path: String::new(),
             sqlite_synchronous: SqliteSynchronous::Normal,
             snapshot_retention: 3,
+            request_timeout_secs: 30,
+            job_timeout_secs: 3_600,
         }
     }
 }
@@ -604,8 +611,20 @@ pub struct ServerSettings {
     /// Open connections; one more gets a 503 and is closed. Keep it under
     /// the process's open-files limit.
     pub max_connections: usize,
-    /// Requests in flight before new ones get 429.
+    /// Serving requests (/predict*) in flight before new ones get 429.
     pub max_concurrent_requests: usize,
+    /// Requests that wait on the store or jobs (POST /events, /admin/*) in
+    /// flight before new ones get 429: a budget of their own, so requests
+    /// held by a slow store never starve /predict.
+    pub max_concurrent_store_requests: usize,
+    /// How long /readyz waits on each dependency's ping, milliseconds.
+    pub probe_timeout_ms: u64,
+    /// Write key for POST /events; empty = open.
+    #[serde(serialize_with = "redact")]
+    pub ingest_token: SecretString,
+    /// Read token for /predict and /predict/batch; empty = open.
+    #[serde(serialize_with = "redact")]
+    pub predict_token: SecretString,
     /// Grace period for in-flight work on shutdown.
     pub shutdown_grace_secs: u64,
 }
@@ -633,6 +652,10 @@ impl Default for ServerSettings {
             header_read_timeout_secs: 10,
             max_connections: 10_000,
             max_concurrent_requests: 4_096,
+            max_concurrent_store_requests: 1_024,
+            probe_timeout_ms: 2_000,
+            ingest_token: SecretString::from(String::new()),
+            predict_token: SecretString::from(String::new()),
             shutdown_grace_secs: 30,
         }
     }

@@ -48,6 +48,18 @@ impl Settings {
             1_000,
         )?;
         within(
+            "store.request_timeout_secs",
+            self.store.request_timeout_secs,
+            1,
+            3_600,
+        )?;
+        within(
+            "store.job_timeout_secs",
+            self.store.job_timeout_secs,
+            1,
+            7 * 86_400,
+        )?;
+        within(
             "registry.s3_timeout_secs",
             self.registry.s3_timeout_secs,
             1,
@@ -181,6 +193,13 @@ impl Settings {
             1,
             1_000_000,
         )?;
+        within(
+            "server.max_concurrent_store_requests",
+            s.max_concurrent_store_requests,
+            1,
+            1_000_000,
+        )?;
+        within("server.probe_timeout_ms", s.probe_timeout_ms, 10, 60_000)?;
         within(
             "server.shutdown_grace_secs",
             s.shutdown_grace_secs,

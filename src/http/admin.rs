@@ -4,11 +4,9 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use secrecy::ExposeSecret;
-use subtle::ConstantTimeEq;
 
 use crate::application::jobs::{JobKind, JobRecord};
 use crate::application::manage_models::ModelSummary;
@@ -32,24 +30,9 @@ pub async fn require_token(
             "the admin API is disabled: set CHURN_SERVER__ADMIN_TOKEN (or server.allow_unauthenticated_admin for demos)",
         )),
         Some(token) => {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            let expected = token.expose_secret().as_bytes();
-            // ct_eq is constant-time for equal lengths; length itself is not
-            // secret enough to matter, and comparing unequal lengths is false.
-            if bool::from(presented.as_bytes().ct_eq(expected)) {
-                Ok(next.run(request).await)
-            } else {
-                Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong bearer token",
-                ))
-            }
+            crate::http::auth::check(request.headers(), token)
+                .map_err(crate::http::auth::unauthorized)?;
+            Ok(next.run(request).await)
         }
     }
 }
@@ -198,8 +181,10 @@ async fn reload(state: &AppState) -> Result<(), ApiError> {
 #[into_params(parameter_in = Query)]
 pub struct AtRiskParams {
     /// Users to list (default 100, at most `server.max_batch_users`).
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
     /// Reasons per user (default 5).
+    #[param(minimum = 1)]
     pub top_k: Option<usize>,
 }
 
@@ -364,6 +349,7 @@ pub async fn consistency(
 #[into_params(parameter_in = Query)]
 pub struct JobsParams {
     /// Jobs to list, newest first (default 20, at most 200).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 

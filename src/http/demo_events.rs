@@ -13,7 +13,7 @@ use crate::domain::event::Event;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorBody};
 
-/// What to generate; every field has a default.
+/// What to generate; every field has a default (`{}` takes them all).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GenerateRequest {
@@ -64,14 +64,16 @@ pub async fn generate_events(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Json<IngestReport>, ApiError> {
-    // An empty body means every default; anything else must be the JSON
-    // object (whatever its content type), refused as JSON when it is not.
-    let req: GenerateRequest = if body.trim_ascii().is_empty() {
-        GenerateRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?
-    };
+    // The body must be the JSON object (whatever its content type); `{}`
+    // takes every default. An empty body is refused rather than read as
+    // "defaults": a bare POST by mistake would store ~400k demo events.
+    if body.trim_ascii().is_empty() {
+        return Err(ApiError::bad_request(
+            "a JSON body is required: {} generates the defaults (2,000 users over 120 days)",
+        ));
+    }
+    let req: GenerateRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     if req.users == 0 || req.users > MAX_USERS {
         return Err(ApiError::bad_request(format!(
             "users must be within 1..={MAX_USERS}"

@@ -102,6 +102,7 @@ impl From<StoreError> for ApiError {
         let (status, code) = match &e {
             StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             StoreError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_corrupt"),
+            StoreError::OutOfRange(_) => (StatusCode::BAD_REQUEST, "out_of_range"),
             StoreError::Insufficient(_) => (StatusCode::CONFLICT, "insufficient_data"),
         };
         Self::new(status, code, e.to_string())

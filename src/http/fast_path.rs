@@ -39,6 +39,13 @@ pub fn answer<B>(state: &AppContext, request: &Request<B>) -> Option<Response<Bo
     {
         return None;
     }
+    // With a read token, only a request that carries it; the router
+    // answers every refusal.
+    if let Some(token) = &state.tokens.read
+        && crate::http::auth::check(headers, token).is_err()
+    {
+        return None;
+    }
     let started = Instant::now();
     // The router's in-flight limit, held while predicting as the handler
     // would hold it.

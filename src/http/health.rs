@@ -34,6 +34,8 @@ pub struct Readiness {
     pub stream_consumer: bool,
     /// The consumer is paused because writes keep failing (see `problems`).
     pub stream_paused: bool,
+    /// The consumer reaches its brokers (`true` without a consumer).
+    pub stream_source_reachable: bool,
     /// Supervised background tasks by name (consumer, registry poll,
     /// scheduler); any not running makes the server unready.
     #[schema(value_type = Object)]
@@ -62,20 +64,45 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     if features.is_none() {
         problems.push("no feature snapshot loaded".to_string());
     }
+    // The alias names a version that cannot be served: a problem even
+    // while an earlier version serves on (after a failed move, or as the
+    // fallback of a restart), because an operator has to act.
     if let Some(problem) = state.predict.state().alias_problem() {
         problems.push(problem.to_string());
     }
-    let store_reachable = match state.events.ping().await {
-        Ok(()) => true,
-        Err(e) => {
+    // Both pings at once, each bounded: a dependency that accepts
+    // connections and never answers makes the server unready within
+    // `server.probe_timeout_ms`, and names itself.
+    let limit = state.limits.probe_timeout;
+    let (store, registry) = tokio::join!(
+        tokio::time::timeout(limit, state.events.ping()),
+        tokio::time::timeout(limit, state.models.registry().ping()),
+    );
+    let silent = || {
+        format!(
+            "no answer within {} ms (server.probe_timeout_ms)",
+            limit.as_millis()
+        )
+    };
+    let store_reachable = match store {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
             problems.push(format!("event store: {e}"));
             false
         }
+        Err(_) => {
+            problems.push(format!("event store: {}", silent()));
+            false
+        }
     };
-    let registry_reachable = match state.models.registry().ping().await {
-        Ok(()) => true,
-        Err(e) => {
+    let registry_reachable = match registry {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
             problems.push(format!("registry: {e}"));
+            false
+        }
+        Err(_) => {
+            problems.push(format!("registry: {}", silent()));
             false
         }
     };
@@ -86,6 +113,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         }
         None => false,
     };
+    let source_problem = state.stream_health.source_problem();
+    let stream_source_reachable = source_problem.is_none();
+    problems.extend(source_problem);
     problems.extend(state.tasks.problems());
     let scheduler = state.leadership.as_ref().map(|l| l.status());
     if let Some(problem) = scheduler.as_ref().and_then(|s| s.problem.clone()) {
@@ -102,6 +132,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         registry_reachable,
         stream_consumer: state.stream_health.running(),
         stream_paused,
+        stream_source_reachable,
         tasks: state.tasks.snapshot(),
         scheduler,
         problems,

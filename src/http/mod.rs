@@ -10,6 +10,7 @@
 //! `/metrics` and the dashboard's assets under `/ui`.
 
 pub mod admin;
+pub mod auth;
 pub mod demo_events;
 pub mod error;
 pub mod event_body;
@@ -53,6 +54,8 @@ use crate::http::error::ApiError;
 pub struct Limits {
     pub max_batch_users: usize,
     pub max_body_bytes: usize,
+    /// How long `/readyz` waits on each dependency's ping.
+    pub probe_timeout: std::time::Duration,
 }
 
 /// What handlers share, behind one `Arc` ([`AppState`]): axum clones the
@@ -70,7 +73,14 @@ pub struct AppContext {
     pub admin_token: Option<SecretString>,
     pub admin_open: bool,
     pub prometheus: PrometheusHandle,
+    /// Serving requests (`/predict*`) in flight.
     pub in_flight: Arc<Semaphore>,
+    /// Requests that wait on the store or jobs (`POST /events`,
+    /// `/admin/*`) in flight: a separate budget, so requests held by a
+    /// slow or hung store never starve serving.
+    pub store_in_flight: Arc<Semaphore>,
+    /// The optional ingest and read tokens.
+    pub tokens: auth::Tokens,
     /// Request-body bytes the server may hold at once.
     pub body_budget: intake::BodyBudget,
     /// State of the Kafka consumer, if one runs, for `/readyz`.
@@ -91,12 +101,37 @@ async fn shed_load(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    shed(&state.in_flight, "max_concurrent_requests", request, next).await
+}
+
+/// The same for requests that wait on the store
+/// (`max_concurrent_store_requests`).
+async fn shed_store_load(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    shed(
+        &state.store_in_flight,
+        "max_concurrent_store_requests",
+        request,
+        next,
+    )
+    .await
+}
+
+async fn shed(
+    permits: &Semaphore,
+    setting: &str,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     // Borrowed, not owned: the permit lives as long as this call.
-    let Ok(_permit) = state.in_flight.try_acquire() else {
+    let Ok(_permit) = permits.try_acquire() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "overloaded",
-            "too many requests in flight; retry shortly",
+            format!("too many requests in flight (server.{setting}); retry shortly"),
         ));
     };
     Ok(next.run(request).await)
@@ -128,8 +163,22 @@ pub struct Api {
 /// The fast path's answer, or the router's future.
 pub type ApiFuture<B> = futures::future::Either<
     std::future::Ready<Result<Response, std::convert::Infallible>>,
-    TowerToHyperServiceFuture<Router, axum::http::Request<B>>,
+    futures::future::MapOk<
+        TowerToHyperServiceFuture<Router, axum::http::Request<B>>,
+        fn(Response) -> Response,
+    >,
 >;
+
+/// Every answer says `X-Content-Type-Options: nosniff`: error bodies and
+/// predictions echo what the client sent (ids, messages), which a browser
+/// must never sniff into something other than JSON.
+fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
 
 impl Api {
     pub fn new(state: AppState) -> Self {
@@ -150,9 +199,16 @@ where
     type Future = ApiFuture<B>;
 
     fn call(&self, request: axum::http::Request<B>) -> Self::Future {
+        use futures::TryFutureExt;
         match fast_path::answer(&self.state, &request) {
-            Some(response) => futures::future::Either::Left(std::future::ready(Ok(response))),
-            None => futures::future::Either::Right(self.router.call(request)),
+            Some(response) => {
+                futures::future::Either::Left(std::future::ready(Ok(nosniff(response))))
+            }
+            None => futures::future::Either::Right(
+                self.router
+                    .call(request)
+                    .map_ok(nosniff as fn(Response) -> Response),
+            ),
         }
     }
 }
@@ -161,8 +217,11 @@ where
 /// runs: documented once per group, where the group's layer is applied.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Group {
-    /// Work routes: the in-flight limit (429).
-    Work,
+    /// Serving routes: the in-flight limit (429), the read token (401).
+    Serve,
+    /// `POST /events`: the store's in-flight limit (429), the ingest
+    /// token (401).
+    Ingest,
     /// `/admin/*`: the in-flight limit and the bearer token (401, 403).
     Admin,
 }
@@ -184,6 +243,13 @@ fn document<S: Clone + Send + Sync + 'static>(
         .flatten()
         {
             openapi::add(op, "429", "Too many requests or request bodies in flight");
+            if group != Group::Admin {
+                openapi::add(
+                    op,
+                    "401",
+                    "Missing or wrong bearer token, when one is configured",
+                );
+            }
             if group == Group::Admin {
                 openapi::add(op, "401", "Missing or wrong bearer token");
                 openapi::add(op, "403", "Admin API disabled (no token configured)");
@@ -218,13 +284,29 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             state.clone(),
             admin::require_token,
         ));
-    let work = OpenApiRouter::new()
+    let serve = OpenApiRouter::new()
         .routes(routes!(predict::predict))
         .routes(routes!(predict::predict_batch))
-        .routes(routes!(events::post_events));
-    let work = document(work, Group::Work)
-        .merge(document(admin, Group::Admin))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read_token,
+        ));
+    let ingest = OpenApiRouter::new()
+        .routes(routes!(events::post_events))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_ingest_token,
+        ));
+    // Layers run outside in: the in-flight limit, then the token.
+    let serve = document(serve, Group::Serve)
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
+    let stored = document(ingest, Group::Ingest)
+        .merge(document(admin, Group::Admin))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            shed_store_load,
+        ));
+    let work = serve.merge(stored);
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

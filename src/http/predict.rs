@@ -40,7 +40,7 @@ fn top_k(explain: bool, top_k: Option<usize>) -> Result<Option<usize>, ApiError>
     params(
         ("user_id" = String, Query, description = "The user to score: an integer id, or a string id (UUID, name) as sent at ingestion"),
         ("explain" = Option<bool>, Query, description = "Add the feature contributions (log-odds)"),
-        ("top_k" = Option<usize>, Query, description = "Contributions to list (default 5; needs explain=true)"),
+        ("top_k" = Option<usize>, Query, minimum = 1, description = "Contributions to list (default 5; needs explain=true)"),
     ),
     responses(
         (status = 200, description = "Prediction", body = Prediction),
@@ -90,6 +90,7 @@ pub struct BatchRequest {
     #[serde(default)]
     pub explain: bool,
     /// Contributions to list per prediction (default 5; needs `explain`).
+    #[schema(minimum = 1)]
     pub top_k: Option<usize>,
 }
 

@@ -388,6 +388,51 @@ impl ModelRegistry for ObjectStoreRegistry {
             .await
     }
 
+    async fn repair_alias(&self, alias: &str, record: AliasRecord) -> Result<(), RegistryError> {
+        let path = self.alias_path(alias);
+        let _local = self.alias_lock.lock().await;
+        let _file_lock = self.lock_local().await?;
+        let conflict = || RegistryError::Conflict {
+            alias: alias.to_string(),
+        };
+        let stored = match self.store.get(&path).await {
+            Ok(stored) => stored,
+            Err(object_store::Error::NotFound { .. }) => return Err(conflict()),
+            Err(e) => return Err(backend(e)),
+        };
+        let version = UpdateVersion {
+            e_tag: stored.meta.e_tag.clone(),
+            version: stored.meta.version.clone(),
+        };
+        let bytes = stored.bytes().await.map_err(backend)?;
+        // Only an unreadable record is replaced this way; a readable one
+        // moves by compare-and-swap as always.
+        if serde_json::from_slice::<AliasRecord>(&bytes).is_ok() {
+            return Err(conflict());
+        }
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+        match self
+            .store
+            .put_opts(
+                &path,
+                json.clone().into(),
+                PutOptions::from(PutMode::Update(version)),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::Precondition { .. }) => Err(conflict()),
+            Err(object_store::Error::NotImplemented { .. }) if _file_lock.is_some() => self
+                .store
+                .put(&path, json.into())
+                .await
+                .map(|_| ())
+                .map_err(backend),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     async fn alias_stamp(&self, alias: &str) -> Result<Option<String>, RegistryError> {
         match self.store.head(&self.alias_path(alias)).await {
             Ok(meta) => Ok(Some(meta.e_tag.unwrap_or_else(|| {

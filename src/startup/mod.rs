@@ -35,8 +35,17 @@ use crate::config::{FeaturesAsOf, Settings, SqliteSynchronous, StoreKind};
 use crate::domain::features::FeatureSpec;
 use crate::domain::training::PromotionPolicy;
 use crate::infrastructure::mlflow::{MlflowExporter, MlflowOptions};
+use crate::infrastructure::store::deadline::{DeadlineStore, Deadlines};
 use crate::infrastructure::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::infrastructure::trainers::ForustTrainer;
+
+/// The deadlines of `[store]`.
+fn deadlines(settings: &Settings) -> Deadlines {
+    Deadlines {
+        request: Duration::from_secs(settings.store.request_timeout_secs),
+        job: Duration::from_secs(settings.store.job_timeout_secs),
+    }
+}
 
 /// The event and feature stores of `[store]`, and the prediction table
 /// when the backend has one.
@@ -70,18 +79,28 @@ impl Stores {
                         settings.sqlite_path().display()
                     )
                 })?;
+                let store = Arc::new(DeadlineStore::new(
+                    Arc::new(store),
+                    deadlines(settings),
+                    "the embedded store",
+                ));
                 Self {
-                    events: Arc::new(store.clone()),
-                    features: Arc::new(store),
+                    events: store.clone(),
+                    features: store,
                     predictions: None,
                 }
             }
             StoreKind::Clickhouse => {
                 let store = open_clickhouse(settings).await?;
+                let store = Arc::new(DeadlineStore::new(
+                    Arc::new(store),
+                    deadlines(settings),
+                    "clickhouse",
+                ));
                 Self {
-                    events: Arc::new(store.clone()),
-                    features: Arc::new(store.clone()),
-                    predictions: Some(Arc::new(store)),
+                    events: store.clone(),
+                    features: store.clone(),
+                    predictions: Some(store),
                 }
             }
         })

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use super::{Services, kafka_connector, kafka_log_watch, rebuild_as_of};
@@ -155,8 +154,7 @@ impl Application {
                 Duration::from_secs(s.schedule.lease_ttl_secs),
             )
         });
-        let token = s.server.admin_token.expose_secret();
-        let admin_token = (!token.is_empty()).then(|| SecretString::from(token.to_string()));
+        let admin_token = crate::http::auth::configured(&s.server.admin_token);
         if admin_token.is_none() && !s.server.allow_unauthenticated_admin {
             tracing::warn!("admin API disabled: set CHURN_SERVER__ADMIN_TOKEN to enable /admin/*");
         }
@@ -171,6 +169,7 @@ impl Application {
             limits: Limits {
                 max_batch_users: s.server.max_batch_users,
                 max_body_bytes: s.server.max_body_bytes,
+                probe_timeout: Duration::from_millis(s.server.probe_timeout_ms),
             },
             admin_token,
             admin_open: s.server.allow_unauthenticated_admin,
@@ -178,6 +177,13 @@ impl Application {
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 s.server.max_concurrent_requests,
             )),
+            store_in_flight: Arc::new(tokio::sync::Semaphore::new(
+                s.server.max_concurrent_store_requests,
+            )),
+            tokens: crate::http::auth::Tokens {
+                ingest: crate::http::auth::configured(&s.server.ingest_token),
+                read: crate::http::auth::configured(&s.server.predict_token),
+            },
             body_budget: crate::http::intake::BodyBudget::new(
                 s.server.max_inflight_body_bytes,
                 s.server.max_body_bytes,

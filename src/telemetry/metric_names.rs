@@ -97,6 +97,8 @@ pub const SCHEDULER_LEASE_TAKEN_TOTAL: &str = "churn_scheduler_lease_taken_total
 pub const SCHEDULER_TICKS_TOTAL: &str = "churn_scheduler_ticks_total";
 /// Writes of scheduled jobs refused because their lease term ended.
 pub const SCHEDULER_FENCED_TOTAL: &str = "churn_scheduler_fenced_total";
+/// Store calls that ended at their deadline, by backend.
+pub const STORE_TIMEOUTS_TOTAL: &str = "churn_store_timeouts_total";
 
 /// What a metric is, for its `# HELP` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,11 @@ pub enum Kind {
 /// Every metric with its kind and help text: the recorder describes each
 /// at install, so `/metrics` carries `# HELP` for every family.
 pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (
+        STORE_TIMEOUTS_TOTAL,
+        Kind::Counter,
+        "Store calls that ended at their deadline (store.request_timeout_secs, store.job_timeout_secs), by backend.",
+    ),
     (HTTP_CONNECTIONS, Kind::Gauge, "Open HTTP connections."),
     (
         HTTP_CONNECTIONS_REFUSED_TOTAL,

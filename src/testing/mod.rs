@@ -611,11 +611,17 @@ impl EventStream for ScriptedStream {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDeadLetters {
     pub rejected: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// Refuses every dead letter while set (a dead-letter topic that cannot
+    /// take the message).
+    pub refusing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
 impl DeadLetterSink for MemoryDeadLetters {
     async fn reject(&mut self, record: &RawRecord, error: &EventError) -> Result<(), SourceError> {
+        if self.refusing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(SourceError::Io("dead letter refused (simulated)".into()));
+        }
         lock(&self.rejected).push((
             record.origin.clone(),
             error.to_string(),

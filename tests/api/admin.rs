@@ -35,6 +35,30 @@ async fn admin_requires_the_token() {
         .await
         .unwrap();
     error_body(r, 401, "unauthorized").await;
+    // The header is read strictly: a space inside is not the token, and two
+    // Authorization headers are refused whichever comes first. (A trailing
+    // space is not part of a field value (RFC 9110 §5.5): the HTTP parser
+    // strips it before any handler runs, so `Bearer TOKEN ` *is* the
+    // header `Bearer TOKEN`; the unit tests of `http::auth` refuse it where
+    // it could still arrive.)
+    let raw = |values: &[String]| {
+        let mut r = app.client.get(app.url("/admin/models"));
+        for v in values {
+            r = r.header("authorization", v);
+        }
+        r.send()
+    };
+    for values in [
+        vec![format!("Bearer  {TOKEN}")],
+        vec![format!("Bearer {TOKEN}\tx")],
+        vec![format!("Bearer {TOKEN}"), "Bearer wrong".to_string()],
+        vec!["Bearer wrong".to_string(), format!("Bearer {TOKEN}")],
+    ] {
+        let r = raw(&values).await.unwrap();
+        error_body(r, 401, "unauthorized").await;
+    }
+    let r = raw(&[format!("bearer {TOKEN}")]).await.unwrap();
+    assert_eq!(r.status(), 200, "the scheme is case-insensitive");
     let r = app.admin_get("/admin/models").await;
     assert_eq!(r.status(), 200);
     let models: Value = r.json().await.unwrap();
@@ -256,5 +280,272 @@ async fn at_risk_lists_the_highest_scores_first_with_reasons() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+    app.stop().await;
+}
+
+/// The optional data tokens: a write key for `POST /events` and a read
+/// token for `/predict*` (the fast path too), each refused without it.
+#[tokio::test]
+async fn ingest_and_read_tokens_guard_the_data_routes_when_set() {
+    let app = spawn_app_with(Seed::Trained, |s| {
+        s.server.ingest_token = "write-key".to_string().into();
+        s.server.predict_token = "read-key".to_string().into();
+    })
+    .await;
+    let event = r#"{"user_id":5,"event_time":"2026-01-02 10:00:00","event_type":"login"}"#;
+    let post_event = |token: Option<&str>| {
+        let r = app.client.post(app.url("/events")).body(event);
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+        .send()
+    };
+    let before = app.services.events.stats().await.unwrap().events;
+    error_body(post_event(None).await.unwrap(), 401, "unauthorized").await;
+    error_body(
+        post_event(Some("read-key")).await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    error_body(post_event(Some(TOKEN)).await.unwrap(), 401, "unauthorized").await;
+    assert_eq!(app.services.events.stats().await.unwrap().events, before);
+    let r = post_event(Some("write-key")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.services.events.stats().await.unwrap().events,
+        before + 1
+    );
+
+    let predict = |token: Option<&str>| {
+        let r = app.client.post(app.url("/predict?user_id=1"));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+        .send()
+    };
+    // The plain form is answered by the fast path, which checks too.
+    error_body(predict(None).await.unwrap(), 401, "unauthorized").await;
+    error_body(
+        predict(Some("write-key")).await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert_eq!(predict(Some("read-key")).await.unwrap().status(), 200);
+    let batch = |token: Option<&str>| {
+        let r = app
+            .client
+            .post(app.url("/predict/batch"))
+            .json(&json!({"user_ids": [1, 2]}));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+        .send()
+    };
+    error_body(batch(None).await.unwrap(), 401, "unauthorized").await;
+    assert_eq!(batch(Some("read-key")).await.unwrap().status(), 200);
+    // Health, readiness and metrics stay open for probes and scrapers.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_ne!(r.status(), 401, "{path}");
+    }
+    app.stop().await;
+}
+
+/// Every answer, errors echoing input included, carries `nosniff`.
+#[tokio::test]
+async fn answers_say_nosniff() {
+    let app = spawn_app(Seed::Trained).await;
+    for r in [
+        app.predict("1").await,
+        app.predict("no-such-user-<script>").await,
+        app.client.get(app.url("/nowhere")).send().await.unwrap(),
+        app.client
+            .post(app.url("/events"))
+            .body("{\"user_id\":")
+            .send()
+            .await
+            .unwrap(),
+        app.client.get(app.url("/readyz")).send().await.unwrap(),
+    ] {
+        assert_eq!(
+            r.headers()
+                .get("x-content-type-options")
+                .and_then(|v| v.to_str().ok()),
+            Some("nosniff"),
+            "{}",
+            r.url()
+        );
+    }
+    app.stop().await;
+}
+
+/// What the handlers refuse, the document says: `top_k` and `limit` of 0
+/// were refused while the schema allowed them.
+#[tokio::test]
+async fn the_document_states_the_lower_bounds_the_handlers_enforce() {
+    let app = spawn_app(Seed::Nothing).await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let minimum = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"]["minimum"].clone())
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+    };
+    assert_eq!(minimum("/predict", "post", "top_k"), json!(1));
+    assert_eq!(minimum("/admin/at-risk", "get", "top_k"), json!(1));
+    assert_eq!(minimum("/admin/at-risk", "get", "limit"), json!(1));
+    assert_eq!(minimum("/admin/jobs", "get", "limit"), json!(1));
+    assert_eq!(
+        doc["components"]["schemas"]["BatchRequest"]["properties"]["top_k"]["minimum"],
+        json!(1),
+        "{}",
+        doc["components"]["schemas"]["BatchRequest"]
+    );
+    app.stop().await;
+}
+
+/// The files of version `v` in the local registry under `dir`.
+fn version_file(dir: &std::path::Path, v: u64, file: &str) -> std::path::PathBuf {
+    dir.join("registry")
+        .join("churn_model")
+        .join("versions")
+        .join(format!("{v:08}"))
+        .join(file)
+}
+
+/// Registry recovery: a corrupt production model falls back to the
+/// production version before it (it left a restarted server with no model);
+/// an unreadable alias is replaced by a promotion through the API (it could
+/// not be); a tampered model whose checksum was recomputed is refused by
+/// the canary (it served 0.0/1.0 for everyone).
+#[tokio::test]
+async fn the_registry_recovers_from_corrupt_models_and_aliases() {
+    use sha2::Digest;
+
+    let mut app = spawn_app(Seed::Trained).await;
+    let report = app.services.train.run().await.unwrap();
+    let second = report.version;
+    let r = app
+        .admin_post(&format!("/admin/models/{second}/promote"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let dir = app._dir.take().unwrap();
+    let settings = app.services.settings.clone();
+    app.stop().await;
+    assert!(version_file(dir.path(), second, "model.bin").exists());
+
+    // 1. The production model file is corrupt.
+    let model = version_file(dir.path(), second, "model.bin");
+    let mut bytes = std::fs::read(&model).unwrap();
+    bytes.extend_from_slice(b"garbage");
+    std::fs::write(&model, &bytes).unwrap();
+    let app = crate::helpers::spawn(
+        churn::startup::Services::build((*settings).clone())
+            .await
+            .unwrap(),
+        None,
+    )
+    .await;
+    let r = app.predict("1").await;
+    assert_eq!(r.status(), 200, "an intact earlier version serves");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["model_version"], "1", "{body}");
+    // Readiness still names the refused version: an operator must act.
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["model_version"], 1, "{ready}");
+    assert!(
+        ready["problems"][0].as_str().is_some_and(
+            |w| w.contains(&format!("version {second}")) && w.contains("serving version 1")
+        ),
+        "{ready}"
+    );
+    app.stop().await;
+
+    // 2. The alias file is unreadable: no model, readiness says how to
+    // repair, a promotion through the API repairs it.
+    let alias = dir
+        .path()
+        .join("registry/churn_model/aliases/production.json");
+    std::fs::write(&alias, b"{\"version\": 2, tor").unwrap();
+    let app = crate::helpers::spawn(
+        churn::startup::Services::build((*settings).clone())
+            .await
+            .unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(app.predict("1").await.status(), 503);
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ready
+            .to_string()
+            .contains("production alias cannot be read"),
+        "{ready}"
+    );
+    let r = app.admin_post("/admin/models/1/promote").await;
+    assert_eq!(r.status(), 200);
+    let record: Value = r.json().await.unwrap();
+    assert!(
+        record["reason"].as_str().unwrap().contains("unreadable"),
+        "{record}"
+    );
+    let body: Value = app.predict("1").await.json().await.unwrap();
+    assert_eq!(body["model_version"], "1", "{body}");
+
+    // 3. A tampered model with a recomputed checksum: one constant
+    // probability for everyone, refused by the canary.
+    let meta_path = version_file(dir.path(), second, "metadata.json");
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let n = meta["feature_names"].as_array().unwrap().len();
+    let tampered = serde_json::to_vec(&json!({
+        "coefficients": vec![0.0; n],
+        "intercept": 40.0,
+        "means": vec![0.0; n],
+        "scales": vec![1.0; n],
+    }))
+    .unwrap();
+    std::fs::write(version_file(dir.path(), second, "model.bin"), &tampered).unwrap();
+    meta["kind"] = json!("logistic");
+    meta["checksum_sha256"] = json!(hex::encode(sha2::Sha256::digest(&tampered)));
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let r = app
+        .admin_post(&format!("/admin/models/{second}/promote"))
+        .await;
+    let e = error_body(r, 422, "swap_failed").await;
+    assert!(
+        e["error"].as_str().unwrap().contains("same probability"),
+        "{e}"
+    );
+    let body: Value = app.predict("1").await.json().await.unwrap();
+    assert_eq!(
+        body["model_version"], "1",
+        "the intact version keeps serving: {body}"
+    );
     app.stop().await;
 }

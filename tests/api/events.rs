@@ -130,6 +130,17 @@ async fn admin_generate_events_validates_and_stores_idempotently() {
         "unknown fields are refused: {}",
         r.status()
     );
+    // No body at all is refused, not read as "every default" (a bare POST
+    // stored ~415k demo events); `{}` asks for the defaults explicitly.
+    let r = app
+        .client
+        .post(app.url("/admin/events/generate"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let e = error_body(r, 400, "bad_request").await;
+    assert!(e["error"].as_str().unwrap().contains("{}"), "{e}");
     assert_eq!(app.services.events.stats().await.unwrap().events, 0);
     // Unauthenticated: refused.
     let r = app

@@ -12,6 +12,8 @@
 //!   recovery every event is stored once;
 //! - two replicas in one group split the partitions; when one leaves, the
 //!   other takes over with no loss; lag is exported per partition;
+//! - an invalid message over 1 MB is dead-lettered truncated (with its
+//!   size and position), never blocking the partition behind it;
 //! - a server started before its broker serves at once and consumes once
 //!   the broker is up (its own tansu on a free port).
 
@@ -177,6 +179,64 @@ async fn consumes_stores_and_dead_letters_poison_on_every_broker() {
             .unwrap()
             .summary;
         assert!(summary.users > 100, "{name}: {summary:?}");
+        app.stop().await;
+    }
+}
+
+/// A 1.5 MB invalid message: the dead-letter producer refused it (1 MB
+/// limit), its batch was retried forever and the events behind it never
+/// stored. Now it is dead-lettered truncated, saying so, and the partition
+/// flows on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_invalid_message_is_dead_lettered_truncated() {
+    for (name, brokers) in brokers() {
+        let topic = unique(&format!("big_{name}"));
+        let k = kafka_settings(&brokers, &topic);
+        // The source topic takes large messages (the dead-letter topic
+        // keeps the broker's default limit).
+        create_topics_with(&brokers, &[&topic], 1, &[("max.message.bytes", "8388608")]).await;
+        create_topics(&brokers, &[&k.dlq_topic], 1).await;
+        let events = events(40, 5);
+        let expected = distinct_ids(&events).len() as u64;
+        let (first, rest) = events.split_at(events.len() / 2);
+        produce(&k, &topic, first, None);
+        let mut big = b"{\"user_id\":".to_vec();
+        big.resize(1_572_864, b'9');
+        produce_large(&brokers, &topic, &big).await;
+        produce(&k, &topic, rest, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let app = start(server_settings(dir.path(), k.clone())).await;
+        let stored = eventually(
+            &format!("{name}: the events behind the large message stored"),
+            Duration::from_secs(60),
+            || async {
+                let n = app.stored().await;
+                (n >= expected).then_some(n)
+            },
+        )
+        .await;
+        assert_eq!(stored, expected, "{name}");
+        let dead = read_topic(&brokers, &k.dlq_topic, 1, Duration::from_secs(30)).await;
+        assert_eq!(dead.len(), 1, "{name}: the large message dead-lettered");
+        let d = &dead[0];
+        assert_eq!(d.header("churn.truncated"), Some("true"), "{name}");
+        assert_eq!(d.header("churn.original_bytes"), Some("1572864"), "{name}");
+        assert_eq!(d.payload.len(), 512 * 1024, "{name}");
+        assert!(
+            big.starts_with(&d.payload),
+            "{name}: the head of the original"
+        );
+        assert_eq!(d.header("churn.source_topic"), Some(topic.as_str()));
+        let offset = first.len().to_string();
+        assert_eq!(
+            d.header("churn.source_offset"),
+            Some(offset.as_str()),
+            "{name}"
+        );
+        let (_, ready) = app.get("/readyz").await;
+        let ready: Value = serde_json::from_str(&ready).unwrap();
+        assert_eq!(ready["stream_paused"], false, "{ready}");
         app.stop().await;
     }
 }
@@ -543,10 +603,32 @@ async fn server_starts_before_its_broker_and_consumes_once_it_is_up() {
     let app = start(server_settings(dir.path(), k.clone())).await;
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, 200, "serving with no broker");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Readiness names the missing broker (it said "ready" through a 20 s
+    // outage before).
+    let unreachable = |ready: &Value| {
+        ready["stream_source_reachable"] == false
+            && ready["problems"].as_array().is_some_and(|p| {
+                p.iter().any(|p| {
+                    p.as_str()
+                        .is_some_and(|p| p.contains("no broker reachable") && p.contains(&brokers))
+                })
+            })
+    };
+    let seen = std::time::Instant::now();
+    eventually(
+        "readiness naming the absent broker",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = app.get("/readyz").await;
+            let ready: Value = serde_json::from_str(&body).unwrap();
+            (status == 503 && unreachable(&ready)).then_some(())
+        },
+    )
+    .await;
+    eprintln!("no broker: /readyz named it after {:?}", seen.elapsed());
 
     let url = format!("tcp://{brokers}");
-    let _broker = KillOnDrop(
+    let broker = KillOnDrop(
         std::process::Command::new(&tansu)
             .args([
                 "broker",
@@ -586,6 +668,23 @@ async fn server_starts_before_its_broker_and_consumes_once_it_is_up() {
     )
     .await;
     assert_eq!(stored, expected);
+    let (_, body) = app.get("/readyz").await;
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["stream_source_reachable"], true, "{ready}");
+    // The broker goes away again: readiness says so within seconds.
+    drop(broker);
+    let gone = std::time::Instant::now();
+    eventually(
+        "readiness naming the lost broker",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = app.get("/readyz").await;
+            let ready: Value = serde_json::from_str(&body).unwrap();
+            (status == 503 && unreachable(&ready)).then_some(())
+        },
+    )
+    .await;
+    eprintln!("broker killed: /readyz named it after {:?}", gone.elapsed());
     app.stop().await;
 }
 

@@ -88,13 +88,28 @@ pub fn use_clickhouse(s: &mut Settings, url: &str, database: &str) {
 }
 
 pub async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
+    create_topics_with(brokers, names, partitions, &[]).await;
+}
+
+/// [`create_topics`] with topic configs (`max.message.bytes`, ...).
+pub async fn create_topics_with(
+    brokers: &str,
+    names: &[&str],
+    partitions: i32,
+    config: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let topics: Vec<NewTopic> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|n| {
+            config.iter().fold(
+                NewTopic::new(n, partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
         .collect();
     let results = admin
         .create_topics(
@@ -142,6 +157,26 @@ pub fn produce_raw(settings: &KafkaSettings, topic: &str, payloads: &[&[u8]]) {
     producer
         .finish(Duration::from_secs(30))
         .expect("poison acknowledged");
+}
+
+/// One raw payload produced by a plain producer that allows messages up
+/// to 8 MB (churn's producer keeps librdkafka's 1 MB default).
+pub async fn produce_large(brokers: &str, topic: &str, payload: &[u8]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "8388608")
+        .set("acks", "all")
+        .create()
+        .expect("large-message producer");
+    producer
+        .send(
+            FutureRecord::<[u8], [u8]>::to(topic).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("the broker takes a large message");
 }
 
 /// One message read back: payload and headers.

@@ -24,9 +24,16 @@ use crate::application::ports::{EventStream, LogCheckpoint, LogPosition, RawReco
 use crate::infrastructure::kafka::client_config;
 use crate::infrastructure::kafka::context::ConsumerCallbacks;
 
+/// How long no broker may be reachable before readiness says so.
+const LINK_GRACE: Duration = Duration::from_secs(2);
+
 /// A subscribed consumer-group member.
 pub struct KafkaStream {
     consumer: StreamConsumer<ConsumerCallbacks>,
+    /// Whether any broker is reachable (from the callbacks).
+    link: std::sync::Arc<crate::infrastructure::kafka::context::Link>,
+    /// Named in problems.
+    brokers: String,
     /// Records that arrived while paused (kept, never dropped).
     held: VecDeque<RawRecord>,
     paused: bool,
@@ -91,8 +98,10 @@ impl KafkaStream {
         if !settings.group_instance_id.is_empty() {
             config.set("group.instance.id", &settings.group_instance_id);
         }
+        let callbacks = ConsumerCallbacks::default();
+        let link = callbacks.link.clone();
         let consumer: StreamConsumer<ConsumerCallbacks> = config
-            .create_with_context(ConsumerCallbacks)
+            .create_with_context(callbacks)
             .map_err(|e| source_error("consumer configuration", e))?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer
@@ -101,6 +110,8 @@ impl KafkaStream {
         tracing::info!(brokers = %settings.brokers, group = %settings.group_id, ?topics, "kafka consumer subscribed");
         Ok(Self {
             consumer,
+            link,
+            brokers: settings.brokers.clone(),
             held: VecDeque::new(),
             paused: false,
         })
@@ -142,7 +153,10 @@ impl EventStream for KafkaStream {
             tokio::select! {
                 biased;
                 msg = messages.next() => match msg {
-                    Some(Ok(msg)) => out.push(record_of(&msg)),
+                    Some(Ok(msg)) => {
+                        self.link.reached();
+                        out.push(record_of(&msg));
+                    }
                     // Records already read must reach the caller (the
                     // batch's checkpoint covers them); report the error
                     // later.
@@ -221,6 +235,16 @@ impl EventStream for KafkaStream {
                 _ = &mut deadline => return,
             }
         }
+    }
+
+    fn problem(&self) -> Option<String> {
+        // A blip is not a problem; a broker gone for a couple of seconds is.
+        let down = self.link.down_for().filter(|d| *d >= LINK_GRACE)?;
+        Some(format!(
+            "kafka: no broker reachable for {} s ({})",
+            down.as_secs(),
+            self.brokers
+        ))
     }
 
     async fn close(self: Box<Self>) {

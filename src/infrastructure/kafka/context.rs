@@ -1,6 +1,9 @@
 //! The consumer's librdkafka callbacks: per-partition lag gauges from the
-//! statistics, and rebalance logging. They run on librdkafka's threads, so
-//! they only record.
+//! statistics, whether any broker is reachable, and rebalance logging.
+//! They run on librdkafka's threads, so they only record.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
@@ -8,12 +11,57 @@ use rdkafka::statistics::Statistics;
 
 use crate::telemetry::metric_names;
 
+/// Whether the consumer reaches its cluster, as librdkafka reports it:
+/// "all brokers down" errors and each broker's state in the statistics.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// Since when no broker was reachable, while none is.
+    down_since: Mutex<Option<Instant>>,
+}
+
+impl Link {
+    fn set(&self, up: bool) {
+        if let Ok(mut d) = self.down_since.lock() {
+            match (up, *d) {
+                (true, _) => *d = None,
+                (false, None) => *d = Some(Instant::now()),
+                (false, Some(_)) => {}
+            }
+        }
+    }
+
+    /// Marks the cluster reachable (a message arrived).
+    pub fn reached(&self) {
+        self.set(true);
+    }
+
+    /// How long no broker has been reachable, if none is.
+    pub fn down_for(&self) -> Option<Duration> {
+        self.down_since
+            .lock()
+            .ok()
+            .and_then(|d| d.map(|since| since.elapsed()))
+    }
+}
+
 /// Context of the churn consumer.
 #[derive(Debug, Default)]
-pub struct ConsumerCallbacks;
+pub struct ConsumerCallbacks {
+    pub link: Arc<Link>,
+}
 
 impl ClientContext for ConsumerCallbacks {
     fn stats(&self, statistics: Statistics) {
+        // Real brokers only: the "logical" group coordinator and the
+        // "internal" queue mirror or fake a state.
+        let brokers: Vec<_> = statistics
+            .brokers
+            .values()
+            .filter(|b| b.source != "internal" && b.source != "logical")
+            .collect();
+        if !brokers.is_empty() {
+            self.link.set(brokers.iter().any(|b| b.state == "UP"));
+        }
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue;
@@ -32,6 +80,9 @@ impl ClientContext for ConsumerCallbacks {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.link.set(false);
+        }
         tracing::warn!(%error, reason, "kafka client error");
     }
 }

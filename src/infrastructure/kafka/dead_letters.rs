@@ -8,6 +8,12 @@
 //! | `churn.source_topic` / `churn.source_partition` / `churn.source_offset` | the original position |
 //! | `churn.origin` | the same, human-readable |
 //! | `churn.rejected_at` | RFC 3339 time of rejection |
+//! | `churn.truncated` / `churn.original_bytes` | only on a payload over [`MAX_PAYLOAD`]: its first bytes are kept |
+//!
+//! A payload over [`MAX_PAYLOAD`] is dead-lettered truncated: the producer
+//! (and most brokers) refuse messages over ~1 MB, and a dead letter that
+//! cannot be produced would hold its batch, and every offset after it, for
+//! good. The original stays readable at its source position.
 
 use async_trait::async_trait;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -42,7 +48,20 @@ impl KafkaDeadLetters {
     }
 }
 
-fn headers(record: &RawRecord, error: &EventError) -> OwnedHeaders {
+/// Largest payload dead-lettered whole: half the default `message.max.bytes`
+/// of producers and brokers (1,000,000), leaving room for headers.
+pub const MAX_PAYLOAD: usize = 512 * 1024;
+
+/// The payload to dead-letter, and the original size when it was cut.
+fn dead_letter_payload(payload: &[u8]) -> (&[u8], Option<usize>) {
+    if payload.len() > MAX_PAYLOAD {
+        (&payload[..MAX_PAYLOAD], Some(payload.len()))
+    } else {
+        (payload, None)
+    }
+}
+
+fn headers(record: &RawRecord, error: &EventError, cut_from: Option<usize>) -> OwnedHeaders {
     let message = error.to_string();
     let rejected_at = crate::domain::time::format_rfc3339(chrono::Utc::now().timestamp());
     let mut h = OwnedHeaders::new_with_capacity(7)
@@ -62,6 +81,18 @@ fn headers(record: &RawRecord, error: &EventError) -> OwnedHeaders {
             key: "churn.rejected_at",
             value: Some(rejected_at.as_str()),
         });
+    if let Some(original) = cut_from {
+        let original = original.to_string();
+        h = h
+            .insert(Header {
+                key: "churn.truncated",
+                value: Some("true"),
+            })
+            .insert(Header {
+                key: "churn.original_bytes",
+                value: Some(original.as_str()),
+            });
+    }
     if let Some(p) = &record.position {
         let (partition, offset) = (p.partition.to_string(), p.offset.to_string());
         h = h
@@ -84,9 +115,13 @@ fn headers(record: &RawRecord, error: &EventError) -> OwnedHeaders {
 #[async_trait]
 impl DeadLetterSink for KafkaDeadLetters {
     async fn reject(&mut self, record: &RawRecord, error: &EventError) -> Result<(), SourceError> {
+        let (payload, cut_from) = dead_letter_payload(&record.payload);
+        if let Some(bytes) = cut_from {
+            tracing::warn!(origin = %record.origin, bytes, "dead-lettering an oversized message truncated");
+        }
         let mut message = FutureRecord::to(&self.topic)
-            .payload(record.payload.as_slice())
-            .headers(headers(record, error));
+            .payload(payload)
+            .headers(headers(record, error, cut_from));
         if let Some(key) = &record.key {
             message = message.key(key.as_slice());
         }
@@ -135,5 +170,20 @@ impl DeadLetterSink for KafkaDeadLetters {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_over_the_limit_are_cut_and_say_so() {
+        let small = vec![b'x'; MAX_PAYLOAD];
+        assert_eq!(dead_letter_payload(&small), (small.as_slice(), None));
+        let big = vec![b'y'; 3 * 1024 * 1024];
+        let (kept, cut) = dead_letter_payload(&big);
+        assert_eq!(kept.len(), MAX_PAYLOAD);
+        assert_eq!(cut, Some(big.len()));
     }
 }

@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::sql::{self};
-use super::{ClickHouseStore, unavailable};
+use super::{ClickHouseStore, datetime, unavailable};
 use crate::application::ports::{FeatureStore, SnapshotSummary, StoreError};
 use crate::domain::features::{FeatureSpec, UserEvent, session_key};
 use crate::domain::label::LabelPolicy;
@@ -89,6 +89,7 @@ impl FeatureStore for ClickHouseStore {
         spec: &FeatureSpec,
         as_of: i64,
     ) -> Result<SnapshotSummary, StoreError> {
+        datetime("as_of", as_of)?;
         let db = &self.db;
         let sql = sql::build_snapshot(spec, db, self.dedup(), as_of).map_err(unavailable)?;
         // Cluster mode: each shard aggregates its own users' events into
@@ -141,6 +142,7 @@ impl FeatureStore for ClickHouseStore {
         spec: &FeatureSpec,
         as_of: i64,
     ) -> Result<FeatureSnapshot, StoreError> {
+        datetime("as_of", as_of)?;
         let sql =
             sql::compute_snapshot(spec, &self.db, self.dedup(), as_of).map_err(unavailable)?;
         let mut snapshot = FeatureSnapshot::new(
@@ -212,6 +214,12 @@ impl FeatureStore for ClickHouseStore {
         cutoff: i64,
         sample: RowSample,
     ) -> Result<Dataset, StoreError> {
+        // The cutoff and the end of its label window both reach the SQL.
+        datetime("cutoff", cutoff)?;
+        datetime(
+            "cutoff + horizon",
+            cutoff.saturating_add(policy.horizon_secs()),
+        )?;
         let sql = sql::training_set(spec, &self.db, self.dedup(), policy, cutoff, sample)
             .map_err(unavailable)?;
         // Streamed row by row into the flat set: collecting the rows first

@@ -76,8 +76,17 @@ pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("clickhouse: {e}"))
 }
 
+/// `t` as ClickHouse's `DateTime` (unsigned seconds, 1970-01-01 to
+/// 2106-02-07): every time bound for a column or a `toDateTime` goes
+/// through here, because the server silently wraps what does not fit (a
+/// snapshot asked as of 1969 was stored as of 2106).
 pub(super) fn datetime(what: &str, t: i64) -> Result<u32, StoreError> {
-    u32::try_from(t).map_err(|_| StoreError::Corrupt(format!("{what} {t} outside DateTime")))
+    u32::try_from(t).map_err(|_| {
+        StoreError::OutOfRange(format!(
+            "{what} {} is outside ClickHouse's DateTime range (1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z)",
+            crate::domain::time::format_rfc3339(t)
+        ))
+    })
 }
 
 impl ClickHouseStore {
