@@ -643,6 +643,49 @@ async fn end_to_end_in_clickhouse_mode_with_string_ids() {
         ingested.inserted + 1,
         "every generated event and the posted one"
     );
+
+    // Erasure: a scored user leaves every table (mutations, waited for).
+    let name = query(format!(
+        "SELECT user_name FROM {db}.predictions ORDER BY user_id LIMIT 1 FORMAT TabSeparatedRaw"
+    ))
+    .await;
+    let erased = churn::domain::user::UserId::parse(name.trim()).unwrap();
+    let key = erased.key();
+    let count_left = || {
+        let query = query.clone();
+        let db = db.clone();
+        async move {
+            let mut left = Vec::new();
+            for (table, column) in [
+                ("events", "user_id"),
+                ("feature_vectors", "user_id"),
+                ("predictions", "user_id"),
+                ("user_names", "user_key"),
+            ] {
+                let n = query(format!(
+                    "SELECT count() FROM {db}.{table} WHERE {column} = {key}"
+                ))
+                .await;
+                left.push(n.trim().parse::<u64>().unwrap());
+            }
+            left
+        }
+    };
+    let before = count_left().await;
+    assert!(before.iter().all(|n| *n > 0), "{before:?}");
+    let report = services.forget.forget(&[erased]).await.unwrap();
+    assert_eq!(report.rows.events, before[0], "{report:?}");
+    assert_eq!(report.rows.predictions, before[2], "{report:?}");
+    assert_eq!(report.rows.names, 1, "{report:?}");
+    assert_eq!(
+        count_left().await,
+        vec![0, 0, 0, 0],
+        "nothing of the user remains"
+    );
+    assert_eq!(
+        ch.stats().await.unwrap().events,
+        ingested.inserted + 1 - before[0]
+    );
     ch.drop_database().await.unwrap();
 }
 

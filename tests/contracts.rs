@@ -18,7 +18,9 @@ mod live_check;
 use std::sync::Arc;
 
 use churn::application::ingest::{Delivery, IngestEvents, SourceKind};
-use churn::application::ports::{EventStore, FeatureStore, LogPosition, RawRecord, RejectTally};
+use churn::application::ports::{
+    Erasure, EventStore, FeatureStore, LogPosition, RawRecord, RejectTally,
+};
 use churn::domain::event::{Event, TimePolicy};
 use churn::domain::features::FeatureSpec;
 use churn::domain::label::LabelPolicy;
@@ -37,6 +39,7 @@ struct Adapter {
     name: &'static str,
     events: Arc<dyn EventStore>,
     features: Arc<dyn FeatureStore>,
+    erasure: Arc<dyn Erasure>,
     /// Keeps the SQLite file alive; drops the ClickHouse database.
     _guard: Guard,
 }
@@ -73,7 +76,8 @@ async fn sqlite() -> Adapter {
     Adapter {
         name: "sqlite",
         events: Arc::new(sqlite.clone()),
-        features: Arc::new(sqlite),
+        features: Arc::new(sqlite.clone()),
+        erasure: Arc::new(sqlite),
         _guard: Guard::Dir(dir),
     }
 }
@@ -109,6 +113,7 @@ async fn clickhouse() -> Adapter {
         name: "clickhouse",
         events: Arc::new(clickhouse.clone()),
         features: Arc::new(clickhouse.clone()),
+        erasure: Arc::new(clickhouse.clone()),
         _guard: Guard::Database(Box::new(clickhouse)),
     }
 }
@@ -118,7 +123,8 @@ async fn memory() -> Adapter {
     Adapter {
         name: "memory",
         events: Arc::new(memory.clone()),
-        features: Arc::new(memory),
+        features: Arc::new(memory.clone()),
+        erasure: Arc::new(memory),
         _guard: Guard::None,
     }
 }
@@ -155,7 +161,96 @@ contracts!(
     refunds_are_stored_and_features_separate_them_alike,
     reject_counts_accumulate_per_source_and_field,
     live_features_equal_a_batch_build_at_any_time,
+    erased_users_leave_no_row_behind,
+    retention_drops_only_older_events,
 );
+
+/// Erasure: every row of the erased users goes (events, feature rows,
+/// names), the counts say what went, the others' rows are untouched, and
+/// erasing again removes nothing.
+async fn erased_users_leave_no_row_behind(a: Adapter) {
+    let name = churn::domain::user::UserId::parse("erase-me@example.com").unwrap();
+    let named = name.key();
+    let mut events = history();
+    let policy = TimePolicy::at(T + 400 * DAY_SECS, 0);
+    events.push(Event::new(name.clone(), T - 4 * DAY_SECS, "login", None, None, policy).unwrap());
+    events.push(
+        Event::new(
+            name.clone(),
+            T - DAY_SECS,
+            "purchase",
+            None,
+            Some(3.5),
+            policy,
+        )
+        .unwrap(),
+    );
+    assert!(
+        a.events
+            .register_names(&[(named, "erase-me@example.com")])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    a.events.append(events).await.unwrap();
+    let spec = FeatureSpec::standard();
+    a.features.build_snapshot(&spec, T).await.unwrap();
+    let before = a.events.stats().await.unwrap();
+    let erased = a.erasure.forget_users(&[1, named]).await.unwrap();
+    assert_eq!(erased.events, 5, "{}: {erased:?}", a.name);
+    assert_eq!(erased.feature_rows, 2, "{}: {erased:?}", a.name);
+    assert_eq!(erased.names, 1, "{}: {erased:?}", a.name);
+    let after = a.events.stats().await.unwrap();
+    assert_eq!(after.events, before.events - 5, "{}", a.name);
+    assert_eq!(after.users, before.users - 2, "{}", a.name);
+    let snapshot = a.features.latest_snapshot(None).await.unwrap().unwrap();
+    assert!(
+        !snapshot.contains(1) && !snapshot.contains(named),
+        "{}",
+        a.name
+    );
+    assert!(snapshot.contains(2), "{}: the others stay", a.name);
+    for user in [1, named] {
+        let left = a.features.user_events(&spec, user, 100).await.unwrap();
+        assert!(
+            left.is_none_or(|e| e.is_empty()),
+            "{}: events of {user} left",
+            a.name
+        );
+    }
+    assert!(
+        a.events.user_names(&[named]).await.unwrap().is_empty(),
+        "{}: the name is gone",
+        a.name
+    );
+    let again = a.erasure.forget_users(&[1, named]).await.unwrap();
+    assert_eq!(again, Default::default(), "{}", a.name);
+}
+
+/// Retention drops events strictly older than the cutoff, nothing else.
+async fn retention_drops_only_older_events(a: Adapter) {
+    a.events.append(history()).await.unwrap();
+    let dropped = a
+        .erasure
+        .drop_events_before(T - 5 * DAY_SECS)
+        .await
+        .unwrap();
+    assert_eq!(
+        dropped, 2,
+        "{}: the events 10 and 200 days before T",
+        a.name
+    );
+    let stats = a.events.stats().await.unwrap();
+    assert_eq!(stats.events, 4, "{}", a.name);
+    assert_eq!(stats.first_event_time, Some(T - 3 * DAY_SECS), "{}", a.name);
+    assert_eq!(
+        a.erasure
+            .drop_events_before(T - 5 * DAY_SECS)
+            .await
+            .unwrap(),
+        0
+    );
+}
 
 /// Live features (one user read, evaluated in Rust) against the store's
 /// own batch computation, for random specs, late events and redeliveries:

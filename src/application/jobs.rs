@@ -87,6 +87,8 @@ pub struct Jobs {
     as_of: AsOf,
     /// Checked against each snapshot swapped in, when on.
     live: Option<LiveFeatures>,
+    /// `store.retention_days`, applied before each feature rebuild.
+    retention: Option<(crate::application::erasure::ForgetUsers, u32)>,
 }
 
 impl Jobs {
@@ -106,7 +108,19 @@ impl Jobs {
             state,
             as_of: AsOf::Now,
             live: None,
+            retention: None,
         }
+    }
+
+    /// Drop events older than `days` (by the wall clock) before each
+    /// feature rebuild, scheduled or asked for.
+    pub fn with_retention(
+        mut self,
+        forget: crate::application::erasure::ForgetUsers,
+        days: u32,
+    ) -> Self {
+        self.retention = (days > 0).then_some((forget, days));
+        self
     }
 
     /// When feature rebuilds compute as of (`schedule.features_as_of`):
@@ -259,6 +273,15 @@ impl Jobs {
                 if let Some(f) = fence {
                     f.check().await.map_err(|e| e.to_string())?;
                 }
+                let dropped = match &self.retention {
+                    Some((forget, days)) => Some(
+                        forget
+                            .apply_retention(*days, chrono::Utc::now().timestamp())
+                            .await
+                            .map_err(|e| format!("retention (store.retention_days): {e}"))?,
+                    ),
+                    None => None,
+                };
                 let summary = self
                     .build
                     .run(self.as_of)
@@ -271,7 +294,11 @@ impl Jobs {
                     .await
                     .map_err(|e| format!("snapshot built but not loaded: {e}"))?;
                 self.check_live();
-                serde_json::to_value(summary).map_err(|e| e.to_string())
+                let mut value = serde_json::to_value(summary).map_err(|e| e.to_string())?;
+                if let Some(dropped) = dropped {
+                    value["retention_dropped_events"] = dropped.into();
+                }
+                Ok(value)
             }
             JobKind::Retrain => {
                 let report = match self.train.run_fenced(fence).await {

@@ -5,6 +5,7 @@
 //! call. Nothing here knows which backend sits behind a port.
 
 pub mod build_features;
+pub mod erasure;
 pub mod generate;
 pub mod ingest;
 pub mod jobs;

@@ -131,6 +131,29 @@ pub trait EventStore: Send + Sync {
     async fn reject_tallies(&self) -> Result<Vec<RejectTally>, StoreError>;
 }
 
+/// What erasing users removed from a store, by kind of row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ErasedRows {
+    pub events: u64,
+    /// Rows of stored feature snapshots.
+    pub feature_rows: u64,
+    /// Rows of the batch-score table (ClickHouse `predictions`).
+    pub predictions: u64,
+    /// Names of string-id users.
+    pub names: u64,
+}
+
+/// Removing user data on request (erasure) and by age (retention), from
+/// every table a store keeps: events, feature rows, scores, names.
+#[async_trait]
+pub trait Erasure: Send + Sync {
+    /// Removes every row of `users` (keys) and returns what was removed;
+    /// when it returns, no read of the store sees them.
+    async fn forget_users(&self, users: &[u64]) -> Result<ErasedRows, StoreError>;
+    /// Removes events older than `before` (seconds); returns how many.
+    async fn drop_events_before(&self, before: i64) -> Result<u64, StoreError>;
+}
+
 /// Summary of a persisted feature snapshot.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SnapshotSummary {
@@ -304,6 +327,13 @@ pub trait ModelRegistry: Send + Sync {
         expected: Option<&AliasRecord>,
     ) -> Result<(), RegistryError>;
     async fn ping(&self) -> Result<(), RegistryError>;
+    /// Removes `users` (keys) from every version's metadata (the drift
+    /// reference's user sample): the one rewrite of a version's metadata,
+    /// for erasure. Returns how many versions were rewritten.
+    async fn forget_users(&self, users: &[u64]) -> Result<usize, RegistryError> {
+        let _ = users;
+        Ok(0)
+    }
     /// Replaces `alias` only if its stored record is unreadable (a torn or
     /// tampered file): the one way to repair it, since a compare-and-swap
     /// needs the record it compares with. [`RegistryError::Conflict`] when

@@ -534,6 +534,33 @@ impl ServingState {
         Ok(ReloadOutcome::Swapped { version })
     }
 
+    /// Drops erased users from what is in memory: the serving snapshot
+    /// (and with it their scores) and the serving model's drift reference
+    /// sample. The stores and the registry are erased by the caller.
+    pub async fn forget(&self, users: &[u64]) {
+        if let Some(kept) = self.features().and_then(|f| f.without(users)) {
+            metrics::gauge!(metric_names::FEATURE_SNAPSHOT_USERS).set(kept.len() as f64);
+            self.features.store(Some(Arc::new(kept)));
+            // Row numbers moved: eligibility is recomputed with the next
+            // snapshot; until then lists rank every user.
+            self.eligibility.store(None);
+            self.rescore().await;
+        }
+        if let Some(model) = self.model()
+            && model
+                .metadata
+                .drift_reference
+                .as_ref()
+                .is_some_and(|r| r.user_sample.users.iter().any(|u| users.contains(u)))
+        {
+            let mut kept = (*model).clone();
+            if let Some(r) = kept.metadata.drift_reference.as_mut() {
+                r.user_sample.users.retain(|u| !users.contains(u));
+            }
+            self.model.store(Some(Arc::new(kept)));
+        }
+    }
+
     /// Loads the newest stored snapshot as of `not_after` or earlier (the
     /// rebuild rule's instant, see `BuildFeatures::serving_limit`) and
     /// swaps it in if it is not the one serving. Returns the snapshot's

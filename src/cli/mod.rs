@@ -16,6 +16,7 @@ mod build_features;
 mod check_config;
 mod demo;
 mod features;
+mod forget;
 mod generate;
 mod health;
 mod ingest;
@@ -66,6 +67,9 @@ pub enum Command {
     Models(models::ModelsCommand),
     /// Show what the event store holds.
     Stats(JsonFlag),
+    /// Erase users: their events, feature rows, scores and names, and
+    /// their ids in model versions' drift samples.
+    Forget(forget::ForgetArgs),
     /// Profile the stored events against the churn definition: types,
     /// returns, eligible users per lookback, constant features.
     Profile(JsonFlag),
@@ -131,6 +135,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::RenderSql(args) => render_sql::run(&settings, args),
         Command::Models(cmd) => models::run(settings, cmd).await,
         Command::Stats(flag) => stats::run(settings, flag).await,
+        Command::Forget(args) => forget::run(settings, args).await,
         Command::Profile(flag) => profile::run(settings, flag).await,
         Command::Features(cmd) => features::run(settings, cmd).await,
         Command::Health(args) => health::run(&settings, args).await,

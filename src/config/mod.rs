@@ -319,6 +319,9 @@ pub struct StoreSettings {
     pub request_timeout_secs: u64,
     /// Longest a feature build, training read or prediction write may take.
     pub job_timeout_secs: u64,
+    /// Events older than this many days (by the wall clock) are dropped
+    /// before each feature rebuild; 0 keeps everything.
+    pub retention_days: u32,
 }
 
 impl Default for StoreSettings {
@@ -330,6 +333,7 @@ impl Default for StoreSettings {
             snapshot_retention: 3,
             request_timeout_secs: 30,
             job_timeout_secs: 3_600,
+            retention_days: 0,
         }
     }
 }

@@ -53,6 +53,7 @@ impl Settings {
             1,
             3_600,
         )?;
+        within("store.retention_days", self.store.retention_days, 0, 36_500)?;
         within(
             "store.job_timeout_secs",
             self.store.job_timeout_secs,

@@ -180,6 +180,34 @@ impl FeatureSnapshot {
         )
     }
 
+    /// The same snapshot without `users` (erasure): rows renumbered,
+    /// everything else kept. `None` when none of them is in it.
+    pub fn without(&self, users: &[u64]) -> Option<FeatureSnapshot> {
+        if !users.iter().any(|u| self.index.contains_key(u)) {
+            return None;
+        }
+        let n = self.feature_names.len();
+        let mut kept = FeatureSnapshot::new(
+            self.as_of,
+            self.created_at,
+            self.feature_names.clone(),
+            self.fingerprint.clone(),
+        );
+        kept.reserve(self.len());
+        let mut rows: Vec<(u64, usize)> =
+            self.users().filter(|(u, _)| !users.contains(u)).collect();
+        // Stable row order (the original one) keeps row-indexed tables
+        // comparable.
+        rows.sort_unstable_by_key(|(_, r)| *r);
+        for (user, row) in rows {
+            let i = (kept.values.len() / n.max(1)) as u32;
+            kept.values
+                .extend_from_slice(&self.values[row * n..(row + 1) * n]);
+            kept.index.insert(user, i);
+        }
+        Some(kept)
+    }
+
     /// Some user's row (for canary predictions).
     pub fn first_row(&self) -> Option<Vec<f64>> {
         let n = self.feature_names.len();

@@ -374,3 +374,34 @@ pub async fn jobs(
     }
     Ok(Json(state.jobs.recent(limit)))
 }
+
+/// Erase a user: their events, feature rows, scores and name leave the
+/// store, their id leaves every model version's drift sample and what this
+/// server holds in memory. Answers what was removed; erasing an unknown or
+/// already erased user removes nothing and is not an error.
+#[utoipa::path(
+    delete,
+    path = "/admin/users/{user_id}",
+    params(("user_id" = String, Path, description = "An integer id or a string id (URL-encoded), as sent at ingestion")),
+    responses(
+        (status = 200, description = "What was erased", body = crate::application::erasure::ErasureReport),
+        (status = 400, body = ErrorBody),
+        (status = 503, description = "The store or the registry is unavailable; retrying is safe", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "admin"
+)]
+pub async fn forget_user(
+    State(state): State<AppState>,
+    user_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<crate::application::erasure::ErasureReport>, ApiError> {
+    let Path(user_id) = user_id.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let user = crate::domain::user::UserId::parse(&user_id)
+        .map_err(|e| ApiError::bad_request(format!("user_id: {e}")))?;
+    let report = state.forget.forget(&[user]).await?;
+    state.predict.state().forget(&report.users).await;
+    if let Some(live) = state.predict.live() {
+        live.stored(report.users.iter().copied());
+    }
+    Ok(Json(report))
+}

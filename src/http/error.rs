@@ -132,6 +132,20 @@ impl From<ModelsError> for ApiError {
     }
 }
 
+impl From<crate::application::erasure::ErasureError> for ApiError {
+    fn from(e: crate::application::erasure::ErasureError) -> Self {
+        use crate::application::erasure::ErasureError;
+        match e {
+            ErasureError::Store(e) => e.into(),
+            ErasureError::Registry(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "registry_unavailable",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
 impl From<JobError> for ApiError {
     fn from(e: JobError) -> Self {
         Self::new(StatusCode::CONFLICT, "job_running", e.to_string())

@@ -67,6 +67,8 @@ pub struct AppContext {
     pub ingest: IngestEvents,
     pub jobs: Jobs,
     pub models: ManageModels,
+    /// Erasure (`DELETE /admin/users/{id}`).
+    pub forget: crate::application::erasure::ForgetUsers,
     /// For readiness pings only.
     pub events: Arc<dyn EventStore>,
     pub limits: Limits,
@@ -280,6 +282,7 @@ pub fn routes(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::consistency, admin::last_consistency))
         .routes(routes!(admin::promote))
         .routes(routes!(admin::rollback))
+        .routes(routes!(admin::forget_user))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,

@@ -388,6 +388,31 @@ impl ModelRegistry for ObjectStoreRegistry {
             .await
     }
 
+    async fn forget_users(&self, users: &[u64]) -> Result<usize, RegistryError> {
+        let mut rewritten = 0;
+        for mut metadata in self.list().await? {
+            let Some(reference) = metadata.drift_reference.as_mut() else {
+                continue;
+            };
+            let before = reference.user_sample.users.len();
+            reference.user_sample.users.retain(|u| !users.contains(u));
+            if reference.user_sample.users.len() == before {
+                continue;
+            }
+            let json = serde_json::to_vec_pretty(&metadata)
+                .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+            self.store
+                .put(
+                    &self.version_dir(metadata.version).join("metadata.json"),
+                    json.into(),
+                )
+                .await
+                .map_err(backend)?;
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+
     async fn repair_alias(&self, alias: &str, record: AliasRecord) -> Result<(), RegistryError> {
         let path = self.alias_path(alias);
         let _local = self.alias_lock.lock().await;

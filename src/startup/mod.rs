@@ -23,10 +23,11 @@ pub use adapters::*;
 pub use server::Application;
 
 use crate::application::build_features::{AsOf, BuildFeatures};
+use crate::application::erasure::ForgetUsers;
 use crate::application::ingest::IngestEvents;
 use crate::application::manage_models::ManageModels;
 use crate::application::ports::{
-    Coordination, EventStore, FeatureStore, ModelRegistry, ModelTrainer, PredictionSink,
+    Coordination, Erasure, EventStore, FeatureStore, ModelRegistry, ModelTrainer, PredictionSink,
 };
 use crate::application::profile::ProfileData;
 use crate::application::score::ScoreUsers;
@@ -54,6 +55,8 @@ pub struct Stores {
     pub events: Arc<dyn EventStore>,
     pub features: Arc<dyn FeatureStore>,
     pub predictions: Option<Arc<dyn PredictionSink>>,
+    /// Erasure and retention over every table of the store.
+    pub erasure: Arc<dyn Erasure>,
 }
 
 impl Stores {
@@ -86,8 +89,9 @@ impl Stores {
                 ));
                 Self {
                     events: store.clone(),
-                    features: store,
+                    features: store.clone(),
                     predictions: None,
+                    erasure: store,
                 }
             }
             StoreKind::Clickhouse => {
@@ -100,7 +104,8 @@ impl Stores {
                 Self {
                     events: store.clone(),
                     features: store.clone(),
-                    predictions: Some(store),
+                    predictions: Some(store.clone()),
+                    erasure: store,
                 }
             }
         })
@@ -204,6 +209,8 @@ pub struct Services {
     pub models: ManageModels,
     pub profile: ProfileData,
     pub score: ScoreUsers,
+    /// Erasure and retention.
+    pub forget: ForgetUsers,
 }
 
 impl Services {
@@ -269,9 +276,10 @@ impl Services {
                 models.clone(),
                 spec.clone(),
                 policy,
-                stores.predictions,
+                stores.predictions.clone(),
             )
             .with_rule(rebuild_as_of(&settings)),
+            forget: ForgetUsers::new(stores.erasure.clone(), registry.clone()),
             settings: Arc::new(settings),
             spec,
             events,

@@ -127,7 +127,8 @@ impl Application {
             state.clone(),
         )
         .with_features_as_of(rebuild_as_of(s))
-        .with_live(live.clone());
+        .with_live(live.clone())
+        .with_retention(services.forget.clone(), s.store.retention_days);
         jobs.check_live();
         let stream_health = IngestHealth::default();
         let tasks = TaskHealth::default();
@@ -165,6 +166,7 @@ impl Application {
             ingest: ingest.clone(),
             jobs: jobs.clone(),
             models: services.models.clone(),
+            forget: services.forget.clone(),
             events: services.events.clone(),
             limits: Limits {
                 max_batch_users: s.server.max_batch_users,

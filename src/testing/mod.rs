@@ -103,6 +103,41 @@ impl MemoryStore {
 }
 
 #[async_trait]
+impl crate::application::ports::Erasure for MemoryStore {
+    async fn forget_users(
+        &self,
+        users: &[u64],
+    ) -> Result<crate::application::ports::ErasedRows, StoreError> {
+        self.outage.check("memory store")?;
+        let mut state = lock(&self.state);
+        let mut erased = crate::application::ports::ErasedRows::default();
+        let before = state.events.len();
+        state.events.retain(|(u, _, _), _| !users.contains(u));
+        erased.events = (before - state.events.len()) as u64;
+        for (header, rows) in state.snapshots.values_mut() {
+            let before = rows.len();
+            rows.retain(|(u, _)| !users.contains(u));
+            erased.feature_rows += (before - rows.len()) as u64;
+            header.users = rows.len() as u64;
+        }
+        for u in users {
+            if state.names.remove(u).is_some() {
+                erased.names += 1;
+            }
+        }
+        Ok(erased)
+    }
+
+    async fn drop_events_before(&self, before: i64) -> Result<u64, StoreError> {
+        self.outage.check("memory store")?;
+        let mut state = lock(&self.state);
+        let n = state.events.len();
+        state.events.retain(|(_, t, _), _| *t >= before);
+        Ok((n - state.events.len()) as u64)
+    }
+}
+
+#[async_trait]
 impl EventStore for MemoryStore {
     async fn append(&self, events: Vec<Event>) -> Result<AppendOutcome, StoreError> {
         self.outage.check("memory store")?;

@@ -549,3 +549,124 @@ async fn the_registry_recovers_from_corrupt_models_and_aliases() {
     );
     app.stop().await;
 }
+
+/// Erasure through the API: the user's events, feature rows and name go,
+/// the model's drift sample (in memory and in every stored version) loses
+/// the id, predictions answer 404, other users are untouched.
+#[tokio::test]
+async fn delete_user_erases_them_everywhere() {
+    let app = spawn_app(Seed::Trained).await;
+    let models: Value = app.admin_get("/admin/models").await.json().await.unwrap();
+    let sample = models[0]["drift_reference"]["user_sample"]["users"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let user = sample
+        .iter()
+        .filter_map(Value::as_u64)
+        .find(|u| *u > 0)
+        .expect("a sampled reference user");
+    let other = if user == 1 { 2 } else { 1 };
+    assert_eq!(app.predict(&user.to_string()).await.status(), 200);
+    let before = app.services.events.stats().await.unwrap();
+    let r = app
+        .client
+        .delete(app.url(&format!("/admin/users/{user}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    let events = report["events"].as_u64().unwrap();
+    assert!(events > 0, "{report}");
+    assert!(report["feature_rows"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["model_versions"], 1, "{report}");
+    assert_eq!(report["users"], json!([user]), "{report}");
+    // Gone from the store, from serving, from the registry's metadata.
+    let after = app.services.events.stats().await.unwrap();
+    assert_eq!(after.events, before.events - events);
+    let spec = churn::domain::features::FeatureSpec::standard();
+    let left = app
+        .services
+        .features
+        .user_events(&spec, user, 10_000)
+        .await
+        .unwrap();
+    assert!(left.is_none_or(|e| e.is_empty()));
+    error_body(app.predict(&user.to_string()).await, 404, "unknown_user").await;
+    assert_eq!(app.predict(&other.to_string()).await.status(), 200);
+    let models: Value = app.admin_get("/admin/models").await.json().await.unwrap();
+    assert!(
+        !models[0]["drift_reference"]["user_sample"]["users"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(user)),
+        "the stored version's sample still holds the user"
+    );
+    // Every stored version's metadata, read from disk.
+    let registry = app.services.settings.data_dir.join("registry");
+    let files: Vec<_> = walk(&registry)
+        .into_iter()
+        .filter(|p| p.ends_with("metadata.json"))
+        .collect();
+    assert!(!files.is_empty());
+    for file in files {
+        let meta: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let users = &meta["drift_reference"]["user_sample"]["users"];
+        assert!(
+            !users.as_array().unwrap().contains(&json!(user)),
+            "{} still holds the user",
+            file.display()
+        );
+    }
+    // Again: nothing left to remove, still a success.
+    let r = app
+        .client
+        .delete(app.url(&format!("/admin/users/{user}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["events"], 0, "{again}");
+    app.stop().await;
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// `store.retention_days`: each feature rebuild first drops events older
+/// than the window (by the wall clock), and says how many.
+#[tokio::test]
+async fn retention_drops_old_events_before_each_rebuild() {
+    let app = spawn_app_with(Seed::FeaturesOnly, |s| s.store.retention_days = 30).await;
+    let before = app.services.events.stats().await.unwrap();
+    let cutoff = chrono::Utc::now().timestamp() - 30 * 86_400;
+    assert!(before.first_event_time.unwrap() < cutoff);
+    let job: Value = app
+        .admin_post("/admin/features/rebuild")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let done = app.wait_job(job["id"].as_u64().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let dropped = done["result"]["retention_dropped_events"].as_u64().unwrap();
+    let after = app.services.events.stats().await.unwrap();
+    assert!(dropped > 0);
+    assert_eq!(after.events, before.events - dropped);
+    assert!(after.first_event_time.unwrap() >= cutoff - 60, "{after:?}");
+    app.stop().await;
+}

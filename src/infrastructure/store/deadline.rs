@@ -22,8 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::application::ports::{
-    AppendOutcome, EventStats, EventStore, FeatureStore, LogPosition, PredictionSink, RejectTally,
-    ScoredUser, SnapshotSummary, StoreError, TrainingRead, TypeCount,
+    AppendOutcome, ErasedRows, Erasure, EventStats, EventStore, FeatureStore, LogPosition,
+    PredictionSink, RejectTally, ScoredUser, SnapshotSummary, StoreError, TrainingRead, TypeCount,
 };
 use crate::domain::event::Event;
 use crate::domain::features::{FeatureSpec, UserEvent};
@@ -195,6 +195,16 @@ impl<S: FeatureStore + ?Sized> FeatureStore for DeadlineStore<S> {
 impl<S: PredictionSink + ?Sized> PredictionSink for DeadlineStore<S> {
     async fn write(&self, scored_at: i64, rows: &[ScoredUser]) -> Result<u64, StoreError> {
         self.job(self.inner.write(scored_at, rows)).await
+    }
+}
+
+#[async_trait]
+impl<S: Erasure + ?Sized> Erasure for DeadlineStore<S> {
+    async fn forget_users(&self, users: &[u64]) -> Result<ErasedRows, StoreError> {
+        self.job(self.inner.forget_users(users)).await
+    }
+    async fn drop_events_before(&self, before: i64) -> Result<u64, StoreError> {
+        self.job(self.inner.drop_events_before(before)).await
     }
 }
 

@@ -296,44 +296,12 @@ impl ClickHouseStore {
         let (Some(oldest_kept), true) = (keep.last(), keep.len() < stored.len()) else {
             return Ok(());
         };
-        let tables = ["feature_vectors", "feature_snapshots"].map(|t| self.storage_table(t));
-        for table in &tables {
-            self.client
-                .query(&format!(
-                    "ALTER TABLE {db}.{table}{on} DELETE WHERE as_of < toDateTime({oldest_kept})",
-                    on = self.on_cluster(),
-                ))
-                .execute()
-                .await
-                .map_err(unavailable)?;
-        }
-        // Mutations are asynchronous (18.16 has no `mutations_sync`); in
-        // cluster mode every server's must be done.
-        let mutations = match &self.cluster {
-            Some(c) => format!("cluster({}, system, mutations)", sql::quote(c)),
-            None => "system.mutations".to_string(),
-        };
-        for _ in 0..100 {
-            let pending: u64 = self
-                .client
-                .query(&format!(
-                    "SELECT count() FROM {mutations} WHERE database = {} AND is_done = 0 \
-                     AND table IN ({}, {})",
-                    sql::quote(db),
-                    sql::quote(&tables[0]),
-                    sql::quote(&tables[1]),
-                ))
-                .fetch_one()
-                .await
-                .map_err(unavailable)?;
-            if pending == 0 {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        Err(StoreError::Unavailable(
-            "old snapshots still being deleted after 10 s".into(),
-        ))
+        self.delete_where(
+            &["feature_vectors", "feature_snapshots"],
+            &format!("as_of < toDateTime({oldest_kept})"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
     }
 }
 

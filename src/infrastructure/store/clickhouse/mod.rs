@@ -23,6 +23,7 @@
 //! to SQL).
 
 pub mod cluster;
+mod erasure;
 mod events;
 mod features;
 mod ledger;

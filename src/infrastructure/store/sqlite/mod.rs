@@ -21,6 +21,7 @@
 //! (stored snapshots), [`training_sets`], [`user_events`] (one user's
 //! history, for live features) and [`integrity`] (the check at open).
 
+mod erasure;
 mod events;
 mod features;
 mod integrity;
