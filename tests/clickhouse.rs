@@ -652,7 +652,6 @@ async fn end_to_end_in_clickhouse_mode_with_string_ids() {
     let erased = churn::domain::user::UserId::parse(name.trim()).unwrap();
     let key = erased.key();
     let count_left = || {
-        let query = query.clone();
         let db = db.clone();
         async move {
             let mut left = Vec::new();
