@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Settings;
 
+mod backup;
 mod build_features;
 mod check_config;
 mod demo;
@@ -67,6 +68,11 @@ pub enum Command {
     Models(models::ModelsCommand),
     /// Show what the event store holds.
     Stats(JsonFlag),
+    /// Copy the embedded store and the local registry into a new
+    /// directory, consistently while a server serves and ingests.
+    Backup(backup::BackupArgs),
+    /// Put a `churn backup` back into the configured data directory.
+    Restore(backup::RestoreArgs),
     /// Erase users: their events, feature rows, scores and names, and
     /// their ids in model versions' drift samples.
     Forget(forget::ForgetArgs),
@@ -136,6 +142,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Models(cmd) => models::run(settings, cmd).await,
         Command::Stats(flag) => stats::run(settings, flag).await,
         Command::Forget(args) => forget::run(settings, args).await,
+        Command::Backup(args) => backup::backup(settings, args).await,
+        Command::Restore(args) => backup::restore(settings, args).await,
         Command::Profile(flag) => profile::run(settings, flag).await,
         Command::Features(cmd) => features::run(settings, cmd).await,
         Command::Health(args) => health::run(&settings, args).await,

@@ -13,6 +13,7 @@
 //! Each adapter takes its own options struct; only `startup` maps the
 //! settings into them.
 
+pub mod backup;
 pub mod file_source;
 pub mod kafka;
 pub mod mlflow;

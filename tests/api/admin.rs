@@ -670,3 +670,125 @@ async fn retention_drops_old_events_before_each_rebuild() {
     assert!(after.first_event_time.unwrap() >= cutoff - 60, "{after:?}");
     app.stop().await;
 }
+
+/// `churn backup` while the server serves and events keep arriving, then
+/// `churn restore` into a fresh directory: the copy is the store as of one
+/// instant (its count matches its manifest and lies between the counts
+/// before and after), the registry comes along, and the restored state
+/// predicts exactly what the original does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_ingesting_restores_to_the_same_predictions() {
+    let app = spawn_app(Seed::Trained).await;
+    let data = app.services.settings.data_dir.clone();
+    let before = app.services.events.stats().await.unwrap().events;
+    // Writers during the backup: posts to the running server.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, url, stop) = (app.client.clone(), app.url("/events"), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body: String = (0..50)
+                    .map(|k| {
+                        format!(
+                            "{{\"user_id\":{},\"event_time\":\"2026-01-02 10:00:00\",\"event_type\":\"login\",\"event_id\":\"w{i}-{k}\"}}\n",
+                            900_000 + k
+                        )
+                    })
+                    .collect();
+                let r = client.post(&url).body(body).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                i += 1;
+            }
+            i
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backup_dir = tempfile::tempdir().unwrap();
+    let target = backup_dir.path().join("backup");
+    let out = churn_cli(&["backup", target.to_str().unwrap(), "--json"], &data).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let posts = writer.await.unwrap();
+    let after = app.services.events.stats().await.unwrap().events;
+    let copied = manifest["events"].as_u64().unwrap();
+    assert!(posts > 2, "writes ran during the backup");
+    assert!(
+        before < copied && copied < after,
+        "a copy of one instant mid-ingest: {before} < {copied} < {after}"
+    );
+    assert_eq!(manifest["production"], 1, "{manifest}");
+
+    // Restore into a fresh data directory and serve it.
+    let fresh = tempfile::tempdir().unwrap();
+    let out = churn_cli(&["restore", target.to_str().unwrap()], fresh.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second restore over it is refused without --overwrite.
+    let again = churn_cli(&["restore", target.to_str().unwrap()], fresh.path()).await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+    let mut settings = (*app.services.settings).clone();
+    settings.data_dir = fresh.path().to_path_buf();
+    let restored = crate::helpers::spawn(
+        churn::startup::Services::build(settings).await.unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        restored.services.events.stats().await.unwrap().events,
+        copied
+    );
+    let users = json!({"user_ids": (1..=40).collect::<Vec<u64>>()});
+    let answer = |app: &crate::helpers::TestApp| {
+        let r = app
+            .client
+            .post(app.url("/predict/batch"))
+            .json(&users)
+            .send();
+        async move {
+            let body: Value = r.await.unwrap().json().await.unwrap();
+            body["predictions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["user_id"].clone(),
+                        p["churn_probability"].clone(),
+                        p["model_version"].clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let (original, copy) = (answer(&app).await, answer(&restored).await);
+    assert!(original.len() > 20, "{original:?}");
+    assert_eq!(original, copy, "the restored state predicts the same");
+    restored.stop().await;
+    app.stop().await;
+}
+
+/// Runs the `churn` binary on `data_dir` off the runtime.
+async fn churn_cli(args: &[&str], data_dir: &std::path::Path) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let data_dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_churn"))
+            .args(&args)
+            .env("CHURN_DATA_DIR", &data_dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
