@@ -97,6 +97,9 @@ pub const SCHEDULER_LEASE_TAKEN_TOTAL: &str = "churn_scheduler_lease_taken_total
 pub const SCHEDULER_TICKS_TOTAL: &str = "churn_scheduler_ticks_total";
 /// Writes of scheduled jobs refused because their lease term ended.
 pub const SCHEDULER_FENCED_TOTAL: &str = "churn_scheduler_fenced_total";
+/// Times the consumer rejoined its group because it owned no partition
+/// while records waited unconsumed.
+pub const KAFKA_REJOINS_TOTAL: &str = "churn_kafka_rejoins_total";
 /// Store calls that ended at their deadline, by backend.
 pub const STORE_TIMEOUTS_TOTAL: &str = "churn_store_timeouts_total";
 
@@ -111,6 +114,11 @@ pub enum Kind {
 /// Every metric with its kind and help text: the recorder describes each
 /// at install, so `/metrics` carries `# HELP` for every family.
 pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (
+        KAFKA_REJOINS_TOTAL,
+        Kind::Counter,
+        "Times the Kafka consumer rejoined its group: it owned no partition while records waited unconsumed.",
+    ),
     (
         STORE_TIMEOUTS_TOTAL,
         Kind::Counter,

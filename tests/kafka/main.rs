@@ -14,6 +14,8 @@
 //!   other takes over with no loss; lag is exported per partition;
 //! - an invalid message over 1 MB is dead-lettered truncated (with its
 //!   size and position), never blocking the partition behind it;
+//! - a consumer that owns no partition while records wait unconsumed says
+//!   so in `/readyz` and consumes once the group gives it the partition;
 //! - a server started before its broker serves at once and consumes once
 //!   the broker is up (its own tansu on a free port).
 
@@ -179,6 +181,117 @@ async fn consumes_stores_and_dead_letters_poison_on_every_broker() {
             .unwrap()
             .summary;
         assert!(summary.users > 100, "{name}: {summary:?}");
+        app.stop().await;
+    }
+}
+
+/// Another member holds the only partition and consumes nothing (a stuck
+/// or ghost member, as noida kept after a kill -9): the server owns no
+/// partition while every record waits. It said "ready" with 60% of a topic
+/// unread before; now `/readyz` names it, and once the member leaves, the
+/// server gets the partition and stores everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_left_without_partitions_says_so_and_recovers() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    for (name, brokers) in brokers() {
+        let topic = unique(&format!("orphan_{name}"));
+        let k = kafka_settings(&brokers, &topic);
+        create_topics(&brokers, &[&topic, &k.dlq_topic], 1).await;
+        let events = events(10, 9);
+        let expected = distinct_ids(&events).len() as u64;
+        produce(&k, &topic, &events, None);
+        // The squatter: same group and protocol, polls (so it stays a
+        // member and keeps the partition), never commits.
+        let squatter: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &k.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("group.protocol", "classic")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("squatter");
+        squatter.subscribe(&[&topic]).unwrap();
+        let squatting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let poller = {
+            let squatting = squatting.clone();
+            tokio::spawn(async move {
+                while squatting.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), squatter.recv()).await;
+                }
+                drop(squatter);
+            })
+        };
+        eventually(
+            &format!("{name}: the squatter owns the partition"),
+            Duration::from_secs(30),
+            || async {
+                let reader: StreamConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("group.id", &k.group_id)
+                    .create()
+                    .unwrap();
+                let committed = reader.committed_offsets(
+                    {
+                        let mut t = rdkafka::TopicPartitionList::new();
+                        t.add_partition(&topic, 0);
+                        t
+                    },
+                    Duration::from_secs(5),
+                );
+                committed.is_ok().then_some(())
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let app = start(server_settings(dir.path(), k.clone())).await;
+        let seen = std::time::Instant::now();
+        let problem = eventually(
+            &format!("{name}: readiness names the orphaned consumer"),
+            Duration::from_secs(60),
+            || async {
+                let (_, body) = app.get("/readyz").await;
+                let ready: Value = serde_json::from_str(&body).unwrap();
+                ready["problems"].as_array().and_then(|p| {
+                    p.iter()
+                        .filter_map(Value::as_str)
+                        .find(|p| p.contains("owns no partition"))
+                        .map(str::to_string)
+                })
+            },
+        )
+        .await;
+        eprintln!("{name}: after {:?}: {problem}", seen.elapsed());
+        assert_eq!(app.stored().await, 0, "{name}: nothing consumed meanwhile");
+        // The count is the broker's watermarks' (tansu's differ from
+        // Kafka's); that records wait is what matters.
+        assert!(problem.contains("records have waited"), "{problem}");
+
+        // The squatter leaves: the partition comes to the server.
+        squatting.store(false, std::sync::atomic::Ordering::Relaxed);
+        poller.await.unwrap();
+        let stored = eventually(
+            &format!("{name}: everything stored once the partition is ours"),
+            Duration::from_secs(90),
+            || async {
+                let n = app.stored().await;
+                (n >= expected).then_some(n)
+            },
+        )
+        .await;
+        assert_eq!(stored, expected, "{name}");
+        eventually(
+            &format!("{name}: the problem clears"),
+            Duration::from_secs(30),
+            || async {
+                let (_, body) = app.get("/readyz").await;
+                (!body.contains("owns no partition")).then_some(())
+            },
+        )
+        .await;
         app.stop().await;
     }
 }

@@ -10,7 +10,8 @@
 //! never blocks the runtime on a commit round trip.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -23,13 +24,28 @@ use super::KafkaOptions;
 use crate::application::ports::{EventStream, LogCheckpoint, LogPosition, RawRecord, SourceError};
 use crate::infrastructure::kafka::client_config;
 use crate::infrastructure::kafka::context::ConsumerCallbacks;
+use crate::infrastructure::kafka::orphan::{Backlog, OrphanWatch, backlog};
+
+/// How often a member that owns no partition reads the group's backlog.
+const ORPHAN_CHECK_EVERY: Duration = Duration::from_secs(3);
 
 /// How long no broker may be reachable before readiness says so.
 const LINK_GRACE: Duration = Duration::from_secs(2);
 
 /// A subscribed consumer-group member.
 pub struct KafkaStream {
-    consumer: StreamConsumer<ConsumerCallbacks>,
+    consumer: Arc<StreamConsumer<ConsumerCallbacks>>,
+    /// The literal topics subscribed (patterns are not watched).
+    topics: Vec<String>,
+    group: String,
+    /// Whether records wait while this member owns nothing.
+    orphan: OrphanWatch,
+    /// A backlog reading under way (blocking calls, off the runtime).
+    reading: Option<tokio::task::JoinHandle<rdkafka::error::KafkaResult<Backlog>>>,
+    next_reading: Instant,
+    /// How long records may wait unconsumed before it is a problem.
+    orphan_grace: Duration,
+    rejoined_at: Option<Instant>,
     /// Whether any broker is reachable (from the callbacks).
     link: std::sync::Arc<crate::infrastructure::kafka::context::Link>,
     /// Named in problems.
@@ -109,12 +125,77 @@ impl KafkaStream {
             .map_err(|e| source_error("subscribe", e))?;
         tracing::info!(brokers = %settings.brokers, group = %settings.group_id, ?topics, "kafka consumer subscribed");
         Ok(Self {
-            consumer,
+            consumer: Arc::new(consumer),
+            topics: settings.topics.clone(),
+            group: settings.group_id.clone(),
+            orphan: OrphanWatch::default(),
+            reading: None,
+            next_reading: Instant::now() + ORPHAN_CHECK_EVERY,
+            orphan_grace: Duration::from_millis(settings.session_timeout_ms.saturating_mul(2))
+                .max(Duration::from_secs(5)),
+            rejoined_at: None,
             link,
             brokers: settings.brokers.clone(),
             held: VecDeque::new(),
             paused: false,
         })
+    }
+
+    /// Watches for owning no partition while records wait (module
+    /// `orphan`), and rejoins the group once they waited past the grace:
+    /// a fresh member id makes the coordinator assign again. Never blocks:
+    /// the reading runs on a blocking thread and is collected later.
+    fn watch_orphan(&mut self) {
+        let now = Instant::now();
+        if let Some(reading) = &self.reading {
+            if !reading.is_finished() {
+                return;
+            }
+            if let Some(reading) = self.reading.take() {
+                match futures::FutureExt::now_or_never(reading) {
+                    Some(Ok(Ok(backlog))) => self.orphan.observe(backlog, now),
+                    Some(Ok(Err(e))) => tracing::debug!(error = %e, "kafka backlog not read"),
+                    _ => {}
+                }
+            }
+        }
+        if now < self.next_reading {
+            return;
+        }
+        self.next_reading = now + ORPHAN_CHECK_EVERY;
+        let owned = self
+            .consumer
+            .assignment()
+            .map(|a| a.count() > 0)
+            .unwrap_or(true);
+        if owned {
+            self.orphan.owning();
+            return;
+        }
+        if let Some((waited, unread)) = self.orphan.stuck(now)
+            && waited >= self.orphan_grace
+            && self
+                .rejoined_at
+                .is_none_or(|at| now.duration_since(at) >= self.orphan_grace)
+        {
+            tracing::warn!(
+                group = %self.group,
+                unread,
+                waited_secs = waited.as_secs(),
+                "kafka consumer owns no partition while records wait unconsumed: rejoining the group"
+            );
+            metrics::counter!(crate::telemetry::metric_names::KAFKA_REJOINS_TOTAL).increment(1);
+            self.consumer.unsubscribe();
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            if let Err(e) = self.consumer.subscribe(&topics) {
+                tracing::warn!(error = %e, "kafka resubscribe failed");
+            }
+            self.rejoined_at = Some(now);
+        }
+        let (consumer, topics) = (self.consumer.clone(), self.topics.clone());
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            backlog(&consumer, &topics, Duration::from_secs(5))
+        }));
     }
 
     /// The current assignment, paused or resumed as a whole.
@@ -142,6 +223,7 @@ impl EventStream for KafkaStream {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<RawRecord>, SourceError> {
+        self.watch_orphan();
         let take = self.held.len().min(max);
         let mut out: Vec<RawRecord> = self.held.drain(..take).collect();
         let deadline = tokio::time::sleep(wait);
@@ -239,18 +321,36 @@ impl EventStream for KafkaStream {
 
     fn problem(&self) -> Option<String> {
         // A blip is not a problem; a broker gone for a couple of seconds is.
-        let down = self.link.down_for().filter(|d| *d >= LINK_GRACE)?;
+        if let Some(down) = self.link.down_for().filter(|d| *d >= LINK_GRACE) {
+            return Some(format!(
+                "kafka: no broker reachable for {} s ({})",
+                down.as_secs(),
+                self.brokers
+            ));
+        }
+        let (waited, unread) = self
+            .orphan
+            .stuck(Instant::now())
+            .filter(|(w, _)| *w >= self.orphan_grace)?;
         Some(format!(
-            "kafka: no broker reachable for {} s ({})",
-            down.as_secs(),
-            self.brokers
+            "kafka: this consumer owns no partition of {} while {unread} records have waited \
+             unconsumed for {} s (group {}; no member is consuming them): it rejoins the group \
+             every {} s; with a broker that keeps a dead member's partitions, set \
+             kafka.group_instance_id per replica",
+            self.topics.join(","),
+            waited.as_secs(),
+            self.group,
+            self.orphan_grace.as_secs()
         ))
     }
 
     async fn close(self: Box<Self>) {
         // Dropping the consumer closes it: librdkafka commits the stored
         // offsets and leaves the group, blocking while it does.
-        let stream = *self;
+        let mut stream = *self;
+        if let Some(reading) = stream.reading.take() {
+            let _ = reading.await;
+        }
         let _ = tokio::task::spawn_blocking(move || drop(stream)).await;
     }
 }

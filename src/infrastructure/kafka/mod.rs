@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod context;
 pub mod dead_letters;
 pub mod live_watch;
+pub mod orphan;
 pub mod producer;
 
 use rdkafka::ClientConfig;
