@@ -72,12 +72,16 @@ async fn health_metrics_and_openapi() {
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 16, "{:?}", paths.keys());
     for (path, item) in paths {
-        let concrete = path.replace("{version}", "1").replace("{id}", "1");
+        let concrete = path
+            .replace("{version}", "1")
+            .replace("{id}", "1")
+            .replace("{user_id}", "1");
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
             let request = match method.as_str() {
                 "get" => app.client.get(app.url(&concrete)),
                 "post" => app.client.post(app.url(&concrete)),
+                "delete" => app.client.delete(app.url(&concrete)),
                 other => panic!("{other} {path}"),
             };
             let r = request.send().await.unwrap();
