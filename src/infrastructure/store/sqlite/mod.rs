@@ -24,6 +24,8 @@
 mod erasure;
 mod events;
 mod features;
+#[cfg(test)]
+mod full_disk_tests;
 mod integrity;
 mod snapshots;
 mod training_sets;
