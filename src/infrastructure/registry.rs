@@ -260,6 +260,23 @@ impl ObjectStoreRegistry {
             None => PutMode::Create,
             Some((_, v)) => PutMode::Update(v.clone()),
         };
+        self.put_conditional(path, json, mode, _file_lock.is_some(), what)
+            .await
+    }
+
+    /// A conditional put (`mode`); a lost condition is
+    /// [`RegistryError::Conflict`] naming `what`. The local filesystem has
+    /// no conditional update: there the caller holds the file lock
+    /// (`locked`) and has re-read the object, which makes a plain put safe
+    /// across processes.
+    async fn put_conditional(
+        &self,
+        path: &Path,
+        json: Vec<u8>,
+        mode: PutMode,
+        locked: bool,
+        what: &str,
+    ) -> Result<(), RegistryError> {
         let result = self
             .store
             .put_opts(path, json.clone().into(), PutOptions::from(mode))
@@ -267,10 +284,10 @@ impl ObjectStoreRegistry {
         match result {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Err(conflict()),
-            // The local filesystem has no conditional update; the file lock
-            // above and the re-read make the move safe across processes.
-            Err(object_store::Error::NotImplemented { .. }) if _file_lock.is_some() => self
+            | Err(object_store::Error::Precondition { .. }) => Err(RegistryError::Conflict {
+                alias: what.to_string(),
+            }),
+            Err(object_store::Error::NotImplemented { .. }) if locked => self
                 .store
                 .put(path, json.into())
                 .await
@@ -437,25 +454,14 @@ impl ModelRegistry for ObjectStoreRegistry {
         }
         let json = serde_json::to_vec_pretty(&record)
             .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
-        match self
-            .store
-            .put_opts(
-                &path,
-                json.clone().into(),
-                PutOptions::from(PutMode::Update(version)),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::Precondition { .. }) => Err(conflict()),
-            Err(object_store::Error::NotImplemented { .. }) if _file_lock.is_some() => self
-                .store
-                .put(&path, json.into())
-                .await
-                .map(|_| ())
-                .map_err(backend),
-            Err(e) => Err(backend(e)),
-        }
+        self.put_conditional(
+            &path,
+            json,
+            PutMode::Update(version),
+            _file_lock.is_some(),
+            alias,
+        )
+        .await
     }
 
     async fn alias_stamp(&self, alias: &str) -> Result<Option<String>, RegistryError> {
